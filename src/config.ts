@@ -1,0 +1,180 @@
+/**
+ * Configuration: one zod schema for the options of {@link createExtension}, the environment
+ * variables that override them, validation with a message naming the setting, frozen result.
+ *
+ * Precedence: environment variable > option passed in code > default. Operators own the
+ * environment of a running extension, so they get the last word (as with the reference's
+ * `STEADYBIT_EXTENSION_PORT`).
+ */
+import { availableParallelism } from 'node:os';
+import { z } from 'zod';
+import { parseDurationMs } from './api/description.js';
+
+/** Raised at start-up when an option or environment variable is invalid. */
+export class ConfigError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'ConfigError';
+  }
+}
+
+const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal'] as const;
+
+/** A duration: milliseconds as a number, or a spec string such as `500ms`, `5s`, `1m`, `1h`, `1d`. */
+const duration = z.union([z.number().int().nonnegative(), z.string()]).transform((value, ctx) => {
+  if (typeof value === 'number') return value;
+  try {
+    return parseDurationMs(value.trim());
+  } catch {
+    ctx.addIssue({ code: 'custom', message: `expected a duration such as 500ms, 5s, 1m, 1h or 1d, got "${value}"` });
+    return z.NEVER;
+  }
+});
+
+/** A byte size: a number of bytes, or a string with a binary suffix: `512kb`, `10mb`, `1gb`. */
+const byteSize = z.union([z.number().int().positive(), z.string()]).transform((value, ctx) => {
+  if (typeof value === 'number') return value;
+  const match = /^(\d+)\s*(b|kb|kib|mb|mib|gb|gib)?$/i.exec(value.trim());
+  if (match === null) {
+    ctx.addIssue({ code: 'custom', message: `expected a byte size such as 1048576, 512kb or 10mb, got "${value}"` });
+    return z.NEVER;
+  }
+  const unit = (match[2] ?? 'b').toLowerCase();
+  const factor = unit.startsWith('k') ? 1024 : unit.startsWith('m') ? 1024 ** 2 : unit.startsWith('g') ? 1024 ** 3 : 1;
+  return Number(match[1]) * factor;
+});
+
+const threads = z.number().int().min(1).max(256);
+
+/**
+ * Options of {@link createExtension}. Every field except `actions` is optional; defaults below.
+ */
+export const OptionsSchema = z.strictObject({
+  /** Action modules: URLs or absolute paths of modules whose default export is a `defineAction(...)` (or an array of them). */
+  actions: z.array(z.union([z.instanceof(URL), z.string().min(1)])),
+  /** HTTP port (`STEADYBIT_EXTENSION_PORT`). Default 8080; 0 picks a free port. */
+  port: z.number().int().min(0).max(65535).default(8080),
+  /** Listen address; default all interfaces, like the reference. */
+  host: z.string().min(1).optional(),
+  /** Health probe port (`STEADYBIT_EXTENSION_HEALTH_PORT`). Default 8081; 0 picks a free port; `null` disables probes. */
+  healthPort: z.number().int().min(0).max(65535).nullable().default(8081),
+  /** Log level (`STEADYBIT_LOG_LEVEL`). Default `info`. */
+  logLevel: z.enum(LOG_LEVELS).default('info'),
+  /** Log format (`STEADYBIT_LOG_FORMAT`): `json` lines or human `text`. Default `text`, on stderr. */
+  logFormat: z.enum(['json', 'text']).default('text'),
+  /** Control-block capacity = max concurrently active stoppable executions (`ACTIONKIT_MAX_EXECUTIONS`). Default 10000. */
+  maxExecutions: z.number().int().min(1).max(1_000_000).default(10_000),
+  /** How long a body may take to honour a stop before its worker is terminated (`ACTIONKIT_STOP_GRACE`). Default 5s. */
+  stopGraceMs: duration.default(5_000),
+  /** Minimum heartbeat interval (`ACTIONKIT_HEARTBEAT_MIN_INTERVAL`); the reference uses 5s. Default 5s. */
+  heartbeatMinIntervalMs: duration.default(5_000),
+  /** Folder for uploaded files (`ACTIONKIT_UPLOAD_DIR`). Default `/tmp/steadybit`. */
+  uploadDir: z.string().min(1).default('/tmp/steadybit'),
+  /** Max size of one uploaded file (`ACTIONKIT_UPLOAD_MAX_BYTES`). Default 100mb. */
+  uploadMaxBytes: byteSize.default(100 * 1024 ** 2),
+  /** Max size of a JSON request body (`ACTIONKIT_MAX_BODY_BYTES`). Default 5mb. */
+  maxBodyBytes: byteSize.default(5 * 1024 ** 2),
+  /** Threads running lifecycle handlers (`ACTIONKIT_HANDLER_THREADS`). Default max(2, cores). */
+  handlerThreads: threads.default(Math.max(2, availableParallelism())),
+  /** Threads running execution bodies (`ACTIONKIT_BODY_THREADS`). Default = cores. */
+  bodyThreads: threads.default(availableParallelism()),
+  /** A handler running longer is terminated with its worker (`ACTIONKIT_HANDLER_TIMEOUT`). Default 5m. */
+  handlerTimeoutMs: duration.default(5 * 60_000),
+  /** Bound of the stop-all on SIGINT/SIGTERM/SIGUSR1 (`ACTIONKIT_STOP_ALL_TIMEOUT`). Default 30s. */
+  stopAllTimeoutMs: duration.default(30_000),
+  /** Minimum time a stop outcome stays answerable (`ACTIONKIT_STOP_RETENTION`). Default 10m; the last 1,000 are always kept. */
+  stopRetentionMs: duration.default(10 * 60_000),
+  /** V8 old-generation limit of each worker thread in MiB (`ACTIONKIT_WORKER_MAX_OLD_GENERATION_MB`). Default: Node's. */
+  workerMaxOldGenerationMb: z.number().int().min(16).optional(),
+  /** Nice increment of body threads (`ACTIONKIT_BODY_NICE`), so CPU-bound bodies yield to HTTP and handlers. Default 0. */
+  bodyNice: z.number().int().min(0).max(19).default(0),
+  /** Install SIGINT/SIGTERM/SIGUSR1 handlers in `listen()`. Default true. */
+  handleSignals: z.boolean().default(true),
+});
+
+/** Options accepted by {@link createExtension} (before defaults). */
+export type ExtensionOptions = z.input<typeof OptionsSchema>;
+/** Options after defaults, environment and validation; frozen. */
+export type ResolvedOptions = Readonly<z.output<typeof OptionsSchema>>;
+
+type EnvKind = 'int' | 'string' | 'duration' | 'bytes' | 'nullablePort';
+const ENVIRONMENT: ReadonlyArray<readonly [string, keyof z.input<typeof OptionsSchema>, EnvKind]> = [
+  ['STEADYBIT_EXTENSION_PORT', 'port', 'int'],
+  ['STEADYBIT_EXTENSION_HEALTH_PORT', 'healthPort', 'nullablePort'],
+  ['STEADYBIT_LOG_LEVEL', 'logLevel', 'string'],
+  ['STEADYBIT_LOG_FORMAT', 'logFormat', 'string'],
+  ['ACTIONKIT_MAX_EXECUTIONS', 'maxExecutions', 'int'],
+  ['ACTIONKIT_STOP_GRACE', 'stopGraceMs', 'duration'],
+  ['ACTIONKIT_HEARTBEAT_MIN_INTERVAL', 'heartbeatMinIntervalMs', 'duration'],
+  ['ACTIONKIT_UPLOAD_DIR', 'uploadDir', 'string'],
+  ['ACTIONKIT_UPLOAD_MAX_BYTES', 'uploadMaxBytes', 'bytes'],
+  ['ACTIONKIT_MAX_BODY_BYTES', 'maxBodyBytes', 'bytes'],
+  ['ACTIONKIT_HANDLER_THREADS', 'handlerThreads', 'int'],
+  ['ACTIONKIT_BODY_THREADS', 'bodyThreads', 'int'],
+  ['ACTIONKIT_HANDLER_TIMEOUT', 'handlerTimeoutMs', 'duration'],
+  ['ACTIONKIT_STOP_ALL_TIMEOUT', 'stopAllTimeoutMs', 'duration'],
+  ['ACTIONKIT_STOP_RETENTION', 'stopRetentionMs', 'duration'],
+  ['ACTIONKIT_WORKER_MAX_OLD_GENERATION_MB', 'workerMaxOldGenerationMb', 'int'],
+  ['ACTIONKIT_BODY_NICE', 'bodyNice', 'int'],
+];
+
+/** Environment variable names the runtime reads, for documentation and error messages. */
+export const ENVIRONMENT_VARIABLES: readonly string[] = ENVIRONMENT.map(([name]) => name);
+
+/**
+ * Merge `options` with the environment, apply defaults, validate, freeze. Throws
+ * {@link ConfigError} naming the option or environment variable at fault.
+ */
+export function resolveOptions(options: ExtensionOptions, env: NodeJS.ProcessEnv = process.env): ResolvedOptions {
+  const merged: Record<string, unknown> = { ...options };
+  const source = new Map<string, string>();
+  for (const [name, key, kind] of ENVIRONMENT) {
+    const raw = env[name];
+    if (raw === undefined || raw.trim() === '') continue;
+    merged[key] = fromEnv(name, raw.trim(), kind);
+    source.set(key, name);
+  }
+  const parsed = OptionsSchema.safeParse(merged);
+  if (!parsed.success) {
+    const problems = parsed.error.issues.map((issue) => {
+      const key = String(issue.path[0] ?? '');
+      const where = source.has(key) ? `${source.get(key)}=${JSON.stringify(merged[key])}` : `option "${issue.path.join('.')}"`;
+      return `${where}: ${issue.message}`;
+    });
+    throw new ConfigError(`Invalid configuration: ${problems.join('; ')}`);
+  }
+  return Object.freeze(parsed.data);
+}
+
+function fromEnv(name: string, raw: string, kind: EnvKind): unknown {
+  switch (kind) {
+    case 'string':
+    case 'duration':
+    case 'bytes':
+      return kind === 'string' && (name === 'STEADYBIT_LOG_LEVEL' || name === 'STEADYBIT_LOG_FORMAT') ? raw.toLowerCase() : raw;
+    case 'int':
+    case 'nullablePort': {
+      if (!/^-?\d+$/.test(raw)) throw new ConfigError(`Invalid configuration: ${name}="${raw}": expected an integer`);
+      return Number(raw);
+    }
+  }
+}
+
+/**
+ * Heartbeat parameters of the reference SDK (§1.10) for a status `callInterval`:
+ * base interval `I = max(callInterval, minInterval)`, check interval `E = I + min(5%·I, 500ms)`,
+ * timeout `T = 4·I`. The reference checks every `E` of silence and fires at the first check where
+ * the silence exceeds `T`, i.e. `(floor(T/E) + 1)·E` after the last heartbeat; we fire at that same
+ * moment (plus at most one watchdog tick).
+ */
+export function heartbeatExpiryMs(callIntervalMs: number, minIntervalMs: number): number {
+  const interval = Math.max(callIntervalMs, minIntervalMs);
+  const check = interval + Math.min(interval * 0.05, 500);
+  const timeout = 4 * interval;
+  return Math.ceil((Math.floor(timeout / check) + 1) * check);
+}
+
+/** Watchdog scan period: fine enough to be precise relative to the shortest possible expiry. */
+export function watchdogTickMs(minIntervalMs: number): number {
+  return Math.min(250, Math.max(5, Math.floor(minIntervalMs / 20)));
+}

@@ -1,0 +1,252 @@
+/**
+ * `createExtension`: wires configuration, actions, the control table, the watchdog thread, the
+ * worker pools, the stop coordinator, the HTTP app, probes and signals into one {@link Extension}.
+ */
+import { once } from 'node:events';
+import { createServer, type Server } from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { Worker } from 'node:worker_threads';
+import type express from 'express';
+import { resolveOptions, watchdogTickMs, type ExtensionOptions, type ResolvedOptions } from './config.js';
+import { buildApp } from './http/app.js';
+import { createProbeServer } from './http/probes.js';
+import { removeExecutionFolder, sweepStaleUploads } from './http/uploads.js';
+import { createLogger, type Logger } from './logging.js';
+import { WorkerPools, type PoolStats } from './pool.js';
+import { BodyLane } from './runtime/bodies.js';
+import { ExecutionStore } from './runtime/executions.js';
+import { Lifecycle } from './runtime/lifecycle.js';
+import { importActions, moduleUrl } from './runtime/modules.js';
+import { ActionRegistry } from './runtime/registry.js';
+import { EXIT_CODES, SignalHandling, type HandledSignal } from './runtime/signals.js';
+import { StopCoordinator, type StopAllResult, type StopStats } from './runtime/stop-coordinator.js';
+import { ControlTable, Reason } from './shm/table.js';
+
+/** Where {@link Extension.listen} is listening. */
+export interface ListenInfo {
+  /** The HTTP port (useful with port 0). */
+  port: number;
+  /** The probes' port, or undefined when probes are disabled. */
+  healthPort: number | undefined;
+}
+
+/** Runtime counters (metrics, benchmarks, tests). */
+export interface ExtensionStats {
+  activeExecutions: number;
+  queuedBodies: number;
+  stopQueueDepth: number;
+  stopEventsEnqueued: number;
+  stops: StopStats;
+  watchdog: { scans: number; lastScanMicros: number; heartbeatTimeouts: number };
+  pools: PoolStats;
+}
+
+const SIGNAL_REASONS: Record<HandledSignal, Reason> = {
+  SIGINT: Reason.SignalInt,
+  SIGTERM: Reason.SignalTerm,
+  SIGUSR1: Reason.SignalUsr1,
+};
+
+/** How long closing the HTTP server may wait for open requests before dropping them (reference: 5 s). */
+const HTTP_CLOSE_GRACE_MS = 5_000;
+
+/**
+ * Create an extension: load and validate the actions (a bad description throws, naming the action
+ * and the field), allocate the control table, start the watchdog and worker threads. Call
+ * {@link Extension.listen} to serve.
+ */
+export async function createExtension(options: ExtensionOptions): Promise<Extension> {
+  const resolved = resolveOptions(options);
+  const logger = createLogger({ level: resolved.logLevel, format: resolved.logFormat });
+  const moduleUrls = resolved.actions.map(moduleUrl);
+  const registry = new ActionRegistry();
+  registry.register(await importActions(moduleUrls), resolved.heartbeatMinIntervalMs);
+  const swept = await sweepStaleUploads(resolved.uploadDir);
+  if (swept.length > 0) logger.info({ folders: swept }, 'removed upload folders left by dead processes');
+  return new Extension(resolved, logger, registry, moduleUrls);
+}
+
+/** A running ActionKit extension. */
+export class Extension {
+  /** Resolved, frozen options. */
+  readonly options: ResolvedOptions;
+  readonly logger: Logger;
+  /** The express app (already complete; {@link listen} serves it). */
+  readonly app: express.Express;
+  private readonly registry: ActionRegistry;
+  private readonly table: ControlTable;
+  private readonly pools: WorkerPools;
+  private readonly store: ExecutionStore;
+  private readonly bodies: BodyLane;
+  private readonly coordinator: StopCoordinator;
+  private readonly lifecycle: Lifecycle;
+  private readonly signals: SignalHandling;
+  private readonly watchdog: Worker;
+  private watchdogAlive = true;
+  private ready = true;
+  private server: Server | undefined;
+  private probes: Server | undefined;
+  private closing: Promise<void> | undefined;
+
+  /** @internal Use {@link createExtension}. */
+  constructor(options: ResolvedOptions, logger: Logger, registry: ActionRegistry, moduleUrls: string[]) {
+    this.options = options;
+    this.logger = logger;
+    this.registry = registry;
+    this.table = ControlTable.create(options.maxExecutions);
+    this.table.setWatchdogTickMs(watchdogTickMs(options.heartbeatMinIntervalMs));
+    this.watchdog = new Worker(new URL('../workers/watchdog.js', import.meta.url), { workerData: { buffer: this.table.buffer } });
+    this.watchdog.unref();
+    this.watchdog.on('error', (error) => logger.fatal({ err: error }, 'heartbeat watchdog thread crashed'));
+    this.watchdog.on('exit', (code) => {
+      this.watchdogAlive = false;
+      if (this.closing === undefined) logger.fatal({ code }, 'heartbeat watchdog thread exited; liveness is now failing');
+    });
+    this.pools = new WorkerPools({
+      boot: { buffer: this.table.buffer, actionModules: moduleUrls, log: { level: options.logLevel, format: options.logFormat } },
+      handlerThreads: options.handlerThreads,
+      bodyThreads: options.bodyThreads,
+      maxOldGenerationMb: options.workerMaxOldGenerationMb,
+      bodyNice: options.bodyNice,
+      logger,
+    });
+    this.store = new ExecutionStore(this.table, options.stopRetentionMs);
+    this.bodies = new BodyLane(this.table, this.pools, logger);
+    const removeUploads = async (folder: string | undefined, executionId: string): Promise<void> => {
+      if (folder === undefined) return;
+      try {
+        await removeExecutionFolder(options.uploadDir, executionId);
+      } catch (error) {
+        logger.error({ err: error, executionId }, 'could not remove uploaded files');
+      }
+    };
+    this.coordinator = new StopCoordinator({
+      table: this.table,
+      store: this.store,
+      bodies: this.bodies,
+      pools: this.pools,
+      logger,
+      stopGraceMs: options.stopGraceMs,
+      handlerTimeoutMs: options.handlerTimeoutMs,
+      removeUploads: (execution) => removeUploads(execution.uploadFolder, execution.id),
+    });
+    this.coordinator.start();
+    this.lifecycle = new Lifecycle({
+      table: this.table,
+      store: this.store,
+      bodies: this.bodies,
+      coordinator: this.coordinator,
+      pools: this.pools,
+      logger,
+      handlerTimeoutMs: options.handlerTimeoutMs,
+      removeUploads: (folder) => removeUploads(folder, folder === undefined ? '' : (folder.split('/').pop() ?? '')),
+    });
+    this.app = buildApp({
+      registry,
+      lifecycle: this.lifecycle,
+      logger,
+      maxBodyBytes: options.maxBodyBytes,
+      uploadDir: options.uploadDir,
+      uploadMaxBytes: options.uploadMaxBytes,
+    });
+    this.signals = new SignalHandling(logger);
+    this.signals.add({ name: 'readiness false', order: 0, run: () => void (this.ready = false) });
+    this.signals.add({
+      name: 'stop all executions',
+      order: 10,
+      run: async (signal) => {
+        if (signal !== 'SIGUSR1') this.lifecycle.close();
+        await this.coordinator.stopAll(SIGNAL_REASONS[signal], options.stopAllTimeoutMs);
+      },
+    });
+    this.signals.add({ name: 'readiness restored', order: 30, run: (signal) => void (signal === 'SIGUSR1' && (this.ready = true)) });
+    this.signals.add({ name: 'close probes', order: 80, run: () => closeServer(this.probes, HTTP_CLOSE_GRACE_MS) });
+    this.signals.add({ name: 'close http', order: 90, run: () => closeServer(this.server, HTTP_CLOSE_GRACE_MS) });
+    this.signals.add({
+      name: 'exit',
+      order: 100,
+      run: async (signal) => {
+        await this.releaseThreads();
+        process.exit(EXIT_CODES[signal as 'SIGINT' | 'SIGTERM']);
+      },
+    });
+  }
+
+  /**
+   * Serve the extension on `port` (and the probes on `healthPort`), and install the signal
+   * handlers unless `handleSignals` is false.
+   */
+  async listen(): Promise<ListenInfo> {
+    const { port, host, healthPort } = this.options;
+    this.server = createServer(this.app);
+    this.server.listen({ port, host });
+    await once(this.server, 'listening');
+    const info: ListenInfo = { port: (this.server.address() as AddressInfo).port, healthPort: undefined };
+    if (healthPort !== null) {
+      this.probes = createProbeServer({ ready: () => this.ready && this.closing === undefined, alive: () => this.watchdogAlive });
+      this.probes.listen(healthPort, host);
+      await once(this.probes, 'listening');
+      info.healthPort = (this.probes.address() as AddressInfo).port;
+    }
+    if (this.options.handleSignals) this.signals.install();
+    this.logger.info({ port: info.port, healthPort: info.healthPort, actions: this.registry.all().map((a) => a.id) }, 'extension listening');
+    return info;
+  }
+
+  /** Add a shutdown hook that runs after all executions were stopped (reference order 20). */
+  onShutdown(name: string, hook: (signal: HandledSignal) => Promise<void> | void): void {
+    this.signals.add({ name: `custom: ${name}`, order: 20, run: hook });
+  }
+
+  /** Run the signal sequence as if `signal` had been received (SIGINT/SIGTERM end with process exit). */
+  simulateSignal(signal: HandledSignal): Promise<void> {
+    return this.signals.handle(signal);
+  }
+
+  /** Stop every active execution (reason `extension shutdown`), bounded by `stopAllTimeoutMs`. */
+  stopAll(): Promise<StopAllResult> {
+    return this.coordinator.stopAll(Reason.Shutdown, this.options.stopAllTimeoutMs);
+  }
+
+  /** Stop everything, close the servers and end every thread. Idempotent. */
+  close(): Promise<void> {
+    this.closing ??= (async () => {
+      this.ready = false;
+      this.lifecycle.close();
+      this.signals.uninstall();
+      await this.coordinator.stopAll(Reason.Shutdown, this.options.stopAllTimeoutMs);
+      await Promise.all([closeServer(this.server, HTTP_CLOSE_GRACE_MS), closeServer(this.probes, HTTP_CLOSE_GRACE_MS)]);
+      await this.releaseThreads();
+    })();
+    return this.closing;
+  }
+
+  /** Counters of the runtime. */
+  stats(): ExtensionStats {
+    return {
+      activeExecutions: this.store.size,
+      queuedBodies: this.bodies.queued,
+      stopQueueDepth: this.table.queueDepth(),
+      stopEventsEnqueued: this.table.enqueuedTotal(),
+      stops: { ...this.coordinator.stats },
+      watchdog: this.table.watchdogStats(),
+      pools: this.pools.stats(),
+    };
+  }
+
+  private async releaseThreads(): Promise<void> {
+    await this.coordinator.close();
+    this.table.stopWatchdog();
+    await Promise.all([this.watchdog.terminate(), this.pools.close()]);
+  }
+}
+
+/** Close a server, letting open requests finish for up to `graceMs`. */
+async function closeServer(server: Server | undefined, graceMs: number): Promise<void> {
+  if (server === undefined || !server.listening) return;
+  const closed = new Promise<void>((resolve) => server.close(() => resolve()));
+  server.closeIdleConnections();
+  const timer = setTimeout(() => server.closeAllConnections(), graceMs);
+  await closed;
+  clearTimeout(timer);
+}

@@ -1,0 +1,238 @@
+/**
+ * The express application of an extension, separate from listening (tests and embedders mount it
+ * anywhere). It is thin: an exact-path route table built from the registered descriptions, body
+ * parsing, zod validation of every request body, and the exthttp envelope of the reference
+ * (§2.1.1): `Request-Id` header, gzip above 1 KiB, `Request-Timeout`/`X-Request-Timeout` → 503,
+ * JSON errors everywhere. The lifecycle work happens in `src/runtime/lifecycle.ts`.
+ */
+import { randomBytes } from 'node:crypto';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import compression from 'compression';
+import express, { type Request, type Response } from 'express';
+import type { z } from 'zod';
+import {
+  ActionStatusRequestBodySchema,
+  formatZodIssues,
+  PrepareActionRequestBodySchema,
+  QueryMetricsRequestBodySchema,
+  StartActionRequestBodySchema,
+  StopActionRequestBodySchema,
+} from '../api/schemas.js';
+import { ErrorCode, RuntimeError } from '../errors.js';
+import type { Logger } from '../logging.js';
+import type { Lifecycle, Reply, RequestScope, UploadedFiles } from '../runtime/lifecycle.js';
+import type { ActionRegistry, RegisteredAction } from '../runtime/registry.js';
+import { receiveMultipart, removeExecutionFolder } from './uploads.js';
+
+/** What the app needs. */
+export interface AppDeps {
+  registry: ActionRegistry;
+  lifecycle: Lifecycle;
+  logger: Logger;
+  maxBodyBytes: number;
+  uploadDir: string;
+  uploadMaxBytes: number;
+}
+
+type Route = (req: Request, res: Response, scope: RequestScope) => Promise<Reply>;
+
+/** Per-response flags kept on `res.locals`. */
+interface Locals {
+  timedOut?: boolean;
+}
+
+/** Build the extension's express application. */
+export function buildApp(deps: AppDeps): express.Express {
+  const app = express();
+  app.disable('x-powered-by');
+  // Express' automatic ETags would make every JSON answer conditional; only the index has one.
+  app.set('etag', false);
+  const routes = buildRoutes(deps);
+  const requestIds = requestIdGenerator();
+
+  app.use((req, res, next) => {
+    res.setHeader('Request-Id', requestIds());
+    next();
+  });
+  app.use(compression({ threshold: 1024 }));
+  app.use((req, res, next) => {
+    const methods = routes.get(req.path);
+    if (methods === undefined) throw new RuntimeError(ErrorCode.NotFound, 404, `Not found: ${req.method} ${req.path}`, 'no action or endpoint at this path; GET / lists the actions');
+    const route = methods.get(req.method === 'HEAD' ? 'GET' : req.method);
+    if (route === undefined) {
+      res.setHeader('Allow', [...methods.keys()].join(', '));
+      throw new RuntimeError(ErrorCode.MethodNotAllowed, 405, `Method ${req.method} not allowed for ${req.path}`, `allowed: ${[...methods.keys()].join(', ')}`);
+    }
+    const scope = requestScope(req, res);
+    route(req, res, scope).then((reply) => send(res, reply.status, reply.body), next);
+  });
+  app.use((error: unknown, req: Request, res: Response, _next: express.NextFunction) => {
+    const failure = asRuntimeError(error);
+    if (failure.httpStatus >= 500) deps.logger.error({ err: error, path: req.path }, failure.message);
+    // After an upload was rejected the client may still be sending; do not read the rest of it.
+    if (failure.code === ErrorCode.FileTooLarge || failure.code === ErrorCode.BodyTooLarge) res.setHeader('Connection', 'close');
+    send(res, failure.httpStatus, failure.toWire());
+  });
+  return app;
+}
+
+function buildRoutes(deps: AppDeps): Map<string, Map<string, Route>> {
+  const { registry, lifecycle } = deps;
+  const routes = new Map<string, Map<string, Route>>();
+  const add = (path: string, method: string, route: Route): void => {
+    const methods = routes.get(path) ?? new Map<string, Route>();
+    methods.set(method.toUpperCase(), route);
+    routes.set(path, methods);
+  };
+  const json = jsonBodyParser(deps.maxBodyBytes);
+
+  add('/', 'GET', async (req, res) => {
+    const etag = registry.revision;
+    res.setHeader('ETag', etag);
+    if (etagMatches(req.headers['if-none-match'], etag)) return { status: 304, body: {} };
+    return { status: 200, body: { actions: registry.all().map((action) => ({ method: 'GET', path: `/${action.id}` })) } };
+  });
+
+  for (const action of registry.all()) {
+    const d = action.description;
+    add(`/${action.id}`, 'GET', async () => ({ status: 200, body: d as unknown as Record<string, unknown> }));
+    add(d.prepare.path, d.prepare.method, async (req, res, scope) => {
+      if (req.is('multipart/form-data')) {
+        const { request, upload } = await receiveUpload(req, action, deps);
+        return lifecycle.prepare(action, request, upload, scope);
+      }
+      return lifecycle.prepare(action, await parse(req, res, json, PrepareActionRequestBodySchema), undefined, scope);
+    });
+    add(d.start.path, d.start.method, async (req, res, scope) => lifecycle.start(action, await parse(req, res, json, StartActionRequestBodySchema), scope));
+    if (d.status !== undefined) {
+      add(d.status.path, d.status.method, async (req, res, scope) => lifecycle.status(action, await parse(req, res, json, ActionStatusRequestBodySchema), scope));
+    }
+    if (d.stop !== undefined) {
+      add(d.stop.path, d.stop.method, async (req, res) => lifecycle.stop(action, await parse(req, res, json, StopActionRequestBodySchema)));
+    }
+    const query = d.metrics?.query?.endpoint;
+    if (query !== undefined && action.hasQueryHandler) {
+      add(query.path, query.method, async (req, res, scope) => lifecycle.query(action, await parse(req, res, json, QueryMetricsRequestBodySchema), scope));
+    }
+  }
+  return routes;
+}
+
+/** Parse a multipart prepare, validate its `request` field, and hand back the saved files. */
+async function receiveUpload(
+  req: Request,
+  action: RegisteredAction,
+  deps: AppDeps,
+): Promise<{ request: z.output<typeof PrepareActionRequestBodySchema>; upload: UploadedFiles }> {
+  const received = await receiveMultipart(req, {
+    uploadDir: deps.uploadDir,
+    maxFileBytes: deps.uploadMaxBytes,
+    maxRequestBytes: deps.maxBodyBytes,
+    fileParameters: action.fileParameters,
+  });
+  const parsed = PrepareActionRequestBodySchema.safeParse(received.request);
+  if (!parsed.success) {
+    if (received.folder !== undefined) await removeExecutionFolder(deps.uploadDir, received.executionId);
+    throw invalidBody(parsed.error);
+  }
+  return { request: parsed.data, upload: { folder: received.folder, files: received.files } };
+}
+
+type Middleware = (req: IncomingMessage, res: ServerResponse, next: (error?: unknown) => void) => void;
+
+/**
+ * JSON bodies whatever their declared content type (the reference reads every body as JSON),
+ * limited to `maxBytes`.
+ */
+function jsonBodyParser(maxBytes: number): Middleware {
+  return express.json({ limit: maxBytes, strict: false, type: () => true }) as Middleware;
+}
+
+/** Run the body parser, then validate against `schema`; errors are 400/413 RuntimeErrors. */
+async function parse<S extends z.ZodType>(req: Request, res: Response, parser: Middleware, schema: S): Promise<z.output<S>> {
+  await new Promise<void>((resolve, reject) => parser(req, res, (error?: unknown) => (error === undefined ? resolve() : reject(bodyError(error)))));
+  // body-parser leaves `req.body` undefined for an empty body.
+  if (req.body === undefined) throw new RuntimeError(ErrorCode.InvalidRequest, 400, 'Invalid request body: the body is empty', 'expected a JSON object');
+  const parsed = schema.safeParse(req.body);
+  if (!parsed.success) throw invalidBody(parsed.error);
+  return parsed.data;
+}
+
+function invalidBody(error: z.ZodError): RuntimeError {
+  const issues = formatZodIssues(error);
+  return new RuntimeError(ErrorCode.InvalidRequest, 400, `Invalid request body: ${issues.first}`, issues.all);
+}
+
+/** Map a body-parser failure to the catalogue. */
+function bodyError(error: unknown): RuntimeError {
+  const failure = error as { type?: string; status?: number; message?: string; limit?: number };
+  switch (failure.type) {
+    case 'entity.parse.failed':
+      return new RuntimeError(ErrorCode.BadJson, 400, 'Failed to parse request body.', failure.message);
+    case 'entity.too.large':
+      return new RuntimeError(ErrorCode.BodyTooLarge, 413, 'Request body too large', `the limit is ${failure.limit} bytes (ACTIONKIT_MAX_BODY_BYTES)`);
+    case 'encoding.unsupported':
+    case 'charset.unsupported':
+      return new RuntimeError(ErrorCode.InvalidRequest, 415, 'Unsupported request body encoding', failure.message);
+    default:
+      return new RuntimeError(ErrorCode.InvalidRequest, failure.status ?? 400, 'Failed to read request body.', failure.message);
+  }
+}
+
+function asRuntimeError(error: unknown): RuntimeError {
+  if (error instanceof RuntimeError) return error;
+  const detail = error instanceof Error ? error.message : String(error);
+  return new RuntimeError(ErrorCode.Internal, 500, 'Internal Server Error', detail);
+}
+
+/**
+ * `Request-Timeout` (fallback `X-Request-Timeout`): float seconds after which the agent stops
+ * waiting. We answer 503 `Timeout` at that moment; the handler's later answer is discarded (and a
+ * prepare that succeeds after it is rolled back by the lifecycle).
+ */
+function requestScope(req: Request, res: Response): RequestScope {
+  const locals = res.locals as Locals;
+  const header = req.headers['request-timeout'] ?? req.headers['x-request-timeout'];
+  const seconds = typeof header === 'string' ? Number.parseFloat(header) : Number.NaN;
+  let deadlineMs: number | undefined;
+  if (Number.isFinite(seconds) && seconds > 0) {
+    const timeoutMs = seconds * 1000;
+    deadlineMs = Date.now() + timeoutMs;
+    const timer = setTimeout(() => {
+      if (res.headersSent) return;
+      send(res, 503, { title: 'Timeout', detail: `the request did not complete within its Request-Timeout of ${header} s` });
+      locals.timedOut = true;
+    }, timeoutMs);
+    res.once('close', () => clearTimeout(timer));
+  }
+  return {
+    deadlineMs,
+    // Abandoned: we answered with the timeout, or the client went away before any answer.
+    abandoned: () => locals.timedOut === true || (res.destroyed && !res.writableFinished),
+  };
+}
+
+/** Write a JSON answer unless one was already written (timeout). */
+function send(res: Response, status: number, body: unknown): void {
+  if (res.headersSent || (res.locals as Locals).timedOut === true) return;
+  if (status === 304) {
+    res.status(304).end();
+    return;
+  }
+  res.status(status).json(body);
+}
+
+/** `If-None-Match` against our ETag: exact, weak or listed matches all count (RFC 9110 weak comparison). */
+function etagMatches(header: string | undefined, etag: string): boolean {
+  if (header === undefined) return false;
+  const bare = (tag: string): string => tag.trim().replace(/^W\//, '').replace(/^"(.*)"$/, '$1');
+  const ours = bare(etag);
+  return header.split(',').some((candidate) => candidate.trim() === '*' || bare(candidate) === ours);
+}
+
+/** Request ids: a per-process random prefix and a counter — unique, and cheap on the hot path. */
+function requestIdGenerator(): () => string {
+  const prefix = randomBytes(5).toString('hex');
+  let counter = 0;
+  return () => `${prefix}${(counter++).toString(36).padStart(6, '0')}`;
+}

@@ -1,0 +1,34 @@
+/**
+ * Logging with pino to stderr, as the reference (`STEADYBIT_LOG_LEVEL`, `STEADYBIT_LOG_FORMAT`).
+ * Used on the main thread and on worker threads: both write synchronously to fd 2, so a worker's
+ * log line never depends on the main thread's event loop and is not lost when a worker is killed.
+ */
+import { pino, type Logger } from 'pino';
+import pretty from 'pino-pretty';
+
+export type { Logger } from 'pino';
+
+/** What a logger needs; crosses to worker threads in `workerData`. */
+export interface LogSettings {
+  level: string;
+  format: 'json' | 'text';
+}
+
+/** A logger writing to stderr in the configured format. */
+export function createLogger(settings: LogSettings, bindings: Record<string, unknown> = {}): Logger {
+  const stream =
+    settings.format === 'json'
+      ? pino.destination({ fd: 2, sync: true })
+      : pretty({ destination: 2, sync: true, colorize: false, translateTime: 'SYS:yyyy-mm-dd"T"HH:MM:ss.lo', ignore: 'pid,hostname', messageKey: 'message', singleLine: true });
+  return pino(
+    {
+      level: settings.level,
+      base: bindings,
+      // Field names follow the reference's zerolog output: {"level":"info","time":…,"message":…}.
+      messageKey: 'message',
+      formatters: { level: (label) => ({ level: label }) },
+      timestamp: pino.stdTimeFunctions.isoTime,
+    },
+    stream,
+  );
+}

@@ -1,0 +1,268 @@
+/**
+ * The stop coordinator: the single consumer of the shared-memory stop-event queue.
+ *
+ * Every stop trigger — agent stop, duplicate agent stops, heartbeat timeout (watchdog thread),
+ * SIGINT/SIGTERM/SIGUSR1, a failing body (body thread) — calls `ControlTable.requestStop`. The one
+ * winner of its CAS enqueues the slot; this coordinator takes each event once (CAS StopRequested →
+ * Stopping), so the author's `stop` runs at most once at a time and, on success, exactly once: the
+ * block then leaves the stoppable states for good. Losers wait for the winner's outcome, which is
+ * kept per execution while it runs and in the store's recent stops afterwards.
+ *
+ * Sequence of one stop: body (cooperative → grace → kill) → wait for the execution's in-flight
+ * handler → author `stop` on a handler thread → remove uploaded files → Stopped and release
+ * (generation + 1), or StopFailed (a later request retries).
+ */
+import type { JsonObject, Message } from '../action.js';
+import { handlerErrorToWire, RuntimeError } from '../errors.js';
+import type { Logger } from '../logging.js';
+import type { WorkerPools } from '../pool.js';
+import { clockMs, elapsedMs, generationOf, Reason, reasonOf, reasonText, type ControlTable } from '../shm/table.js';
+import type { BodyEnd, BodyLane } from './bodies.js';
+import type { Execution, ExecutionStore, StopOutcome } from './executions.js';
+
+/** What the coordinator needs from the rest of the runtime. */
+export interface StopCoordinatorDeps {
+  table: ControlTable;
+  store: ExecutionStore;
+  bodies: BodyLane;
+  pools: WorkerPools;
+  logger: Logger;
+  stopGraceMs: number;
+  handlerTimeoutMs: number;
+  /** Remove an execution's upload folder (never throws). */
+  removeUploads(execution: Execution): Promise<void>;
+}
+
+/** Result of {@link StopCoordinator.stopAll}. */
+export interface StopAllResult {
+  requested: number;
+  succeeded: number;
+  failed: number;
+  /** Stops still running when the deadline passed. */
+  unfinished: number;
+}
+
+/** Counters for metrics and benchmarks. */
+export interface StopStats {
+  /** Author stop handler invocations (successful or not). */
+  stopHandlerCalls: number;
+  succeeded: number;
+  failed: number;
+  bodiesCooperative: number;
+  bodiesKilled: number;
+  /** Queue cells skipped because their producer never published (should stay 0). */
+  queueStalls: number;
+}
+
+/** A head cell reserved but unpublished for this long means its producer died mid-enqueue. */
+const QUEUE_STALL_MS = 1000;
+/** Safety net: drain the queue at least this often even if a doorbell wake-up were missed. */
+const IDLE_DRAIN_MS = 1000;
+
+/** Consumes stop events and runs each stop exactly once. */
+export class StopCoordinator {
+  readonly stats: StopStats = { stopHandlerCalls: 0, succeeded: 0, failed: 0, bodiesCooperative: 0, bodiesKilled: 0, queueStalls: 0 };
+  private readonly deps: StopCoordinatorDeps;
+  private running = false;
+  private loop: Promise<void> | undefined;
+  private readonly inFlight = new Set<Promise<void>>();
+
+  constructor(deps: StopCoordinatorDeps) {
+    this.deps = deps;
+  }
+
+  /** Start consuming the queue. */
+  start(): void {
+    if (this.running) return;
+    this.running = true;
+    this.loop = this.consume();
+  }
+
+  /** Stop consuming after the stops in progress have finished. */
+  async close(): Promise<void> {
+    this.running = false;
+    this.deps.table.ringDoorbell();
+    await this.loop;
+    await Promise.allSettled([...this.inFlight]);
+  }
+
+  /**
+   * Request the stop of an active execution (main thread) and wait for the outcome that applies to
+   * this request: the one of this stop if it won, else the one of the stop already under way.
+   * `agentState` is the state the agent sent (used when the agent's request wins).
+   */
+  request(execution: Execution, reason: Reason, agentState?: JsonObject): Promise<StopOutcome> {
+    const { won } = this.deps.table.requestStop(execution.slot, execution.generation, reason);
+    if (won && reason === Reason.Agent) execution.agentStopState = agentState;
+    return this.outcomeOf(execution);
+  }
+
+  /** Wait for the stop of `execution` under way (requested by any thread). */
+  outcomeOf(execution: Execution): Promise<StopOutcome> {
+    if (execution.pendingStop === undefined) {
+      let resolve!: (outcome: StopOutcome) => void;
+      const promise = new Promise<StopOutcome>((r) => (resolve = r));
+      execution.pendingStop = { promise, resolve };
+    }
+    return execution.pendingStop.promise;
+  }
+
+  /** Stop every active execution in parallel, bounded by `timeoutMs`. */
+  async stopAll(reason: Reason, timeoutMs: number): Promise<StopAllResult> {
+    const executions = this.deps.store.all();
+    const result: StopAllResult = { requested: executions.length, succeeded: 0, failed: 0, unfinished: executions.length };
+    if (executions.length === 0) return result;
+    this.deps.logger.warn({ count: executions.length, reason: reasonText(reason) }, 'stopping active executions');
+    const outcomes = executions.map((execution) =>
+      this.request(execution, reason).then((outcome) => {
+        result.unfinished--;
+        if (outcome.succeeded) result.succeeded++;
+        else result.failed++;
+      }),
+    );
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([Promise.all(outcomes), new Promise((resolve) => (timer = setTimeout(resolve, timeoutMs)))]);
+    clearTimeout(timer);
+    if (result.unfinished > 0) this.deps.logger.error({ ...result, timeoutMs }, 'stop-all deadline passed with stops still running');
+    return { ...result };
+  }
+
+  private async consume(): Promise<void> {
+    const { table } = this.deps;
+    let pendingSinceMs: number | undefined;
+    while (this.running) {
+      // Read the doorbell before draining: a publication after this read changes it, so the wait
+      // below returns at once instead of missing the event.
+      const seen = table.doorbell();
+      const drained = table.drainQueue((slot) => this.onEvent(slot));
+      if (drained.headPending) {
+        pendingSinceMs ??= clockMs();
+        if (elapsedMs(clockMs(), pendingSinceMs) > QUEUE_STALL_MS) {
+          this.stats.queueStalls++;
+          this.deps.logger.error('stop queue: a producer reserved a cell and never published it (thread died mid-enqueue); recovering');
+          table.skipPendingHead();
+          table.forEachStopRequested((slot) => this.onEvent(slot));
+          pendingSinceMs = undefined;
+          continue;
+        }
+      } else {
+        pendingSinceMs = undefined;
+      }
+      await table.waitDoorbell(seen, drained.headPending ? 5 : IDLE_DRAIN_MS);
+    }
+  }
+
+  /** One queue event: take it (once) and run the stop in the background. */
+  private onEvent(slot: number): void {
+    const control = this.deps.table.take(slot);
+    if (control < 0) return; // not StopRequested any more: a duplicate event (recovery scan)
+    const execution = this.deps.store.atSlot(slot);
+    if (execution === undefined || execution.generation !== generationOf(control)) {
+      this.deps.logger.error({ slot, control }, 'stop event for a control block without its execution');
+      return;
+    }
+    const run = this.runStop(execution, reasonOf(control)).catch((error: unknown) => {
+      this.deps.logger.fatal({ err: error, executionId: execution.id }, 'stop coordinator bug');
+    });
+    this.inFlight.add(run);
+    void run.finally(() => this.inFlight.delete(run));
+  }
+
+  private async runStop(execution: Execution, reason: Reason): Promise<void> {
+    const { table, store, bodies, logger } = this.deps;
+    const bodyEnd = await bodies.stop(execution, this.deps.stopGraceMs);
+    if (bodyEnd.phase === 'killed') this.stats.bodiesKilled++;
+    if (bodyEnd.phase === 'stopped') this.stats.bodiesCooperative++;
+    const outcome = await execution.lock.run(() => this.invokeStop(execution, reason, bodyEnd));
+    if (outcome.succeeded) await this.deps.removeUploads(execution);
+    // Publish the end, release the block and answer every waiter in one synchronous step, so no
+    // request can observe a finished stop whose execution is still registered.
+    table.finish(execution.slot, execution.generation, outcome.succeeded);
+    if (outcome.succeeded) {
+      this.stats.succeeded++;
+      store.release(execution, outcome);
+    } else {
+      this.stats.failed++;
+      logger.warn({ executionId: execution.id, reason: reasonText(reason), error: outcome.body['title'] }, 'stop failed; a later stop request retries it');
+    }
+    execution.agentStopState = undefined;
+    const pending = execution.pendingStop;
+    execution.pendingStop = undefined;
+    pending?.resolve(outcome);
+  }
+
+  private async invokeStop(execution: Execution, reason: Reason, bodyEnd: BodyEnd): Promise<StopOutcome> {
+    const { action } = execution;
+    const requestedBy = reason === Reason.Agent ? 'agent' : 'extension';
+    const reports = execution.reports.drain();
+    const messages: Message[] = [...reports.messages, ...bodyEndMessages(bodyEnd, execution, this.deps.stopGraceMs)];
+    const finished = (succeeded: boolean, httpStatus: number, body: JsonObject): StopOutcome => ({
+      reason,
+      succeeded,
+      httpStatus,
+      body,
+      finishedAtMs: clockMs(),
+    });
+    if (!action.hasStopHandler) {
+      return finished(true, 200, withExtras({}, messages, reports.metrics));
+    }
+    this.stats.stopHandlerCalls++;
+    const state = (requestedBy === 'agent' ? execution.agentStopState : undefined) ?? execution.state;
+    try {
+      const reply = await this.deps.pools.runHandler(
+        {
+          phase: 'stop',
+          actionId: action.id,
+          executionId: execution.id,
+          state,
+          body: { ...this.deps.bodies.info(execution), ...(bodyEnd.stopMs === undefined ? {} : { stopMs: bodyEnd.stopMs }) },
+          stop: { reason: reasonText(reason), requestedBy },
+          deadlineMs: Date.now() + this.deps.handlerTimeoutMs,
+        },
+        this.deps.handlerTimeoutMs,
+      );
+      if (!reply.ok) return finished(false, 500, { ...handlerErrorToWire(reply.error, 'Failed to stop action.') });
+      const result = reply.result as JsonObject & { messages?: Message[] };
+      return finished(true, 200, withExtras(result, messages, reports.metrics));
+    } catch (error) {
+      const detail = error instanceof RuntimeError ? error.detail ?? error.message : String(error);
+      return finished(false, 500, { title: 'Failed to stop action.', detail });
+    }
+  }
+}
+
+/** Prepend body reports and append the body-end note to a result's own messages and metrics. */
+function withExtras(result: JsonObject & { messages?: Message[] }, messages: Message[], metrics: readonly unknown[]): JsonObject {
+  const out: JsonObject = { ...result };
+  const allMessages = [...messages, ...(result.messages ?? [])];
+  if (allMessages.length > 0) out['messages'] = allMessages;
+  const resultMetrics = (result['metrics'] as unknown[] | undefined) ?? [];
+  if (metrics.length + resultMetrics.length > 0) out['metrics'] = [...metrics, ...resultMetrics];
+  return out;
+}
+
+/** The stop result says how the body ended. */
+function bodyEndMessages(end: BodyEnd, execution: Execution, graceMs: number): Message[] {
+  switch (end.phase) {
+    case 'stopped':
+      return [{ level: 'info', message: `Action body stopped cooperatively ${formatMs(end.stopMs ?? 0)} after the stop request` }];
+    case 'killed':
+      return [
+        {
+          level: 'warn',
+          message: `Action body did not stop within the ${graceMs} ms grace period; its worker thread was terminated ${formatMs(end.stopMs ?? graceMs)} after the stop request`,
+        },
+      ];
+    case 'skipped':
+      return [{ level: 'info', message: 'Action body had not started yet; it was skipped' }];
+    case 'failed':
+      return [{ level: 'error', message: `Action body failed: ${execution.body?.error ?? 'unknown error'}` }];
+    default:
+      return [];
+  }
+}
+
+/** 0.042 ms → "42 µs"; 12.3456 → "12.3 ms". */
+function formatMs(ms: number): string {
+  return ms < 1 ? `${Math.round(ms * 1000)} µs` : `${Number(ms.toFixed(1))} ms`;
+}

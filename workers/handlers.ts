@@ -1,0 +1,156 @@
+/**
+ * Handler lane worker: runs the author's prepare, start, status, stop and query handlers.
+ *
+ * Everything author-provided is checked here, off the main thread: the config schema, the shape of
+ * results (validated against the wire schemas, so a bad message level is the author's error, not a
+ * response the agent rejects) and JSON-serialisability (a JSON round trip: what the agent will see
+ * is exactly what the next call gets back).
+ */
+import { workerData } from 'node:worker_threads';
+import type { z } from 'zod';
+import type { DefinedAction, HandlerContext, JsonObject } from '../src/action.js';
+import {
+  PrepareResultSchema,
+  QueryMetricsResultSchema,
+  StartResultSchema,
+  StatusResultSchema,
+  StopResultSchema,
+  formatZodIssues,
+} from '../src/api/schemas.js';
+import { ErrorCode, ExtensionError, toErrorData } from '../src/errors.js';
+import { createLogger, type Logger } from '../src/logging.js';
+import { importActions } from '../src/runtime/modules.js';
+import type { HandlerReply, HandlerTask, Phase, WorkerBootData } from '../src/runtime/protocol.js';
+
+const boot = workerData as WorkerBootData;
+const actions = new Map((await importActions(boot.actionModules)).map((action) => [action.description.id, action]));
+const rootLogger = createLogger(boot.log, { thread: 'handler' });
+
+const RESULT_SCHEMAS: Record<Phase, z.ZodType> = {
+  prepare: PrepareResultSchema,
+  start: StartResultSchema,
+  status: StatusResultSchema,
+  stop: StopResultSchema,
+  query: QueryMetricsResultSchema,
+};
+
+/** piscina entry point: one handler invocation. Never throws; failures are replies. */
+export default async function runHandler(task: HandlerTask): Promise<HandlerReply> {
+  const action = actions.get(task.actionId);
+  if (action === undefined) {
+    return { ok: false, error: { code: ErrorCode.Internal, message: `action ${task.actionId} is not loaded on this worker`, details: {} } };
+  }
+  // The state object the handler may mutate; on failure we return it as the handler left it.
+  const state: JsonObject = task.state ?? {};
+  try {
+    const raw = await invoke(action, task, state, context(task));
+    return finish(task.phase, raw, state);
+  } catch (error) {
+    return { ok: false, error: toErrorData(error), state: task.phase === 'prepare' ? {} : stateAfterFailure(state) };
+  }
+}
+
+function context(task: HandlerTask): HandlerContext {
+  let logger: Logger | undefined;
+  return {
+    executionId: task.executionId,
+    actionId: task.actionId,
+    signal: AbortSignal.timeout(Math.max(0, task.deadlineMs - Date.now())),
+    // Created on first use: most status calls never log, and a child logger is not free.
+    get logger() {
+      logger ??= rootLogger.child({ action: task.actionId, executionId: task.executionId, phase: task.phase });
+      return logger;
+    },
+  };
+}
+
+async function invoke(action: DefinedAction, task: HandlerTask, state: JsonObject, ctx: HandlerContext): Promise<unknown> {
+  switch (task.phase) {
+    case 'prepare': {
+      const request = task.request ?? {};
+      let config: unknown = request['config'];
+      if (action.config !== undefined) {
+        const parsed = action.config.safeParse(config);
+        if (!parsed.success) {
+          const issues = formatZodIssues(parsed.error);
+          throw new ExtensionError(`Invalid configuration: ${issues.first}`, { detail: issues.all });
+        }
+        config = parsed.data;
+      }
+      const input = {
+        executionId: task.executionId,
+        config,
+        target: request['target'],
+        executionContext: request['executionContext'],
+        properties: (request['properties'] as JsonObject | undefined) ?? {},
+      };
+      return action.prepare(input as Parameters<DefinedAction['prepare']>[0], ctx);
+    }
+    case 'start':
+      return action.start?.(state, ctx);
+    case 'status':
+      return action.status?.(state, { ...ctx, body: task.body ?? { phase: 'none', progress: 0 } });
+    case 'stop':
+      return action.stop?.(state, {
+        ...ctx,
+        reason: task.stop?.reason ?? 'agent stop',
+        requestedBy: task.stop?.requestedBy ?? 'agent',
+        body: task.body ?? { phase: 'none', progress: 0 },
+      });
+    case 'query':
+      return action.query?.(task.request as unknown as Parameters<NonNullable<DefinedAction['query']>>[0], ctx);
+  }
+}
+
+/** Validate and normalise what a handler returned into a reply. */
+function finish(phase: Phase, raw: unknown, mutatedState: JsonObject): HandlerReply {
+  if (raw !== undefined && raw !== null && (typeof raw !== 'object' || Array.isArray(raw))) {
+    throw new TypeError(`${phase} must return an object or nothing, got ${Array.isArray(raw) ? 'an array' : typeof raw}`);
+  }
+  const returned = (raw ?? {}) as Record<string, unknown>;
+  const { state: returnedState, ...extras } = returned;
+  if (phase === 'prepare' && (typeof returnedState !== 'object' || returnedState === null || Array.isArray(returnedState))) {
+    throw new TypeError('prepare must return { state: {...} } with a JSON object as state');
+  }
+  const result = toJson(extras, `${phase} result`) as Record<string, unknown>;
+  if (phase === 'status' && typeof result['completed'] !== 'boolean') {
+    throw new TypeError('status must return { completed: boolean, ... }');
+  }
+  // A returned state replaces the mutated one; query and stop have no state.
+  const stateOut =
+    phase === 'query' || phase === 'stop'
+      ? undefined
+      : (toJson(returnedState !== undefined && returnedState !== null ? returnedState : mutatedState, 'state') as JsonObject);
+  const candidate = stateOut === undefined ? result : { ...result, state: stateOut };
+  const checked = RESULT_SCHEMAS[phase].safeParse(candidate);
+  if (!checked.success) {
+    const issues = formatZodIssues(checked.error);
+    return {
+      ok: false,
+      error: toErrorData(new ExtensionError(`Invalid ${phase} result: ${issues.first}`, { detail: issues.all })),
+      ...(stateOut === undefined ? {} : { state: stateOut }),
+    };
+  }
+  return { ok: true, result, ...(stateOut === undefined ? {} : { state: stateOut }) };
+}
+
+/** The state a failed handler left, as JSON; if even that is impossible, the last good one is lost and we say so in logs. */
+function stateAfterFailure(state: JsonObject): JsonObject {
+  try {
+    return toJson(state, 'state') as JsonObject;
+  } catch (error) {
+    rootLogger.error({ err: error }, 'state left by a failed handler is not JSON-serialisable; returning {}');
+    return {};
+  }
+}
+
+/** JSON round trip: exactly what the agent will see; throws naming `what` if not serialisable. */
+function toJson(value: unknown, what: string): unknown {
+  let text: string | undefined;
+  try {
+    text = JSON.stringify(value);
+  } catch (error) {
+    throw new TypeError(`${what} is not JSON-serialisable: ${error instanceof Error ? error.message : String(error)}`);
+  }
+  return text === undefined ? {} : JSON.parse(text);
+}
