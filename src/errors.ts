@@ -36,6 +36,8 @@ export interface ExtensionErrorOptions {
  * value is wrapped with the reference SDK's title for that phase (`Failed to prepare.` etc.) and its
  * message as detail.
  */
+const EXTENSION_ERROR_BRAND = Symbol.for('actionkit-runtime.extension-error');
+
 export class ExtensionError extends Error {
   /** Wire status; `undefined` lets the agent apply its default (`errored`). */
   readonly status: 'failed' | 'errored' | undefined;
@@ -50,6 +52,15 @@ export class ExtensionError extends Error {
     this.detail = options.detail;
     this.type = options.type;
     this.instance = options.instance;
+    Object.defineProperty(this, EXTENSION_ERROR_BRAND, { value: true });
+  }
+
+  /**
+   * Recognises instances made by any copy of this package (an author's bundle or a second copy in
+   * node_modules), not only this module's class.
+   */
+  static override [Symbol.hasInstance](value: unknown): boolean {
+    return typeof value === 'object' && value !== null && (value as Record<symbol, unknown>)[EXTENSION_ERROR_BRAND] === true;
   }
 
   /** The title as sent on the wire. */
@@ -147,7 +158,6 @@ export function toErrorData(error: unknown): ErrorData {
       code: 'EXTENSION_ERROR',
       message: error.message,
       details: compactError({
-        title: error.message,
         detail: error.detail,
         status: error.status,
         type: error.type,

@@ -1,0 +1,216 @@
+/**
+ * Test harness: a real extension on 127.0.0.1 port 0 with real worker threads, and an agent-like
+ * HTTP client whose every answer is checked against the wire schemas.
+ */
+import { spawn, type ChildProcess } from 'node:child_process';
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { createInterface } from 'node:readline';
+import { fileURLToPath } from 'node:url';
+import type { z } from 'zod';
+import { createExtension, type Extension, type ExtensionOptions } from '../../src/index.js';
+import * as schemas from '../../src/api/schemas.js';
+
+/** Absolute path of a compiled fixture module in `test/fixtures`. */
+export function fixture(name: string): string {
+  return fileURLToPath(new URL(`../fixtures/${name}.js`, import.meta.url));
+}
+
+/** A fresh temporary directory, removed by the returned cleanup. */
+export function tempDir(prefix = 'actionkit-test-'): { path: string; remove(): void } {
+  const path = mkdtempSync(join(tmpdir(), prefix));
+  return { path, remove: () => rmSync(path, { recursive: true, force: true }) };
+}
+
+/** A running in-process extension plus its client. */
+export interface Running {
+  extension: Extension;
+  base: string;
+  agent: Agent;
+  uploadDir: string;
+  /** Close the extension and remove its temp upload dir. */
+  close(): Promise<void>;
+}
+
+/** Start an extension in this process with test-friendly defaults (port 0, no signals, quiet logs). */
+export async function start(options: Partial<ExtensionOptions> & { actions: ExtensionOptions['actions'] }): Promise<Running> {
+  const uploads = tempDir('actionkit-uploads-');
+  const extension = await createExtension({
+    port: 0,
+    host: '127.0.0.1',
+    healthPort: 0,
+    handleSignals: false,
+    logLevel: 'fatal',
+    heartbeatMinIntervalMs: 200,
+    stopGraceMs: 1000,
+    uploadDir: uploads.path,
+    ...options,
+  });
+  const { port } = await extension.listen();
+  const base = `http://127.0.0.1:${port}`;
+  return {
+    extension,
+    base,
+    agent: new Agent(base),
+    uploadDir: uploads.path,
+    close: async () => {
+      await extension.close();
+      uploads.remove();
+    },
+  };
+}
+
+/** One HTTP answer. */
+export interface Answer<T = Record<string, unknown>> {
+  status: number;
+  body: T;
+  headers: Headers;
+}
+
+const RESPONSE_SCHEMAS = {
+  prepare: schemas.PrepareActionResponseSchema,
+  start: schemas.StartActionResponseSchema,
+  status: schemas.ActionStatusResponseSchema,
+  stop: schemas.StopActionResponseSchema,
+  query: schemas.QueryMetricsResponseSchema,
+} as const;
+
+/** Thrown when an answer violates the wire contract. */
+export class ContractViolation extends Error {}
+
+/** Parse `body` with `schema` or throw a {@link ContractViolation} naming the field. */
+export function assertWire<S extends z.ZodType>(schema: S, body: unknown, what: string): z.output<S> {
+  const parsed = schema.safeParse(body);
+  if (!parsed.success) throw new ContractViolation(`${what}: ${schemas.formatZodIssues(parsed.error).all}\n${JSON.stringify(body)}`);
+  return parsed.data;
+}
+
+/**
+ * Calls an extension the way the agent does; validates every JSON answer (2xx and errors) against
+ * the ActionKit response schemas and checks the envelope (JSON content type, Request-Id, Date).
+ */
+export class Agent {
+  constructor(readonly base: string) {}
+
+  /** Raw request; the body is sent as JSON unless it is a string (sent verbatim) or FormData. */
+  async request(method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<Answer> {
+    const init: RequestInit = { method, headers: { ...headers } };
+    if (body instanceof FormData) init.body = body;
+    else if (typeof body === 'string') init.body = body;
+    else if (body !== undefined) {
+      init.body = JSON.stringify(body);
+      (init.headers as Record<string, string>)['content-type'] ??= 'application/json';
+    }
+    const response = await fetch(this.base + path, init);
+    const text = await response.text();
+    if (response.status !== 304) {
+      const type = response.headers.get('content-type') ?? '';
+      if (!type.startsWith('application/json')) throw new ContractViolation(`${method} ${path}: content type ${type}, body ${text.slice(0, 200)}`);
+    }
+    if (response.headers.get('request-id') === null) throw new ContractViolation(`${method} ${path}: no Request-Id header`);
+    if (response.headers.get('date') === null) throw new ContractViolation(`${method} ${path}: no Date header`);
+    const parsed = text === '' ? {} : (JSON.parse(text) as Record<string, unknown>);
+    if (response.status >= 400) assertWire(schemas.ActionKitErrorSchema, parsed, `${method} ${path} (${response.status})`);
+    return { status: response.status, body: parsed, headers: response.headers };
+  }
+
+  private async phase(phase: keyof typeof RESPONSE_SCHEMAS, actionId: string, body: unknown, headers?: Record<string, string>): Promise<Answer> {
+    const answer = await this.request('POST', `/${actionId}/${phase}`, body, headers);
+    assertWire(RESPONSE_SCHEMAS[phase], answer.body, `${phase} ${actionId}`);
+    return answer;
+  }
+
+  prepare(actionId: string, executionId: string, config: Record<string, unknown>, headers?: Record<string, string>): Promise<Answer> {
+    return this.phase('prepare', actionId, { executionId, config, properties: {} }, headers);
+  }
+  start(actionId: string, executionId: string, state: unknown, headers?: Record<string, string>): Promise<Answer> {
+    return this.phase('start', actionId, { executionId, state }, headers);
+  }
+  status(actionId: string, executionId: string, state: unknown, headers?: Record<string, string>): Promise<Answer> {
+    return this.phase('status', actionId, { executionId, state }, headers);
+  }
+  stop(actionId: string, executionId: string, state: unknown, headers?: Record<string, string>): Promise<Answer> {
+    return this.phase('stop', actionId, { executionId, state }, headers);
+  }
+  query(actionId: string, executionId: string, config: Record<string, unknown>): Promise<Answer> {
+    return this.phase('query', actionId, { executionId, timestamp: new Date().toISOString(), config });
+  }
+
+  /** prepare + start; throws if either reports an error. Returns the state after start. */
+  async run(actionId: string, executionId: string, config: Record<string, unknown>): Promise<Record<string, unknown>> {
+    const prepared = await this.prepare(actionId, executionId, config);
+    if (prepared.status !== 200 || prepared.body['error'] !== undefined) throw new Error(`prepare failed: ${JSON.stringify(prepared.body)}`);
+    const started = await this.start(actionId, executionId, prepared.body['state']);
+    if (started.status !== 200 || started.body['error'] !== undefined) throw new Error(`start failed: ${JSON.stringify(started.body)}`);
+    return started.body['state'] as Record<string, unknown>;
+  }
+}
+
+/** Resolve after `ms`. */
+export function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** Poll `check` until it returns a value other than undefined, or fail after `timeoutMs` naming `what`. */
+export async function eventually<T>(what: string, check: () => T | undefined | Promise<T | undefined>, timeoutMs = 10_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  for (;;) {
+    const value = await check();
+    if (value !== undefined) return value;
+    if (Date.now() > deadline) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await sleep(20);
+  }
+}
+
+/** A child process running `test/support/serve.js` with the given environment. */
+export interface Child {
+  process: ChildProcess;
+  port: number;
+  healthPort: number;
+  base: string;
+  agent: Agent;
+  /** Every stderr line so far (JSON logs). */
+  logs: string[];
+  /** Resolves with the exit code (or signal name). */
+  exited: Promise<number | string>;
+}
+
+/**
+ * Start an extension in a child process (`test/support/serve.js` serving the given fixture
+ * modules), with real signal handling. Resolves when it logged that it listens.
+ */
+export async function spawnExtension(modules: string[], env: Record<string, string> = {}): Promise<Child> {
+  const child = spawn(process.execPath, [fileURLToPath(new URL('./serve.js', import.meta.url)), ...modules], {
+    env: {
+      PATH: process.env['PATH'] ?? '',
+      STEADYBIT_EXTENSION_PORT: '0',
+      STEADYBIT_EXTENSION_HEALTH_PORT: '0',
+      STEADYBIT_LOG_FORMAT: 'json',
+      STEADYBIT_LOG_LEVEL: 'info',
+      ACTIONKIT_HEARTBEAT_MIN_INTERVAL: '200ms',
+      ...env,
+    },
+    stdio: ['ignore', 'inherit', 'pipe'],
+  });
+  const logs: string[] = [];
+  const exited = new Promise<number | string>((resolve) => child.once('exit', (code, signal) => resolve(code ?? signal ?? -1)));
+  const listening = new Promise<{ port: number; healthPort: number }>((resolve, reject) => {
+    createInterface({ input: child.stderr! }).on('line', (line) => {
+      logs.push(line);
+      try {
+        const entry = JSON.parse(line) as { message?: string; port?: number; healthPort?: number };
+        if (entry.message === 'extension listening') resolve({ port: entry.port!, healthPort: entry.healthPort! });
+      } catch {
+        // not JSON: keep it in the logs
+      }
+    });
+    void exited.then((code) => reject(new Error(`extension exited (${code}) before listening:\n${logs.join('\n')}`)));
+  });
+  const timeout = sleep(20_000).then(() => {
+    throw new Error(`extension did not listen within 20 s:\n${logs.join('\n')}`);
+  });
+  const { port, healthPort } = await Promise.race([listening, timeout]);
+  const base = `http://127.0.0.1:${port}`;
+  return { process: child, port, healthPort, base, agent: new Agent(base), logs, exited };
+}
