@@ -27,6 +27,7 @@ import type {
   Summary,
   Target,
 } from './api/schemas.js';
+import type { ActionDescriptionInput } from './api/description.js';
 import type { Logger } from './logging.js';
 
 export { z };
@@ -49,21 +50,13 @@ export type JsonObject = { [key: string]: unknown };
 
 type Awaitable<T> = T | Promise<T>;
 
-type EndpointInput = { path?: string; method?: string };
-
 /**
  * An action description as an author writes it: the endpoints (`prepare`, `start`, `status`,
  * `stop`, `metrics.query.endpoint`) may be omitted and get the reference defaults
  * (`POST /<id>/prepare`, …; status `callInterval` 5s; a synthetic status every 15s for stoppable
  * actions without a status handler).
  */
-export type ActionDescriptionInput = Omit<ActionDescription, 'prepare' | 'start' | 'status' | 'stop' | 'metrics'> & {
-  prepare?: EndpointInput;
-  start?: EndpointInput;
-  status?: EndpointInput & { callInterval?: string };
-  stop?: EndpointInput;
-  metrics?: { query?: { endpoint?: EndpointInput & { callInterval?: string }; parameters: ActionDescription['parameters'] } };
-};
+export type { ActionDescriptionInput };
 
 /** Fields every result may carry besides state; all pass through to the agent unchanged. */
 export interface ResultExtras {
@@ -107,16 +100,20 @@ export interface BodyInfo {
   progress: number;
   /** Message of the error the body threw, when `phase` is `failed`. */
   error?: string;
-  /**
-   * What the body reported since the previous status call (status only). They are also sent to
-   * the agent with this status result; status can fold them into its state (counts, totals).
-   */
-  reports?: { messages: Message[]; metrics: Metric[] };
+}
+
+/**
+ * What the body reported since the previous status call. They are also sent to the agent with
+ * this result; a handler can fold them into its state (counts, totals).
+ */
+export interface BodyReports {
+  messages: Message[];
+  metrics: Metric[];
 }
 
 /** Context of `status`. */
 export interface StatusContext extends HandlerContext {
-  body: BodyInfo;
+  body: BodyInfo & { reports: BodyReports };
 }
 
 /** Context of `stop`. */
@@ -125,8 +122,8 @@ export interface StopContext extends HandlerContext {
   reason: string;
   /** Whether the agent asked for this stop or the extension decided it. */
   requestedBy: 'agent' | 'extension';
-  /** How the body ended: `stopped` (cooperatively), `killed` (after the grace period), … */
-  body: BodyInfo & { stopMs?: number };
+  /** How the body ended — `stopped` (cooperatively), `killed` (after the grace period), … — and what it reported since the last status. */
+  body: BodyInfo & { stopMs?: number; reports: BodyReports };
 }
 
 /** What a metric query receives. */
@@ -141,8 +138,14 @@ export interface QueryInput {
 export interface BodyReport {
   messages?: Message[];
   /** `timestamp` defaults to the time of the report. */
-  metrics?: (Omit<Metric, 'timestamp'> & { timestamp?: string })[];
+  metrics?: (KnownFields<Metric, 'timestamp'> & { timestamp?: string })[];
 }
+
+/**
+ * `Omit` for the wire types: they allow additional properties (an index signature), and the
+ * built-in `Omit` would keep only that signature and lose every named field.
+ */
+type KnownFields<T, K extends PropertyKey> = { [P in keyof T as string extends P ? never : P extends K ? never : P]: T[P] };
 
 /**
  * Context of an execution's body, running on its own worker thread.
@@ -157,8 +160,10 @@ export interface BodyContext {
   shouldStop(): boolean;
   /** Throws a {@link StopRequested} once a stop was requested. */
   throwIfStopped(): void;
-  /** Sleep up to `ms`, waking within microseconds on stop (`Atomics.wait`). Returns true if stopped. Blocks this body's thread. */
+  /** Sleep up to `ms`, waking within microseconds on stop (`Atomics.wait`). Returns true if stopped. Blocks this body's thread: for CPU-bound bodies. */
   sleep(ms: number): boolean;
+  /** Like {@link sleep} without blocking the thread (`Atomics.waitAsync`): for async bodies. Resolves true if stopped. */
+  sleepAsync(ms: number): Promise<boolean>;
   /** Aborted when a stop is requested — for `fetch`, timers and other async APIs. */
   signal: AbortSignal;
   /** Publish an integer progress value, read by `status` as `ctx.body.progress` (lock-free). */

@@ -47,6 +47,9 @@ const SIGNAL_REASONS: Record<HandledSignal, Reason> = {
   SIGUSR1: Reason.SignalUsr1,
 };
 
+/** Accept queue length (the kernel caps it at net.core.somaxconn). */
+const LISTEN_BACKLOG = 4096;
+
 /** How long closing the HTTP server may wait for open requests before dropping them (reference: 5 s). */
 const HTTP_CLOSE_GRACE_MS = 5_000;
 
@@ -83,6 +86,8 @@ export class Extension {
   private readonly signals: SignalHandling;
   private readonly watchdog: Worker;
   private watchdogAlive = true;
+  /** Set when the threads are being ended on purpose (close or signal exit). */
+  private releasing = false;
   private ready = true;
   private server: Server | undefined;
   private probes: Server | undefined;
@@ -100,7 +105,7 @@ export class Extension {
     this.watchdog.on('error', (error) => logger.fatal({ err: error }, 'heartbeat watchdog thread crashed'));
     this.watchdog.on('exit', (code) => {
       this.watchdogAlive = false;
-      if (this.closing === undefined) logger.fatal({ code }, 'heartbeat watchdog thread exited; liveness is now failing');
+      if (!this.releasing) logger.fatal({ code }, 'heartbeat watchdog thread exited; liveness is now failing');
     });
     this.pools = new WorkerPools({
       boot: { buffer: this.table.buffer, actionModules: moduleUrls, log: { level: options.logLevel, format: options.logFormat } },
@@ -179,7 +184,8 @@ export class Extension {
   async listen(): Promise<ListenInfo> {
     const { port, host, healthPort } = this.options;
     this.server = createServer(this.app);
-    this.server.listen({ port, host });
+    // A deep accept backlog: a stop storm opens thousands of connections at once.
+    this.server.listen({ port, host, backlog: LISTEN_BACKLOG });
     await once(this.server, 'listening');
     const info: ListenInfo = { port: (this.server.address() as AddressInfo).port, healthPort: undefined };
     if (healthPort !== null) {
@@ -235,6 +241,7 @@ export class Extension {
   }
 
   private async releaseThreads(): Promise<void> {
+    this.releasing = true;
     await this.coordinator.close();
     this.table.stopWatchdog();
     await Promise.all([this.watchdog.terminate(), this.pools.close()]);

@@ -147,7 +147,8 @@ function workerLost(what: string, error: unknown): RuntimeError {
   if (code === 'ERR_WORKER_OUT_OF_MEMORY') {
     detail = `${what} ran out of memory (worker resource limit); its worker thread was replaced`;
   } else if (/^worker exited with code/.test(message)) {
-    detail = `the worker thread running ${what} exited (${message.replace(/^worker /, '')}), e.g. process.exit() in author code; it was replaced`;
+    const exitCode = /code: (-?\d+)/.exec(message)?.[1] ?? '?';
+    detail = `the worker thread running ${what} exited with code ${exitCode} (process.exit() in author code?); it was replaced`;
   } else {
     detail = `the worker thread running ${what} crashed: ${message}; it was replaced`;
   }

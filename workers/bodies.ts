@@ -58,6 +58,7 @@ async function run(action: DefinedAction, task: BodyTask): Promise<BodyReply> {
       if (!table.isRunning(slot, generation)) throw new StopRequested();
     },
     sleep: (ms) => table.waitWhileRunning(slot, generation, ms),
+    sleepAsync: (ms) => table.waitWhileRunningAsync(slot, generation, ms),
     signal: controller.signal,
     progress: (value) => {
       if (!Number.isInteger(value) || value < -(2 ** 31) || value >= 2 ** 31) throw new RangeError(`progress must be a 32-bit integer, got ${value}`);

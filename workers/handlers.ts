@@ -8,7 +8,7 @@
  */
 import { workerData } from 'node:worker_threads';
 import type { z } from 'zod';
-import type { DefinedAction, HandlerContext, JsonObject } from '../src/action.js';
+import type { BodyInfo, BodyReports, DefinedAction, HandlerContext, JsonObject } from '../src/action.js';
 import {
   PrepareResultSchema,
   QueryMetricsResultSchema,
@@ -70,7 +70,7 @@ async function invoke(action: DefinedAction, task: HandlerTask, state: JsonObjec
       const request = task.request ?? {};
       let config: unknown = request['config'];
       if (action.config !== undefined) {
-        const parsed = action.config.safeParse(config);
+        const parsed = action.config.safeParse(withoutNulls(config));
         if (!parsed.success) {
           const issues = formatZodIssues(parsed.error);
           throw new ExtensionError(`Invalid configuration: ${issues.first}`, { detail: issues.all });
@@ -89,17 +89,32 @@ async function invoke(action: DefinedAction, task: HandlerTask, state: JsonObjec
     case 'start':
       return action.start?.(state, ctx);
     case 'status':
-      return action.status?.(state, { ...ctx, body: task.body ?? { phase: 'none', progress: 0 } });
+      return action.status?.(state, { ...ctx, body: bodyOf(task) });
     case 'stop':
       return action.stop?.(state, {
         ...ctx,
         reason: task.stop?.reason ?? 'agent stop',
         requestedBy: task.stop?.requestedBy ?? 'agent',
-        body: task.body ?? { phase: 'none', progress: 0 },
+        body: bodyOf(task),
       });
     case 'query':
       return action.query?.(task.request as unknown as Parameters<NonNullable<DefinedAction['query']>>[0], ctx);
   }
+}
+
+/** The body information of a status or stop task, with its reports always present. */
+function bodyOf(task: HandlerTask): BodyInfo & { stopMs?: number; reports: BodyReports } {
+  const body = task.body ?? { phase: 'none', progress: 0 };
+  return { ...body, reports: body.reports ?? { messages: [], metrics: [] } };
+}
+
+/**
+ * The agent sends `null` for a parameter the user left empty (reference §4.3). Dropping those keys
+ * before the author's schema runs lets `.default()` and `.optional()` mean what they say.
+ */
+function withoutNulls(config: unknown): unknown {
+  if (typeof config !== 'object' || config === null || Array.isArray(config)) return config;
+  return Object.fromEntries(Object.entries(config).filter(([, value]) => value !== null));
 }
 
 /** Validate and normalise what a handler returned into a reply. */

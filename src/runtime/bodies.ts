@@ -13,7 +13,7 @@
  */
 import { MessageChannel } from 'node:worker_threads';
 import type { BodyInfo, BodyPhase, JsonObject } from '../action.js';
-import { describeThrown } from '../errors.js';
+import { describeThrown, RuntimeError } from '../errors.js';
 import type { Logger } from '../logging.js';
 import type { WorkerPools } from '../pool.js';
 import { BodyState, Reason, clockUs, elapsedUs, type ControlTable } from '../shm/table.js';
@@ -185,7 +185,7 @@ export class BodyLane {
         },
         (error: unknown) => {
           // The worker died (crash, exit, OOM) or was killed; a body that was still running fails its execution.
-          body.error ??= describeThrown(error);
+          body.error ??= error instanceof RuntimeError ? (error.detail ?? error.message) : describeThrown(error);
           const wasRunning =
             this.table.transitionBody(execution.slot, BodyState.Running, BodyState.Failed) ||
             this.table.transitionBody(execution.slot, BodyState.Queued, BodyState.Failed);

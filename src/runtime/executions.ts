@@ -22,6 +22,8 @@ export interface StopOutcome {
   body: JsonObject;
   /** Shared-clock ms at which the outcome was decided. */
   finishedAtMs: number;
+  /** For reason `action body failed`: the body's error message (status answers carry it as detail). */
+  bodyError?: string;
 }
 
 /** A stop outcome remembered after its execution's slot was released. */

@@ -161,7 +161,7 @@ export class Lifecycle {
     const execution = action.stoppable ? this.deps.store.get(id) : undefined;
     if (execution === undefined) {
       const recent = action.stoppable ? this.deps.store.recentStop(id) : undefined;
-      if (recent !== undefined) return stoppedStatus(recent.outcome.reason, undefined);
+      if (recent !== undefined) return stoppedStatus(recent.outcome.reason, recent.outcome.bodyError);
       if (!action.hasStatusHandler) throw executionNotFound(id);
       return statusReply(await this.runHandler(this.task('status', action, id, scope, { state })), state, undefined);
     }

@@ -3,7 +3,7 @@
  * structured-cloneable data; errors travel as {@link ErrorData}.
  */
 import type { MessagePort } from 'node:worker_threads';
-import type { BodyInfo, JsonObject, Message, Metric, ResultExtras } from '../action.js';
+import type { BodyInfo, BodyReports, JsonObject, Message, Metric, ResultExtras } from '../action.js';
 import type { ErrorData } from '../errors.js';
 import type { LogSettings } from '../logging.js';
 
@@ -28,8 +28,8 @@ export interface HandlerTask {
   request?: JsonObject;
   /** start, status, stop: the state to hand to the handler. */
   state?: JsonObject;
-  /** status, stop: what the body is doing. */
-  body?: BodyInfo & { stopMs?: number };
+  /** status, stop: what the body is doing and reported. */
+  body?: BodyInfo & { stopMs?: number; reports?: BodyReports };
   /** stop: why and by whom. */
   stop?: { reason: string; requestedBy: 'agent' | 'extension' };
   /** Wall-clock ms (`Date.now()`) at which the handler's `ctx.signal` aborts. */

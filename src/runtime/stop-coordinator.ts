@@ -16,7 +16,8 @@ import type { JsonObject, Message } from '../action.js';
 import { handlerErrorToWire, RuntimeError } from '../errors.js';
 import type { Logger } from '../logging.js';
 import type { WorkerPools } from '../pool.js';
-import { clockMs, elapsedMs, generationOf, Reason, reasonOf, reasonText, type ControlTable } from '../shm/table.js';
+import { StopEventConsumer } from '../shm/consumer.js';
+import { clockMs, generationOf, Reason, reasonOf, reasonText, type ControlTable } from '../shm/table.js';
 import type { BodyEnd, BodyLane } from './bodies.js';
 import type { Execution, ExecutionStore, StopOutcome } from './executions.js';
 
@@ -50,12 +51,10 @@ export interface StopStats {
   failed: number;
   bodiesCooperative: number;
   bodiesKilled: number;
-  /** Queue cells skipped because their producer never published (should stay 0). */
+  /** Queue cells skipped because their producer died before publishing (should stay 0). */
   queueStalls: number;
 }
 
-/** A head cell reserved but unpublished for this long means its producer died mid-enqueue. */
-const QUEUE_STALL_MS = 1000;
 /** Safety net: drain the queue at least this often even if a doorbell wake-up were missed. */
 const IDLE_DRAIN_MS = 1000;
 
@@ -129,33 +128,22 @@ export class StopCoordinator {
 
   private async consume(): Promise<void> {
     const { table } = this.deps;
-    let pendingSinceMs: number | undefined;
+    const consumer = new StopEventConsumer(table);
     while (this.running) {
       // Read the doorbell before draining: a publication after this read changes it, so the wait
       // below returns at once instead of missing the event.
       const seen = table.doorbell();
-      const drained = table.drainQueue((slot) => this.onEvent(slot));
-      if (drained.headPending) {
-        pendingSinceMs ??= clockMs();
-        if (elapsedMs(clockMs(), pendingSinceMs) > QUEUE_STALL_MS) {
-          this.stats.queueStalls++;
-          this.deps.logger.error('stop queue: a producer reserved a cell and never published it (thread died mid-enqueue); recovering');
-          table.skipPendingHead();
-          table.forEachStopRequested((slot) => this.onEvent(slot));
-          pendingSinceMs = undefined;
-          continue;
-        }
-      } else {
-        pendingSinceMs = undefined;
+      const pass = consumer.pass((slot, control) => this.onTaken(slot, control));
+      if (pass.skipped || pass.recovered > 0) {
+        this.stats.queueStalls += pass.skipped ? 1 : 0;
+        this.deps.logger.error({ recovered: pass.recovered, skippedCell: pass.skipped }, 'stop queue: recovered stops whose producer died inside requestStop');
       }
-      await table.waitDoorbell(seen, drained.headPending ? 5 : IDLE_DRAIN_MS);
+      await table.waitDoorbell(seen, pass.headPending ? 5 : IDLE_DRAIN_MS);
     }
   }
 
-  /** One queue event: take it (once) and run the stop in the background. */
-  private onEvent(slot: number): void {
-    const control = this.deps.table.take(slot);
-    if (control < 0) return; // not StopRequested any more: a duplicate event (recovery scan)
+  /** A stop taken by the consumer (CONTROL now Stopping): run it in the background. */
+  private onTaken(slot: number, control: number): void {
     const execution = this.deps.store.atSlot(slot);
     if (execution === undefined || execution.generation !== generationOf(control)) {
       this.deps.logger.error({ slot, control }, 'stop event for a control block without its execution');
@@ -196,12 +184,14 @@ export class StopCoordinator {
     const requestedBy = reason === Reason.Agent ? 'agent' : 'extension';
     const reports = execution.reports.drain();
     const messages: Message[] = [...reports.messages, ...bodyEndMessages(bodyEnd, execution, this.deps.stopGraceMs)];
+    const bodyError = reason === Reason.BodyFailed ? execution.body?.error : undefined;
     const finished = (succeeded: boolean, httpStatus: number, body: JsonObject): StopOutcome => ({
       reason,
       succeeded,
       httpStatus,
       body,
       finishedAtMs: clockMs(),
+      ...(bodyError === undefined ? {} : { bodyError }),
     });
     if (!action.hasStopHandler) {
       return finished(true, 200, withExtras({}, messages, reports.metrics));
@@ -215,7 +205,11 @@ export class StopCoordinator {
           actionId: action.id,
           executionId: execution.id,
           state,
-          body: { ...this.deps.bodies.info(execution), ...(bodyEnd.stopMs === undefined ? {} : { stopMs: bodyEnd.stopMs }) },
+          body: {
+            ...this.deps.bodies.info(execution),
+            ...(bodyEnd.stopMs === undefined ? {} : { stopMs: bodyEnd.stopMs }),
+            reports: { messages: reports.messages, metrics: reports.metrics },
+          },
           stop: { reason: reasonText(reason), requestedBy },
           deadlineMs: Date.now() + this.deps.handlerTimeoutMs,
         },

@@ -2,7 +2,7 @@
  * The shared-memory control table: one SharedArrayBuffer holding a control block per active
  * execution and the stop-event queue. This module owns the layout; it is the only place in the
  * project that calls `Atomics`. It is loaded on the main thread, on the watchdog thread and on every
- * worker thread (it has no dependency besides the language).
+ * worker thread (it needs nothing but the language and `process.hrtime`).
  *
  * ```
  *  Int32 words
@@ -185,13 +185,15 @@ export function generationOf(control: number): number {
 }
 
 /**
- * The shared clock: wall-clock milliseconds modulo 2^32, from the monotonic `performance.now()`
- * anchored at the thread's `timeOrigin`. Every thread computes it the same way, so a heartbeat
- * stamped on the main thread can be aged on the watchdog thread. Differences are taken modulo 2^32
- * ({@link elapsedMs}), valid for spans under 49 days — heartbeat timeouts are minutes at most.
+ * The shared clock: the process-wide monotonic clock (`process.hrtime`, CLOCK_MONOTONIC) in
+ * milliseconds modulo 2^32. Every thread of the process reads the same clock — unlike
+ * `performance.now()`, whose origin is per thread — so a heartbeat stamped on the main thread can
+ * be aged on the watchdog thread, and wall-clock jumps (NTP) never fire or delay a timeout.
+ * Differences are taken modulo 2^32 ({@link elapsedMs}): valid for spans under 24 days.
  */
 export function clockMs(): number {
-  return Math.floor(performance.timeOrigin + performance.now()) >>> 0;
+  const [seconds, nanos] = process.hrtime();
+  return (seconds * 1000 + Math.floor(nanos / 1e6)) >>> 0;
 }
 /** Milliseconds from `sinceMs` to `nowMs`, both {@link clockMs} values. */
 export function elapsedMs(nowMs: number, sinceMs: number): number {
@@ -203,7 +205,8 @@ export function elapsedMs(nowMs: number, sinceMs: number): number {
  * fast a stop reaches a body, where milliseconds are too coarse. Spans must stay under 71 minutes.
  */
 export function clockUs(): number {
-  return Math.floor((performance.timeOrigin + performance.now()) * 1000) % 4_294_967_296;
+  const [seconds, nanos] = process.hrtime();
+  return (seconds * 1_000_000 + Math.floor(nanos / 1000)) % 4_294_967_296;
 }
 /** Microseconds from `sinceUs` to `nowUs`, both {@link clockUs} values. */
 export function elapsedUs(nowUs: number, sinceUs: number): number {
@@ -233,9 +236,15 @@ export function tableByteLength(capacity: number): number {
   return (HEADER_WORDS + capacity * BLOCK_WORDS + queueCapacityFor(capacity)) * 4;
 }
 
+/**
+ * Queue cells: a power of two (cheap index masking) of at least twice the capacity. Capacity cells
+ * would suffice for the invariant "one event in flight per slot"; the second half absorbs stale
+ * events of a producer that stalled for over a second between its CAS and its enqueue while the
+ * consumer's orphan sweep already took its stop (see `StopEventConsumer`).
+ */
 function queueCapacityFor(capacity: number): number {
   let size = 2;
-  while (size < capacity) size *= 2;
+  while (size < 2 * capacity) size *= 2;
   return size;
 }
 
@@ -365,7 +374,11 @@ export class ControlTable {
     }
   }
 
-  /** StopRequested → Stopping (the consumer, once per queue event). False if not in StopRequested. */
+  /**
+   * StopRequested → Stopping (the consumer, once per stop). Returns the new CONTROL word, or -1 if
+   * the block was not in StopRequested. A CONTROL word is never -1 (state 15 does not exist); it
+   * is negative for generations ≥ 2^22, so compare with -1, never with 0.
+   */
   take(slot: number): number {
     const at = this.base(slot) + B_CONTROL;
     const current = Atomics.load(this.words, at);
@@ -423,6 +436,23 @@ export class ControlTable {
       if (left <= 0) return false;
       // Spurious or unrelated wake-ups are possible (tc39 note: always loop on the condition).
       Atomics.wait(this.words, at, running, left);
+    }
+  }
+
+  /**
+   * {@link waitWhileRunning} without blocking the thread (`Atomics.waitAsync`): resolves true as
+   * soon as the execution is no longer running, false after `timeoutMs`.
+   */
+  async waitWhileRunningAsync(slot: number, generation: number, timeoutMs: number): Promise<boolean> {
+    const running = packControl(generation, Reason.None, State.Running);
+    const at = this.base(slot) + B_CONTROL;
+    const deadline = performance.now() + timeoutMs;
+    for (;;) {
+      if (Atomics.load(this.words, at) !== running) return true;
+      const left = deadline - performance.now();
+      if (left <= 0) return false;
+      const result = Atomics.waitAsync(this.words, at, running, left);
+      if (result.async) await result.value;
     }
   }
 
@@ -495,7 +525,9 @@ export class ControlTable {
       if (stateOf(control) !== State.Running) continue;
       const expireAfterMs = Atomics.load(this.words, at + B_HB_EXPIRE_MS);
       if (expireAfterMs <= 0) continue;
-      if (elapsedMs(nowMs, Atomics.load(this.words, at + B_HB_LAST_MS)) < expireAfterMs) continue;
+      // Signed difference: a heartbeat stamped after `nowMs` was read (a few µs ago, on another
+      // thread) is "in the future" and must count as fresh, not as 49 days old.
+      if (((nowMs - Atomics.load(this.words, at + B_HB_LAST_MS)) | 0) < expireAfterMs) continue;
       if (this.requestStop(slot, generationOf(control), Reason.HeartbeatTimeout).won) fired++;
     }
     if (fired > 0) Atomics.add(this.words, H_HEARTBEAT_TIMEOUTS, fired);
@@ -568,19 +600,19 @@ export class ControlTable {
 
   /**
    * Skip a head cell that stayed reserved-but-unpublished (its producer died mid-enqueue). Its
-   * lap tag can never match again, so a late publication is ignored; the caller must then
-   * {@link forEachStopRequested} to take the stop whose event was lost.
+   * lap tag can never match again, so a late publication is ignored; the orphan sweep
+   * ({@link forEachStopRequested}) then finds the stop whose event was lost.
    */
   skipPendingHead(): void {
     const head = Atomics.load(this.words, H_QUEUE_HEAD) >>> 0;
     if (head !== Atomics.load(this.words, H_QUEUE_TAIL) >>> 0) Atomics.store(this.words, H_QUEUE_HEAD, (head + 1) | 0);
   }
 
-  /** Visit every slot in StopRequested (recovery scan after {@link skipPendingHead}). */
-  forEachStopRequested(visit: (slot: number) => void): void {
+  /** Visit every slot in StopRequested with the {@link clockUs} time its stop was requested (orphan sweep). */
+  forEachStopRequested(visit: (slot: number, requestedAtUs: number) => void): void {
     const highWater = Atomics.load(this.words, H_HIGH_WATER);
     for (let slot = 0; slot < highWater; slot++) {
-      if (stateOf(this.control(slot)) === State.StopRequested) visit(slot);
+      if (stateOf(this.control(slot)) === State.StopRequested) visit(slot, this.stopRequestedAtUs(slot));
     }
   }
 

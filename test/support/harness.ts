@@ -102,7 +102,14 @@ export class Agent {
       init.body = JSON.stringify(body);
       (init.headers as Record<string, string>)['content-type'] ??= 'application/json';
     }
-    const response = await fetch(this.base + path, init);
+    let response: Response;
+    try {
+      response = await fetch(this.base + path, init);
+    } catch (error) {
+      // fetch hides the socket error in `cause`; a test failure should show it.
+      const cause = (error as { cause?: { code?: string; message?: string } }).cause;
+      throw new Error(`${method} ${path}: fetch failed: ${cause?.code ?? ''} ${cause?.message ?? String(error)}`, { cause: error });
+    }
     const text = await response.text();
     if (response.status !== 304) {
       const type = response.headers.get('content-type') ?? '';
