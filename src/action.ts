@@ -16,34 +16,15 @@
  * ```
  */
 import { z } from 'zod';
-import type {
-  ActionDescription,
-  ActionKitError,
-  Artifact,
-  ExecutionContext,
-  ExecutionModification,
-  Message,
-  Metric,
-  Summary,
-  Target,
-} from './api/schemas.js';
+import type { ActionKitError, Artifact, ExecutionContext, ExecutionModification, Message, Metric, Summary, Target } from './api/schemas.js';
 import type { ActionDescriptionInput } from './api/description.js';
 import type { Logger } from './logging.js';
 
 export { z };
 export { ExtensionError, type ExtensionErrorOptions } from './errors.js';
 export type { Logger } from './logging.js';
-export type {
-  ActionDescription,
-  ActionKitError,
-  Artifact,
-  ExecutionContext,
-  ExecutionModification,
-  Message,
-  Metric,
-  Summary,
-  Target,
-} from './api/schemas.js';
+export type { ActionKitError, Artifact, ExecutionContext, ExecutionModification, Message, Metric, Summary, Target };
+export type { ActionDescription } from './api/schemas.js';
 
 /** Any JSON object: the shape of `config` and `state` on the wire. */
 export type JsonObject = { [key: string]: unknown };

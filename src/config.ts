@@ -97,12 +97,12 @@ export type ExtensionOptions = z.input<typeof OptionsSchema>;
 /** Options after defaults, environment and validation; frozen. */
 export type ResolvedOptions = Readonly<z.output<typeof OptionsSchema>>;
 
-type EnvKind = 'int' | 'string' | 'duration' | 'bytes' | 'nullablePort';
+type EnvKind = 'int' | 'string' | 'lowercase' | 'duration' | 'bytes';
 const ENVIRONMENT: ReadonlyArray<readonly [string, keyof z.input<typeof OptionsSchema>, EnvKind]> = [
   ['STEADYBIT_EXTENSION_PORT', 'port', 'int'],
-  ['STEADYBIT_EXTENSION_HEALTH_PORT', 'healthPort', 'nullablePort'],
-  ['STEADYBIT_LOG_LEVEL', 'logLevel', 'string'],
-  ['STEADYBIT_LOG_FORMAT', 'logFormat', 'string'],
+  ['STEADYBIT_EXTENSION_HEALTH_PORT', 'healthPort', 'int'],
+  ['STEADYBIT_LOG_LEVEL', 'logLevel', 'lowercase'],
+  ['STEADYBIT_LOG_FORMAT', 'logFormat', 'lowercase'],
   ['ACTIONKIT_MAX_EXECUTIONS', 'maxExecutions', 'int'],
   ['ACTIONKIT_STOP_GRACE', 'stopGraceMs', 'duration'],
   ['ACTIONKIT_HEARTBEAT_MIN_INTERVAL', 'heartbeatMinIntervalMs', 'duration'],
@@ -134,6 +134,11 @@ export function resolveOptions(options: ExtensionOptions, env: NodeJS.ProcessEnv
     merged[key] = fromEnv(name, raw.trim(), kind);
     source.set(key, name);
   }
+  const known = new Set(ENVIRONMENT_VARIABLES);
+  const unknown = Object.keys(env).filter((name) => name.startsWith('ACTIONKIT_') && !known.has(name));
+  if (unknown.length > 0) {
+    throw new ConfigError(`Invalid configuration: unknown setting ${unknown.join(', ')}; the ACTIONKIT_ settings are ${ENVIRONMENT_VARIABLES.filter((n) => n.startsWith('ACTIONKIT_')).join(', ')}`);
+  }
   const parsed = OptionsSchema.safeParse(merged);
   if (!parsed.success) {
     const problems = parsed.error.issues.map((issue) => {
@@ -148,12 +153,13 @@ export function resolveOptions(options: ExtensionOptions, env: NodeJS.ProcessEnv
 
 function fromEnv(name: string, raw: string, kind: EnvKind): unknown {
   switch (kind) {
+    case 'lowercase':
+      return raw.toLowerCase();
     case 'string':
     case 'duration':
     case 'bytes':
-      return kind === 'string' && (name === 'STEADYBIT_LOG_LEVEL' || name === 'STEADYBIT_LOG_FORMAT') ? raw.toLowerCase() : raw;
-    case 'int':
-    case 'nullablePort': {
+      return raw;
+    case 'int': {
       if (!/^-?\d+$/.test(raw)) throw new ConfigError(`Invalid configuration: ${name}="${raw}": expected an integer`);
       return Number(raw);
     }

@@ -117,8 +117,7 @@ export class Extension {
     });
     this.store = new ExecutionStore(this.table, options.stopRetentionMs);
     this.bodies = new BodyLane(this.table, this.pools, logger);
-    const removeUploads = async (folder: string | undefined, executionId: string): Promise<void> => {
-      if (folder === undefined) return;
+    const removeUploads = async (executionId: string): Promise<void> => {
       try {
         await removeExecutionFolder(options.uploadDir, executionId);
       } catch (error) {
@@ -133,7 +132,9 @@ export class Extension {
       logger,
       stopGraceMs: options.stopGraceMs,
       handlerTimeoutMs: options.handlerTimeoutMs,
-      removeUploads: (execution) => removeUploads(execution.uploadFolder, execution.id),
+      removeUploads: async (execution) => {
+        if (execution.uploadFolder !== undefined) await removeUploads(execution.id);
+      },
     });
     this.coordinator.start();
     this.lifecycle = new Lifecycle({
@@ -144,7 +145,7 @@ export class Extension {
       pools: this.pools,
       logger,
       handlerTimeoutMs: options.handlerTimeoutMs,
-      removeUploads: (folder) => removeUploads(folder, folder === undefined ? '' : (folder.split('/').pop() ?? '')),
+      removeUploads,
     });
     this.app = buildApp({
       registry,

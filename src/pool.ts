@@ -9,9 +9,10 @@
  *
  * Both pools use piscina's default `atomics: 'sync'`: an idle worker sleeps in `Atomics.wait` and
  * wakes on the next task with no event-loop turn (the cheapest hand-off). The price — an idle
- * worker's event loop is frozen — is acceptable because handlers and bodies are complete when they
- * resolve (tested: timers a handler leaves behind do not keep anything alive or run late on the
- * main thread). Every task carries an `AbortSignal`; aborting a running task makes piscina
+ * worker's event loop is frozen, so work a handler leaves running after it resolved waits for the
+ * thread's next task — is acceptable because handlers must be complete when they resolve, and a
+ * body's own async work (its AbortSignal, `sleepAsync`) only runs while its task runs, when the
+ * loop is live. Every task carries an `AbortSignal`; aborting a running task makes piscina
  * terminate its worker and start a replacement. That is the hard-kill step of the escalation
  * ladder and the cure for a hung handler.
  */

@@ -48,7 +48,8 @@ export default async function runBody(task: BodyTask): Promise<BodyReply> {
 async function run(action: DefinedAction, task: BodyTask): Promise<BodyReply> {
   const { slot, generation } = task;
   const controller = new AbortController();
-  void table.whenNotRunning(slot, generation).then(() => controller.abort(new StopRequested()));
+  // Resolves on stop (only while this task keeps the thread's event loop turning, which is when it matters).
+  void table.waitWhileRunningAsync(slot, generation, Number.POSITIVE_INFINITY).then(() => controller.abort(new StopRequested()));
   let logger: Logger | undefined;
   const ctx: BodyContext = {
     executionId: task.executionId,

@@ -64,7 +64,9 @@ export function buildApp(deps: AppDeps): express.Express {
       throw new RuntimeError(ErrorCode.MethodNotAllowed, 405, `Method ${req.method} not allowed for ${req.path}`, `allowed: ${[...methods.keys()].join(', ')}`);
     }
     const scope = requestScope(req, res);
-    route(req, res, scope).then((reply) => send(res, reply.status, reply.body), next);
+    route(req, res, scope)
+      .then((reply) => send(res, reply.status, reply.body))
+      .catch(next);
   });
   app.use((error: unknown, req: Request, res: Response, _next: express.NextFunction) => {
     const failure = asRuntimeError(error);
@@ -130,12 +132,12 @@ async function receiveUpload(
     maxRequestBytes: deps.maxBodyBytes,
     fileParameters: action.fileParameters,
   });
-  const parsed = PrepareActionRequestBodySchema.safeParse(received.request);
-  if (!parsed.success) {
+  try {
+    return { request: validateBody(received.request, PrepareActionRequestBodySchema), upload: { folder: received.folder, files: received.files } };
+  } catch (error) {
     if (received.folder !== undefined) await removeExecutionFolder(deps.uploadDir, received.executionId);
-    throw invalidBody(parsed.error);
+    throw error;
   }
-  return { request: parsed.data, upload: { folder: received.folder, files: received.files } };
 }
 
 type Middleware = (req: IncomingMessage, res: ServerResponse, next: (error?: unknown) => void) => void;
@@ -150,12 +152,38 @@ function jsonBodyParser(maxBytes: number): Middleware {
 
 /** Run the body parser, then validate against `schema`; errors are 400/413 RuntimeErrors. */
 async function parse<S extends z.ZodType>(req: Request, res: Response, parser: Middleware, schema: S): Promise<z.output<S>> {
+  // body-parser turns an empty body into {}; say what is really wrong.
+  if (req.headers['content-length'] === '0') throw new RuntimeError(ErrorCode.BadJson, 400, 'Failed to parse request body.', 'the body is empty; expected a JSON object');
   await new Promise<void>((resolve, reject) => parser(req, res, (error?: unknown) => (error === undefined ? resolve() : reject(bodyError(error)))));
-  // body-parser leaves `req.body` undefined for an empty body.
-  if (req.body === undefined) throw new RuntimeError(ErrorCode.InvalidRequest, 400, 'Invalid request body: the body is empty', 'expected a JSON object');
-  const parsed = schema.safeParse(req.body);
+  return validateBody(req.body, schema);
+}
+
+/**
+ * Deepest JSON nesting accepted in a request. Far beyond any real state, and far below the depth
+ * at which serialising the answer would overflow the stack (a few thousand levels).
+ */
+export const MAX_JSON_DEPTH = 512;
+
+/** Check nesting depth, then the schema; both failures are 400s naming the problem. */
+export function validateBody<S extends z.ZodType>(body: unknown, schema: S): z.output<S> {
+  if (exceedsDepth(body, MAX_JSON_DEPTH)) {
+    throw new RuntimeError(ErrorCode.InvalidRequest, 400, `Invalid request body: nested deeper than ${MAX_JSON_DEPTH} levels`);
+  }
+  const parsed = schema.safeParse(body);
   if (!parsed.success) throw invalidBody(parsed.error);
   return parsed.data;
+}
+
+/** Iterative (a recursive walk would itself overflow on the input it guards against). */
+function exceedsDepth(root: unknown, maxDepth: number): boolean {
+  const stack: [unknown, number][] = [[root, 1]];
+  for (let item = stack.pop(); item !== undefined; item = stack.pop()) {
+    const [value, depth] = item;
+    if (typeof value !== 'object' || value === null) continue;
+    if (depth > maxDepth) return true;
+    for (const child of Array.isArray(value) ? value : Object.values(value)) stack.push([child, depth + 1]);
+  }
+  return false;
 }
 
 function invalidBody(error: z.ZodError): RuntimeError {
@@ -192,8 +220,9 @@ function asRuntimeError(error: unknown): RuntimeError {
  */
 function requestScope(req: Request, res: Response): RequestScope {
   const locals = res.locals as Locals;
-  const header = req.headers['request-timeout'] ?? req.headers['x-request-timeout'];
-  const seconds = typeof header === 'string' ? Number.parseFloat(header) : Number.NaN;
+  // Like the reference: an empty header counts as absent, and only a whole float is a value.
+  const header = [req.headers['request-timeout'], req.headers['x-request-timeout']].find((value) => typeof value === 'string' && value.trim() !== '');
+  const seconds = typeof header === 'string' && FLOAT_SECONDS.test(header.trim()) ? Number(header.trim()) : Number.NaN;
   let deadlineMs: number | undefined;
   if (Number.isFinite(seconds) && seconds > 0) {
     const timeoutMs = seconds * 1000;
@@ -211,6 +240,9 @@ function requestScope(req: Request, res: Response): RequestScope {
     abandoned: () => locals.timedOut === true || (res.destroyed && !res.writableFinished),
   };
 }
+
+/** A decimal float as Go's `ParseFloat` accepts it for a timeout (no unit, no trailing text). */
+const FLOAT_SECONDS = /^[+]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$/;
 
 /** Write a JSON answer unless one was already written (timeout). */
 function send(res: Response, status: number, body: unknown): void {

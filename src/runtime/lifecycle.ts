@@ -54,7 +54,8 @@ export interface LifecycleDeps {
   pools: WorkerPools;
   logger: Logger;
   handlerTimeoutMs: number;
-  removeUploads(folder: string | undefined): Promise<void>;
+  /** Remove `<uploadDir>/<executionId>` if it exists (never throws). */
+  removeUploads(executionId: string): Promise<void>;
 }
 
 /**
@@ -92,7 +93,7 @@ export class Lifecycle {
       // Only stoppable actions are tracked; the agent carries the state of the others.
       if (action.stoppable) execution = this.deps.store.create(id, action);
     } catch (error) {
-      await this.deps.removeUploads(upload?.folder);
+      if (upload?.folder !== undefined) await this.deps.removeUploads(id);
       throw error;
     }
     const config: JsonObject = { ...(request.config as JsonObject) };
@@ -109,7 +110,7 @@ export class Lifecycle {
       if (failed) {
         // The agent never calls stop after a failed prepare: clean up here (unless a signal already took it).
         if (stateOf(this.deps.table.control(owned.slot)) === State.Prepared) {
-          await this.deps.removeUploads(owned.uploadFolder);
+          if (owned.uploadFolder !== undefined) await this.deps.removeUploads(id);
           this.deps.store.release(owned);
         }
       } else {

@@ -456,24 +456,6 @@ export class ControlTable {
     }
   }
 
-  /**
-   * Resolve when the CONTROL word of `slot` leaves "Running, this generation" (never rejects).
-   * Uses `Atomics.waitAsync`; on Node 20 a pending waitAsync does not keep a thread alive, which is
-   * fine here: it is only used while a body task (and so the thread) is alive.
-   */
-  whenNotRunning(slot: number, generation: number): Promise<void> {
-    const running = packControl(generation, Reason.None, State.Running);
-    const at = this.base(slot) + B_CONTROL;
-    const wait = async (): Promise<void> => {
-      for (;;) {
-        const result = Atomics.waitAsync(this.words, at, running);
-        if (result.async) await result.value;
-        if (Atomics.load(this.words, at) !== running) return;
-      }
-    };
-    return wait();
-  }
-
   /** The BODY word. */
   bodyState(slot: number): BodyState {
     return Atomics.load(this.words, this.base(slot) + B_BODY) as BodyState;

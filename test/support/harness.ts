@@ -214,10 +214,11 @@ export async function spawnExtension(modules: string[], env: Record<string, stri
     });
     void exited.then((code) => reject(new Error(`extension exited (${code}) before listening:\n${logs.join('\n')}`)));
   });
-  const timeout = sleep(20_000).then(() => {
-    throw new Error(`extension did not listen within 20 s:\n${logs.join('\n')}`);
+  let timer: NodeJS.Timeout | undefined;
+  const timeout = new Promise<never>((_, reject) => {
+    timer = setTimeout(() => reject(new Error(`extension did not listen within 20 s:\n${logs.join('\n')}`)), 20_000);
   });
-  const { port, healthPort } = await Promise.race([listening, timeout]);
+  const { port, healthPort } = await Promise.race([listening, timeout]).finally(() => clearTimeout(timer));
   const base = `http://127.0.0.1:${port}`;
   return { process: child, port, healthPort, base, agent: new Agent(base), logs, exited };
 }
