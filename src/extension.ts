@@ -3,10 +3,9 @@
  * worker pools, the stop coordinator, the HTTP app, probes and signals into one {@link Extension}.
  */
 import { once } from 'node:events';
-import { createServer, type Server } from 'node:http';
+import { createServer, type RequestListener, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Worker } from 'node:worker_threads';
-import type express from 'express';
 import { resolveOptions, watchdogTickMs, type ExtensionOptions, type ResolvedOptions } from './config.js';
 import { buildApp } from './http/app.js';
 import { createProbeServer } from './http/probes.js';
@@ -64,8 +63,13 @@ export async function createExtension(options: ExtensionOptions): Promise<Extens
   const moduleUrls = resolved.actions.map(moduleUrl);
   const registry = new ActionRegistry();
   registry.register(await importActions(moduleUrls), resolved.heartbeatMinIntervalMs);
-  const swept = await sweepStaleUploads(resolved.uploadDir);
-  if (swept.length > 0) logger.info({ folders: swept }, 'removed upload folders left by dead processes');
+  try {
+    const swept = await sweepStaleUploads(resolved.uploadDir);
+    if (swept.length > 0) logger.info({ folders: swept }, 'removed upload folders left by dead processes');
+  } catch (error) {
+    // Housekeeping only: an unreadable upload dir must not keep the extension from starting.
+    logger.warn({ err: error, uploadDir: resolved.uploadDir }, 'could not sweep stale upload folders');
+  }
   return new Extension(resolved, logger, registry, moduleUrls);
 }
 
@@ -74,8 +78,11 @@ export class Extension {
   /** Resolved, frozen options. */
   readonly options: ResolvedOptions;
   readonly logger: Logger;
-  /** The express app (already complete; {@link listen} serves it). */
-  readonly app: express.Express;
+  /**
+   * The extension's request handler (an express app): {@link listen} serves it; it can also be
+   * mounted in another server (`http.createServer(extension.app)`, `outerApp.use(extension.app)`).
+   */
+  readonly app: RequestListener;
   private readonly registry: ActionRegistry;
   private readonly table: ControlTable;
   private readonly pools: WorkerPools;
