@@ -70,7 +70,14 @@ export async function createExtension(options: ExtensionOptions): Promise<Extens
     // Housekeeping only: an unreadable upload dir must not keep the extension from starting.
     logger.warn({ err: error, uploadDir: resolved.uploadDir }, 'could not sweep stale upload folders');
   }
-  return new Extension(resolved, logger, registry, moduleUrls);
+  const extension = new Extension(resolved, logger, registry, moduleUrls);
+  try {
+    await extension.warmUp();
+  } catch (error) {
+    await extension.close();
+    throw new Error(`worker threads could not load the action modules: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
+  }
+  return extension;
 }
 
 /** A running ActionKit extension. */
@@ -205,6 +212,11 @@ export class Extension {
     if (this.options.handleSignals) this.signals.install();
     this.logger.info({ port: info.port, healthPort: info.healthPort, actions: this.registry.all().map((a) => a.id) }, 'extension listening');
     return info;
+  }
+
+  /** @internal Wait for every worker thread to be ready (called by {@link createExtension}). */
+  warmUp(): Promise<void> {
+    return this.pools.warmUp();
   }
 
   /** Add a shutdown hook that runs after all executions were stopped (reference order 20). */

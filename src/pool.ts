@@ -81,6 +81,16 @@ export class WorkerPools {
     }
   }
 
+  /**
+   * Wait until every thread of both lanes has loaded the action modules (a no-op `ping` task per
+   * thread), so the first execution does not wait for a thread to boot and a module that fails to
+   * load on a worker fails start-up instead of the first request.
+   */
+  async warmUp(): Promise<void> {
+    const ping = (pool: Piscina, threads: number): Promise<unknown>[] => Array.from({ length: threads }, () => pool.run(null, { name: 'ping' }));
+    await Promise.all([...ping(this.handlers, this.settings.handlerThreads), ...ping(this.bodies, this.settings.bodyThreads)]);
+  }
+
   /** Threads of the body lane. */
   get bodyThreads(): number {
     return this.settings.bodyThreads;

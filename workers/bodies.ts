@@ -106,3 +106,8 @@ function parseOrThrow<T>(schema: { safeParse(v: unknown): { success: true; data:
   if (!parsed.success) throw new TypeError(`ctx.report: ${where}: ${formatZodIssues(parsed.error).first}`);
   return parsed.data;
 }
+
+/** Warm-up task (`WorkerPools.warmUp`): resolves once this thread has loaded the actions. */
+export function ping(): boolean {
+  return true;
+}

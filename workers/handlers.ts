@@ -169,3 +169,8 @@ function toJson(value: unknown, what: string): unknown {
   }
   return text === undefined ? {} : JSON.parse(text);
 }
+
+/** Warm-up task (`WorkerPools.warmUp`): resolves once this thread has loaded the actions. */
+export function ping(): boolean {
+  return true;
+}

@@ -48,6 +48,7 @@ describe('exactly-once stop', () => {
     const log = newLog();
     const id = randomUUID();
     const state = await running.agent.run(ACTION, id, { body: 'spin', stopLog: log });
+    await bodyPhase(running, id, state, 'running');
     const answers = await Promise.all(Array.from({ length: 8 }, () => running.agent.stop(ACTION, id, state)));
     for (const answer of answers) {
       assert.equal(answer.status, 200);
