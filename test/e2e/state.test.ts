@@ -9,10 +9,7 @@ import { randomUUID } from 'node:crypto';
 import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { spawn } from 'node:child_process';
-import { createInterface } from 'node:readline';
-import { fileURLToPath } from 'node:url';
-import { Agent, eventually, fixture, sleep, start, tempDir, type Answer, type Running } from '../support/harness.js';
+import { eventually, fixture, sleep, spawnExtension, start, tempDir, type Answer, type Running } from '../support/harness.js';
 
 const STATE = 'fixture.http.state';
 const BEHAVE = 'fixture.behave';
@@ -275,52 +272,11 @@ describe('state when a handler fails (invariant 5)', () => {
   });
 });
 
-/**
- * `test/support/serve.js` in a child process, like the harness's spawnExtension but without its
- * 20 s start-up timer (which is never cleared and would keep this file alive 20 s longer).
- */
-async function spawnQuietly(modules: string[]): Promise<{ process: ReturnType<typeof spawn>; agent: Agent; logs: string[]; exited: Promise<number | string> }> {
-  const child = spawn(process.execPath, [fileURLToPath(new URL('../support/serve.js', import.meta.url)), ...modules], {
-    env: {
-      PATH: process.env['PATH'] ?? '',
-      STEADYBIT_EXTENSION_PORT: '0',
-      STEADYBIT_EXTENSION_HEALTH_PORT: '0',
-      STEADYBIT_LOG_FORMAT: 'json',
-      STEADYBIT_LOG_LEVEL: 'info',
-      ACTIONKIT_HEARTBEAT_MIN_INTERVAL: '10s',
-      ACTIONKIT_UPLOAD_DIR: logs.path,
-    },
-    stdio: ['ignore', 'ignore', 'pipe'],
-  });
-  const lines: string[] = [];
-  const exited = new Promise<number | string>((resolve) => child.once('exit', (code, signal) => resolve(code ?? signal ?? -1)));
-  const port = await new Promise<number>((resolve, reject) => {
-    const timer = setTimeout(() => reject(new Error(`extension did not listen within 15 s:\n${lines.join('\n')}`)), 15_000);
-    createInterface({ input: child.stderr! }).on('line', (line) => {
-      lines.push(line);
-      try {
-        const entry = JSON.parse(line) as { message?: string; port?: number };
-        if (entry.message === 'extension listening' && entry.port !== undefined) {
-          clearTimeout(timer);
-          resolve(entry.port);
-        }
-      } catch {
-        // not JSON
-      }
-    });
-    void exited.then((code) => {
-      clearTimeout(timer);
-      reject(new Error(`extension exited (${code}) before listening:\n${lines.join('\n')}`));
-    });
-  });
-  return { process: child, agent: new Agent(`http://127.0.0.1:${port}`), logs: lines, exited };
-}
-
 describe('deeply nested state (invariant 6: bad input never crashes anything)', () => {
   // Run in a child process: if this input brings the extension down, it must not take the test
   // runner with it. 3000 nested arrays are a 6 KB body, far below the 5 MiB body limit.
   test('a state nested 3000 levels deep is answered (round trip or 4xx/5xx JSON) and the process keeps serving', async () => {
-    const child = await spawnQuietly([fixture('behave'), fixture('http-state')]);
+    const child = await spawnExtension([fixture('behave'), fixture('http-state')], { ACTIONKIT_HEARTBEAT_MIN_INTERVAL: '10s', ACTIONKIT_UPLOAD_DIR: logs.path });
     try {
       const depth = 3000;
       const deep = `${'['.repeat(depth)}${']'.repeat(depth)}`;
