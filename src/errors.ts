@@ -3,7 +3,7 @@
  *
  * Every error the runtime answers with has a stable `code`, an HTTP status and the wire title the
  * agent sees. Errors cross thread boundaries as plain {@link ErrorData} (structured clone drops class
- * identity) and are rebuilt with {@link fromErrorData} on the other side.
+ * identity); the main thread turns that data straight into the wire error ({@link handlerErrorToWire}).
  */
 
 /** Wire shape of an ActionKit error (`ActionKitError` in the OpenAPI spec). */
@@ -186,17 +186,6 @@ export function handlerErrorToWire(data: ErrorData, phaseTitle: string): ActionK
     return compactError({ title: data.message, detail, status, type, instance });
   }
   return compactError({ title: phaseTitle, detail: data.message });
-}
-
-/** Rebuild an error object from its plain-data form (on the receiving thread). */
-export function fromErrorData(data: ErrorData): Error {
-  if (data.code === 'EXTENSION_ERROR') {
-    const { detail, status, type, instance } = data.details;
-    return new ExtensionError(data.message, { detail, status, type, instance });
-  }
-  const error = new Error(data.message);
-  if (data.details.stack !== undefined) error.stack = data.details.stack;
-  return error;
 }
 
 /** Render a thrown non-Error value for a message. */

@@ -88,6 +88,19 @@ export class PendingReports {
   }
 }
 
+/**
+ * A copy of `result` with body reports (and notes of the runtime) in front of its own messages
+ * and metrics — how every status and stop result carries what the body sent since the last one.
+ */
+export function prependReports(result: JsonObject, reports: { messages: readonly Message[]; metrics: readonly unknown[] }): JsonObject {
+  const out: JsonObject = { ...result };
+  const messages = [...reports.messages, ...((result['messages'] as unknown[] | undefined) ?? [])];
+  const metrics = [...reports.metrics, ...((result['metrics'] as unknown[] | undefined) ?? [])];
+  if (messages.length > 0) out['messages'] = messages;
+  if (metrics.length > 0) out['metrics'] = metrics;
+  return out;
+}
+
 /** One active execution of a stoppable action. */
 export interface Execution {
   readonly id: string;

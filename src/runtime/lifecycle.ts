@@ -19,10 +19,10 @@ import type { Logger } from '../logging.js';
 import type { WorkerPools } from '../pool.js';
 import { clockMs, Reason, reasonOf, reasonText, State, stateOf, type ControlTable } from '../shm/table.js';
 import type { BodyLane } from './bodies.js';
-import type { Execution, ExecutionStore, StopOutcome } from './executions.js';
+import { prependReports, type Execution, type ExecutionStore, type StopOutcome } from './executions.js';
 import type { HandlerReply, HandlerTask } from './protocol.js';
 import type { RegisteredAction } from './registry.js';
-import type { StopCoordinator } from './stop-coordinator.js';
+import { runAuthorStop, type StopCoordinator } from './stop-coordinator.js';
 
 /** An answer: HTTP status and JSON body. */
 export interface Reply {
@@ -169,7 +169,7 @@ export class Lifecycle {
     this.deps.table.recordHeartbeat(execution.slot);
     const stopped = this.stoppedStatusOf(execution);
     if (stopped !== undefined) return stopped;
-    if (!action.hasStatusHandler) return { status: 200, body: withReports({ completed: false }, execution.reports.drain()) };
+    if (!action.hasStatusHandler) return { status: 200, body: prependReports({ completed: false }, execution.reports.drain()) };
     return execution.lock.run(async () => {
       // Re-check: a stop may have been requested while this request waited for the lock.
       const stoppedMeanwhile = this.stoppedStatusOf(execution);
@@ -227,32 +227,13 @@ export class Lifecycle {
     if (!action.hasStopHandler) throw executionNotFound(id);
     let running = this.statelessStops.get(id);
     if (running === undefined) {
-      running = (async (): Promise<StopOutcome> => {
-        const finished = (succeeded: boolean, httpStatus: number, body: JsonObject): StopOutcome => ({
-          reason: Reason.Agent,
-          succeeded,
-          httpStatus,
-          body,
-          finishedAtMs: clockMs(),
-        });
-        try {
-          const reply = await this.deps.pools.runHandler(
-            {
-              phase: 'stop',
-              actionId: action.id,
-              executionId: id,
-              state,
-              body: { phase: 'none', progress: 0 },
-              stop: { reason: reasonText(Reason.Agent), requestedBy: 'agent' },
-              deadlineMs: Date.now() + this.deps.handlerTimeoutMs,
-            },
-            this.deps.handlerTimeoutMs,
-          );
-          return reply.ok ? finished(true, 200, reply.result as JsonObject) : finished(false, 500, { ...handlerErrorToWire(reply.error, 'Failed to stop action.') });
-        } catch (error) {
-          return finished(false, 500, { title: 'Failed to stop action.', detail: errorDetail(error) });
-        }
-      })();
+      running = runAuthorStop(this.deps.pools, this.deps.handlerTimeoutMs, {
+        actionId: action.id,
+        executionId: id,
+        state,
+        body: { phase: 'none', progress: 0 },
+        stop: { reason: reasonText(Reason.Agent), requestedBy: 'agent' },
+      }).then((answer): StopOutcome => ({ ...answer, reason: Reason.Agent, finishedAtMs: clockMs() }));
       this.statelessStops.set(id, running);
       void running.then((outcome) => {
         this.statelessStops.delete(id);
@@ -311,17 +292,10 @@ function statusReply(reply: HandlerReply, state: JsonObject, reports: Reports | 
   const base = stateReply(reply, state, 'Failed to read status.').body;
   // A failed status handler leaves `completed` to the agent's default handling of `error`.
   if (!reply.ok) base['completed'] = false;
-  return { status: 200, body: reports === undefined ? base : withReports(base, reports) };
+  return { status: 200, body: reports === undefined ? base : prependReports(base, reports) };
 }
 
 type Reports = { messages: Message[]; metrics: unknown[] };
-
-/** Put the body's reports in front of the result's own messages and metrics. */
-function withReports(body: JsonObject, { messages, metrics }: Reports): JsonObject {
-  if (messages.length > 0) body['messages'] = [...messages, ...((body['messages'] as unknown[] | undefined) ?? [])];
-  if (metrics.length > 0) body['metrics'] = [...metrics, ...((body['metrics'] as unknown[] | undefined) ?? [])];
-  return body;
-}
 
 /** Status of a stopped execution (reference §1.5.3 step 3). */
 function stoppedStatus(reason: Reason, bodyError: string | undefined): Reply {
@@ -351,8 +325,4 @@ function executionNotFound(id: string): RuntimeError {
 
 function shuttingDown(): RuntimeError {
   return new RuntimeError(ErrorCode.ShuttingDown, 503, 'Extension is shutting down', 'no new executions are accepted');
-}
-
-function errorDetail(error: unknown): string {
-  return error instanceof RuntimeError ? (error.detail ?? error.message) : error instanceof Error ? error.message : String(error);
 }

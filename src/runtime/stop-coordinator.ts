@@ -19,7 +19,8 @@ import type { WorkerPools } from '../pool.js';
 import { StopEventConsumer } from '../shm/consumer.js';
 import { clockMs, generationOf, Reason, reasonOf, reasonText, type ControlTable } from '../shm/table.js';
 import type { BodyEnd, BodyLane } from './bodies.js';
-import type { Execution, ExecutionStore, StopOutcome } from './executions.js';
+import { prependReports, type Execution, type ExecutionStore, type StopOutcome } from './executions.js';
+import type { HandlerTask } from './protocol.js';
 
 /** What the coordinator needs from the rest of the runtime. */
 export interface StopCoordinatorDeps {
@@ -183,56 +184,58 @@ export class StopCoordinator {
     const { action } = execution;
     const requestedBy = reason === Reason.Agent ? 'agent' : 'extension';
     const reports = execution.reports.drain();
-    const messages: Message[] = [...reports.messages, ...bodyEndMessages(bodyEnd, execution, this.deps.stopGraceMs)];
     const bodyError = reason === Reason.BodyFailed ? execution.body?.error : undefined;
-    const finished = (succeeded: boolean, httpStatus: number, body: JsonObject): StopOutcome => ({
+    let answer: AuthorStopAnswer = { succeeded: true, httpStatus: 200, body: {} };
+    if (action.hasStopHandler) {
+      this.stats.stopHandlerCalls++;
+      answer = await runAuthorStop(this.deps.pools, this.deps.handlerTimeoutMs, {
+        actionId: action.id,
+        executionId: execution.id,
+        state: (requestedBy === 'agent' ? execution.agentStopState : undefined) ?? execution.state,
+        body: {
+          ...this.deps.bodies.info(execution),
+          ...(bodyEnd.stopMs === undefined ? {} : { stopMs: bodyEnd.stopMs }),
+          reports,
+        },
+        stop: { reason: reasonText(reason), requestedBy },
+      });
+    }
+    const notes = { messages: [...reports.messages, ...bodyEndMessages(bodyEnd, execution, this.deps.stopGraceMs)], metrics: reports.metrics };
+    return {
       reason,
-      succeeded,
-      httpStatus,
-      body,
+      succeeded: answer.succeeded,
+      httpStatus: answer.httpStatus,
+      body: answer.succeeded ? prependReports(answer.body, notes) : answer.body,
       finishedAtMs: clockMs(),
       ...(bodyError === undefined ? {} : { bodyError }),
-    });
-    if (!action.hasStopHandler) {
-      return finished(true, 200, withExtras({}, messages, reports.metrics));
-    }
-    this.stats.stopHandlerCalls++;
-    const state = (requestedBy === 'agent' ? execution.agentStopState : undefined) ?? execution.state;
-    try {
-      const reply = await this.deps.pools.runHandler(
-        {
-          phase: 'stop',
-          actionId: action.id,
-          executionId: execution.id,
-          state,
-          body: {
-            ...this.deps.bodies.info(execution),
-            ...(bodyEnd.stopMs === undefined ? {} : { stopMs: bodyEnd.stopMs }),
-            reports: { messages: reports.messages, metrics: reports.metrics },
-          },
-          stop: { reason: reasonText(reason), requestedBy },
-          deadlineMs: Date.now() + this.deps.handlerTimeoutMs,
-        },
-        this.deps.handlerTimeoutMs,
-      );
-      if (!reply.ok) return finished(false, 500, { ...handlerErrorToWire(reply.error, 'Failed to stop action.') });
-      const result = reply.result as JsonObject & { messages?: Message[] };
-      return finished(true, 200, withExtras(result, messages, reports.metrics));
-    } catch (error) {
-      const detail = error instanceof RuntimeError ? error.detail ?? error.message : String(error);
-      return finished(false, 500, { title: 'Failed to stop action.', detail });
-    }
+    };
   }
 }
 
-/** Prepend body reports and append the body-end note to a result's own messages and metrics. */
-function withExtras(result: JsonObject & { messages?: Message[] }, messages: Message[], metrics: readonly unknown[]): JsonObject {
-  const out: JsonObject = { ...result };
-  const allMessages = [...messages, ...(result.messages ?? [])];
-  if (allMessages.length > 0) out['messages'] = allMessages;
-  const resultMetrics = (result['metrics'] as unknown[] | undefined) ?? [];
-  if (metrics.length + resultMetrics.length > 0) out['metrics'] = [...metrics, ...resultMetrics];
-  return out;
+/** The answer to a stop request, decided by the author's stop handler. */
+export interface AuthorStopAnswer {
+  succeeded: boolean;
+  httpStatus: number;
+  body: JsonObject;
+}
+
+/**
+ * Run the author's stop on a handler thread. Success → 200 with its result; a handler error or a
+ * lost worker → 500 `Failed to stop action.` (an ExtensionError passes through), as the reference.
+ */
+export async function runAuthorStop(
+  pools: WorkerPools,
+  handlerTimeoutMs: number,
+  task: Omit<HandlerTask, 'phase' | 'deadlineMs'>,
+): Promise<AuthorStopAnswer> {
+  try {
+    const reply = await pools.runHandler({ ...task, phase: 'stop', deadlineMs: Date.now() + handlerTimeoutMs }, handlerTimeoutMs);
+    if (reply.ok) return { succeeded: true, httpStatus: 200, body: reply.result as JsonObject };
+    return { succeeded: false, httpStatus: 500, body: { ...handlerErrorToWire(reply.error, 'Failed to stop action.') } };
+  } catch (error) {
+    const detail = error instanceof RuntimeError ? (error.detail ?? error.message) : String(error);
+    return { succeeded: false, httpStatus: 500, body: { title: 'Failed to stop action.', detail } };
+  }
 }
 
 /** The stop result says how the body ended. */

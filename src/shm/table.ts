@@ -15,7 +15,7 @@
  *  │ +0 CONTROL = generation:23 | reason:5 | state:4   (changed only by CAS)       │
  *  │ +1 BODY           body lifecycle (BodyState)                                  │
  *  │ +2 PROGRESS       body progress, author-defined integer                       │
- *  │ +3 HB_COUNT       heartbeats received                                         │
+ *  │ +3 reserved                                                                   │
  *  │ +4 HB_LAST_MS     shared clock (uint32 ms) of the last heartbeat              │
  *  │ +5 HB_EXPIRE_MS   silence after which the watchdog stops it (0 = unwatched)   │
  *  │ +6 STOP_AT_US     shared clock (uint32 µs) when the stop was requested        │
@@ -32,7 +32,7 @@
  * | CONTROL | main (allocate, start, take, finish, release); any thread via {@link ControlTable.requestStop} | everyone |
  * | BODY | main (Queued, Killed, Skipped); body worker (Running, Returned, Failed, Stopped) — CAS only | main (status, stop) |
  * | PROGRESS | body worker | main (status) |
- * | HB_COUNT, HB_LAST_MS | main (status request) | watchdog |
+ * | HB_LAST_MS | main (status request) | watchdog |
  * | HB_EXPIRE_MS | main (start, before publishing Running) | watchdog |
  * | STOP_AT_US | the thread that won the stop CAS | main (escalation, metrics) |
  * | QUEUE_TAIL | producers (`Atomics.add` reserves a cell) | consumer |
@@ -148,7 +148,6 @@ const HEADER_WORDS = 16;
 const B_CONTROL = 0;
 const B_BODY = 1;
 const B_PROGRESS = 2;
-const B_HB_COUNT = 3;
 const B_HB_LAST_MS = 4;
 const B_HB_EXPIRE_MS = 5;
 const B_STOP_AT_US = 6;
@@ -322,7 +321,6 @@ export class ControlTable {
     const generation = generationOf(current);
     Atomics.store(this.words, at + B_BODY, BodyState.None);
     Atomics.store(this.words, at + B_PROGRESS, 0);
-    Atomics.store(this.words, at + B_HB_COUNT, 0);
     Atomics.store(this.words, at + B_HB_EXPIRE_MS, 0);
     Atomics.store(this.words, at + B_STOP_AT_US, 0);
     const prepared = packControl(generation, Reason.None, State.Prepared);
@@ -478,14 +476,7 @@ export class ControlTable {
 
   /** A status request arrived: stamp the heartbeat (main thread). */
   recordHeartbeat(slot: number): void {
-    const at = this.base(slot);
-    Atomics.store(this.words, at + B_HB_LAST_MS, clockMs());
-    Atomics.add(this.words, at + B_HB_COUNT, 1);
-  }
-
-  /** Heartbeats received for the execution in `slot`. */
-  heartbeatCount(slot: number): number {
-    return Atomics.load(this.words, this.base(slot) + B_HB_COUNT);
+    Atomics.store(this.words, this.base(slot) + B_HB_LAST_MS, clockMs());
   }
 
   /** When the stop of `slot` was requested ({@link clockUs}). */
