@@ -19,7 +19,7 @@ import { importActions, moduleUrl } from './runtime/modules.js';
 import { ActionRegistry } from './runtime/registry.js';
 import { EXIT_CODES, SignalHandling, type HandledSignal } from './runtime/signals.js';
 import { StopCoordinator, type StopAllResult, type StopStats } from './runtime/stop-coordinator.js';
-import { ControlTable, Reason } from './shm/table.js';
+import { ControlTable, Reason, type WatchdogStats } from './shm/table.js';
 
 /** Where {@link Extension.listen} is listening. */
 export interface ListenInfo {
@@ -36,7 +36,7 @@ export interface ExtensionStats {
   stopQueueDepth: number;
   stopEventsEnqueued: number;
   stops: StopStats;
-  watchdog: { scans: number; lastScanMicros: number; heartbeatTimeouts: number };
+  watchdog: WatchdogStats;
   pools: PoolStats;
 }
 

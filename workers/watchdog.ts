@@ -18,6 +18,6 @@ const table = ControlTable.attach((workerData as WatchdogData).buffer);
 while (table.watchdogShouldRun()) {
   const startedAt = performance.now();
   table.scanHeartbeats(clockMs());
-  table.recordScan(Math.round((performance.now() - startedAt) * 1000));
+  table.recordScan((performance.now() - startedAt) * 1_000_000);
   table.watchdogSleep(table.watchdogTickMs());
 }

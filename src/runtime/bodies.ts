@@ -16,7 +16,7 @@ import type { BodyInfo, BodyPhase, JsonObject } from '../action.js';
 import { describeThrown, RuntimeError } from '../errors.js';
 import type { Logger } from '../logging.js';
 import type { WorkerPools } from '../pool.js';
-import { BodyState, Reason, clockUs, elapsedUs, type ControlTable } from '../shm/table.js';
+import { BodyState, Reason, clockUs, type ControlTable } from '../shm/table.js';
 import type { Execution } from './executions.js';
 import type { BodyEndMarker, CheckedBodyReport } from './protocol.js';
 
@@ -124,7 +124,9 @@ export class BodyLane {
       return { phase: 'skipped' };
     }
     const stopAtUs = this.table.stopRequestedAtUs(execution.slot);
-    const sinceStopMs = (nowUs: number): number => elapsedUs(nowUs, stopAtUs) / 1000;
+    // The stop's winner stamps STOP_AT_US just after its CAS, so a fast body can end before the
+    // stamp: the signed difference is then ≤ 0 and the body stopped "at once".
+    const sinceStopMs = (nowUs: number): number => Math.max(0, (nowUs - stopAtUs) | 0) / 1000;
     const remainingMs = Math.max(0, graceMs - sinceStopMs(clockUs()));
     let timer: NodeJS.Timeout | undefined;
     const graceOver = new Promise<'grace over'>((resolve) => (timer = setTimeout(resolve, remainingMs, 'grace over')));

@@ -10,7 +10,7 @@
  *  │ 0 MAGIC │ 1 CAPACITY │ 2 QUEUE_CAPACITY │ 3 QUEUE_TAIL │ 4 QUEUE_DOORBELL     │
  *  │ 5 QUEUE_HEAD │ 6 WATCHDOG_WAKE │ 7 WATCHDOG_RUN │ 8 WATCHDOG_SCANS            │
  *  │ 9 WATCHDOG_SCAN_US │ 10 WATCHDOG_TICK_MS │ 11 HIGH_WATER │ 12 ENQUEUED        │
- *  │ 13 HEARTBEAT_TIMEOUTS │ 14-15 reserved                                        │
+ *  │ 13 HEARTBEAT_TIMEOUTS │ 14 WATCHDOG_SCAN_NS_TOTAL │ 15 reserved               │
  *  ├──────────── control blocks: CAPACITY × 16 words (64 bytes, one cache line) ───┤
  *  │ +0 CONTROL = generation:23 | reason:5 | state:4   (changed only by CAS)       │
  *  │ +1 BODY           body lifecycle (BodyState)                                  │
@@ -38,7 +38,7 @@
  * | QUEUE_TAIL | producers (`Atomics.add` reserves a cell) | consumer |
  * | QUEUE_DOORBELL | producers (`add` + `notify` after publishing) | consumer (`waitAsync`) |
  * | QUEUE_HEAD | consumer (main) | producers (overflow check), metrics |
- * | WATCHDOG_* | main (RUN, WAKE, TICK_MS); watchdog (SCANS, SCAN_US) | the other side |
+ * | WATCHDOG_* | main (RUN, WAKE, TICK_MS); watchdog (SCANS, SCAN_US, SCAN_NS_TOTAL) | the other side |
  * | HIGH_WATER | main (allocate) | watchdog (scan bound) |
  *
  * Ordering rule: write the payload words first, then publish with one atomic store or CAS of the
@@ -52,6 +52,21 @@
  * CAS can never leave a half-written stop behind. 23 generation bits wrap after 8,388,608 reuses
  * of one slot, far beyond the lifetime of a stale reference.
  */
+
+/** Counters of the heartbeat watchdog thread. */
+export interface WatchdogStats {
+  /** Scans made so far. */
+  scans: number;
+  /** Cost of the last scan (µs). */
+  lastScanMicros: number;
+  /**
+   * Total cost of all scans in ns, modulo 2^32: the cost between two readings taken less than
+   * 4 s of scanning apart is `(later - earlier) >>> 0`.
+   */
+  scanNanosWrapping: number;
+  /** Heartbeat timeouts fired so far. */
+  heartbeatTimeouts: number;
+}
 
 /** Lifecycle of a control block. Transitions are listed on {@link ControlTable}. */
 export const State = {
@@ -143,6 +158,7 @@ const H_WATCHDOG_TICK_MS = 10;
 const H_HIGH_WATER = 11;
 const H_ENQUEUED = 12;
 const H_HEARTBEAT_TIMEOUTS = 13;
+const H_WATCHDOG_SCAN_NS_TOTAL = 14;
 const HEADER_WORDS = 16;
 
 const B_CONTROL = 0;
@@ -629,16 +645,19 @@ export class ControlTable {
   }
 
   /** Record one finished scan and its cost (watchdog thread). */
-  recordScan(micros: number): void {
-    Atomics.store(this.words, H_WATCHDOG_SCAN_US, micros);
+  recordScan(nanos: number): void {
+    Atomics.store(this.words, H_WATCHDOG_SCAN_US, Math.round(nanos / 1000));
+    // Wraps at 2^32 ns (4.3 s of scanning): readers subtract two readings (`>>> 0`), never read it alone.
+    Atomics.add(this.words, H_WATCHDOG_SCAN_NS_TOTAL, Math.round(nanos));
     Atomics.add(this.words, H_WATCHDOG_SCANS, 1);
   }
 
-  /** Watchdog statistics: scans so far, cost of the last scan, heartbeat timeouts fired. */
-  watchdogStats(): { scans: number; lastScanMicros: number; heartbeatTimeouts: number } {
+  /** Watchdog statistics: scans so far, cost of the last scan and of all scans (wrapping), heartbeat timeouts fired. */
+  watchdogStats(): WatchdogStats {
     return {
       scans: Atomics.load(this.words, H_WATCHDOG_SCANS) >>> 0,
       lastScanMicros: Atomics.load(this.words, H_WATCHDOG_SCAN_US),
+      scanNanosWrapping: Atomics.load(this.words, H_WATCHDOG_SCAN_NS_TOTAL) >>> 0,
       heartbeatTimeouts: Atomics.load(this.words, H_HEARTBEAT_TIMEOUTS) >>> 0,
     };
   }

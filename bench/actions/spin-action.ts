@@ -1,0 +1,74 @@
+/**
+ * The benchmark's action: a stoppable attack whose body burns CPU until it is stopped.
+ *
+ * - `stop` appends the execution id to the file named by `BENCH_STOP_LOG` (one `appendFileSync`,
+ *   an O_APPEND write, atomic between threads). The bench counts the lines per id: that is how it
+ *   sees duplicate or missing author stops independently of the runtime's own counters.
+ * - The body publishes the moment it observed the stop through `ctx.progress` (one atomic store,
+ *   so the measurement adds nothing measurable to the stop path it measures); `stop` returns that
+ *   moment and the runtime's stop-request → body-ended time as metrics of the stop answer.
+ */
+import { appendFileSync } from 'node:fs';
+import { defineAction, z } from 'actionkit-runtime/action';
+import { burnWindow, nowUs, WINDOW_MS } from '../workload.js';
+
+/** Metric a body reports when it sees the stop: monotonic µs (see `nowUs`). */
+export const OBSERVED_AT_METRIC = 'bench_observed_at_us';
+/** Metric of the stop result: µs from the stop request (the winning CAS) to the body's end. */
+export const STOP_TO_BODY_END_METRIC = 'bench_stop_to_body_end_us';
+
+const Config = z.object({
+  /** False for a body that returns at once (HTTP overhead and scaling runs). */
+  burn: z.boolean().default(true),
+});
+
+interface State {
+  burn: boolean;
+}
+
+const stopLog = process.env['BENCH_STOP_LOG'];
+
+/** Progress is a 32-bit integer: the observation time travels modulo 2^31 µs (35 minutes). */
+const PROGRESS_MODULUS = 2 ** 31;
+
+/** The full µs time whose residue is `residue`, latest at or before `nowUs`. */
+function unwrapUs(residue: number, now: number): number {
+  const base = now - (now % PROGRESS_MODULUS) + residue;
+  return base > now ? base - PROGRESS_MODULUS : base;
+}
+
+/** The spin action with its own id and status call interval (the heartbeat period). */
+export function spinAction(id: string, callInterval: string) {
+  return defineAction({
+    description: {
+      id,
+      label: `Spin (${callInterval} heartbeat)`,
+      version: '1.0.0',
+      description: 'Burns CPU on a body thread until stopped (benchmark).',
+      kind: 'attack',
+      timeControl: 'external',
+      parameters: [{ name: 'duration', label: 'Duration', type: 'duration', defaultValue: '10m', required: true }],
+      status: { callInterval },
+    },
+    config: Config,
+    prepare: ({ config }) => ({ state: { burn: config.burn } satisfies State }),
+    status: () => ({ completed: false }),
+    stop: (_state, ctx) => {
+      if (stopLog !== undefined) appendFileSync(stopLog, `${ctx.executionId}\n`);
+      const { stopMs, phase, progress } = ctx.body;
+      if (stopMs === undefined || phase !== 'stopped') return;
+      const timestamp = new Date().toISOString();
+      return {
+        metrics: [
+          { name: STOP_TO_BODY_END_METRIC, metric: { phase: String(phase) }, value: Math.round(stopMs * 1000), timestamp },
+          { name: OBSERVED_AT_METRIC, metric: { phase: String(phase) }, value: unwrapUs(progress, nowUs()), timestamp },
+        ],
+      };
+    },
+    body: (state, ctx) => {
+      if (!state.burn) return;
+      while (!ctx.shouldStop()) burnWindow(WINDOW_MS, ctx.shouldStop);
+      ctx.progress(nowUs() % PROGRESS_MODULUS);
+    },
+  });
+}

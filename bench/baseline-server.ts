@@ -1,0 +1,50 @@
+/**
+ * Bench child: the baselines an author would write with express alone, on the same machine, in
+ * the same run as the runtime.
+ *
+ * - `echo` (BENCH_BASELINE=echo): answers the status route with the exact JSON the runtime
+ *   answered (BENCH_ECHO_BODY) — the floor for the HTTP overhead scenario.
+ * - `inline` (BENCH_BASELINE=inline): the spin action's endpoints with its body run on the main
+ *   thread, burning the same loop in the same 100 ms windows and yielding to the event loop
+ *   between windows.
+ */
+import { once } from 'node:events';
+import type { AddressInfo } from 'node:net';
+import express from 'express';
+import { serveParent } from './ipc.js';
+import { burnWindow, WINDOW_MS } from './workload.js';
+
+const mode = process.env['BENCH_BASELINE'];
+const app = express();
+app.use(express.json());
+
+if (mode === 'echo') {
+  const body = JSON.parse(process.env['BENCH_ECHO_BODY'] ?? 'null') as unknown;
+  app.post('/bench.spin/status', (_req, res) => void res.json(body));
+} else if (mode === 'inline') {
+  const stopped = new Map<string, boolean>();
+  const burn = (executionId: string): void => {
+    if (stopped.get(executionId) !== false) return;
+    burnWindow(WINDOW_MS, () => stopped.get(executionId) !== false);
+    setImmediate(burn, executionId);
+  };
+  app.post('/bench.spin/prepare', (req, res) => void res.json({ state: { burn: req.body?.config?.burn !== false } }));
+  app.post('/bench.spin/start', (req, res) => {
+    const executionId = String(req.body?.executionId);
+    stopped.set(executionId, false);
+    if (req.body?.state?.burn !== false) setImmediate(burn, executionId);
+    res.json({});
+  });
+  app.post('/bench.spin/status', (_req, res) => void res.json({ completed: false }));
+  app.post('/bench.spin/stop', (req, res) => {
+    stopped.set(String(req.body?.executionId), true);
+    res.json({});
+  });
+} else {
+  throw new Error(`BENCH_BASELINE must be echo or inline, got ${String(mode)}`);
+}
+
+const server = app.listen(0, '127.0.0.1');
+await once(server, 'listening');
+serveParent({ port: (server.address() as AddressInfo).port, pid: process.pid }, {});
+process.once('SIGTERM', () => process.exit(0));

@@ -1,0 +1,255 @@
+/**
+ * Bench child: the load generator, playing the agent over real HTTP (undici keep-alive pools,
+ * autocannon for throughput). It runs in its own process so it never competes with the server's
+ * main thread inside one event loop.
+ */
+import { randomUUID } from 'node:crypto';
+import autocannon from 'autocannon';
+import { Pool } from 'undici';
+import { serveParent } from './ipc.js';
+import { mulberry32, shuffle } from './stats.js';
+import { OBSERVED_AT_METRIC, STOP_TO_BODY_END_METRIC } from './actions/spin-action.js';
+import { nowUs } from './workload.js';
+
+/** A started execution as the agent knows it. */
+export interface AgentExecution {
+  id: string;
+  action: string;
+  state: unknown;
+}
+
+interface Answer {
+  status: number;
+  body: Record<string, unknown> | undefined;
+  ms: number;
+}
+
+const pools = new Map<string, Pool>();
+function poolFor(base: string): Pool {
+  let pool = pools.get(base);
+  if (pool === undefined) {
+    pool = new Pool(base, { connections: 256, pipelining: 1, keepAliveTimeout: 60_000 });
+    pools.set(base, pool);
+  }
+  return pool;
+}
+
+async function post(base: string, path: string, body: unknown): Promise<Answer> {
+  const started = performance.now();
+  const { statusCode, body: stream } = await poolFor(base).request({
+    path,
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(body),
+  });
+  const text = await stream.text();
+  const ms = performance.now() - started;
+  let parsed: Record<string, unknown> | undefined;
+  try {
+    parsed = JSON.parse(text) as Record<string, unknown>;
+  } catch {
+    parsed = undefined;
+  }
+  return { status: statusCode, body: parsed, ms };
+}
+
+/** Run `task` for every item with at most `concurrency` in flight. */
+async function forEachLimited<T>(items: readonly T[], concurrency: number, task: (item: T, index: number) => Promise<void>): Promise<void> {
+  let next = 0;
+  const lanes = Array.from({ length: Math.min(concurrency, items.length) }, async () => {
+    while (next < items.length) {
+      const index = next++;
+      await task(items[index]!, index);
+    }
+  });
+  await Promise.all(lanes);
+}
+
+function describeAnswer(phase: string, answer: Answer): string {
+  const error = answer.body?.['error'] as { title?: string } | undefined;
+  const title = error?.title ?? (answer.body?.['title'] as string | undefined);
+  return `${phase} → ${answer.status}${title === undefined ? '' : ` ${title}`}`;
+}
+
+/** Prepare and start executions (in order), `concurrency` at a time. */
+async function setup(payload: { base: string; items: { action: string; burn: boolean; count: number }[]; concurrency: number }) {
+  const plan = payload.items.flatMap((item) => Array.from({ length: item.count }, () => item));
+  const executions: AgentExecution[] = [];
+  const failures: string[] = [];
+  const started = performance.now();
+  await forEachLimited(plan, payload.concurrency, async ({ action, burn }) => {
+    const id = randomUUID();
+    const prepared = await post(payload.base, `/${action}/prepare`, { executionId: id, config: { duration: 600_000, burn } });
+    if (prepared.status !== 200 || prepared.body?.['error'] !== undefined) return void failures.push(describeAnswer('prepare', prepared));
+    const startedAnswer = await post(payload.base, `/${action}/start`, { executionId: id, state: prepared.body?.['state'] });
+    if (startedAnswer.status !== 200 || startedAnswer.body?.['error'] !== undefined) return void failures.push(describeAnswer('start', startedAnswer));
+    executions.push({ id, action, state: startedAnswer.body?.['state'] ?? prepared.body?.['state'] });
+  });
+  return { executions, failures, elapsedMs: performance.now() - started };
+}
+
+/** What an agent stop answered, as a category: `stopped`, `stopped by extension: <reason>` or `unexpected: …`. */
+function classifyStop(answer: Answer): string {
+  if (answer.status !== 200) return `unexpected: ${describeAnswer('stop', answer)}`;
+  const error = answer.body?.['error'] as { title?: string } | undefined;
+  if (error === undefined) return 'stopped';
+  const prefix = 'Action was stopped by extension ';
+  if (error.title?.startsWith(prefix)) return `stopped by extension: ${error.title.slice(prefix.length)}`;
+  return `unexpected: ${describeAnswer('stop', answer)}`;
+}
+
+interface StormPayload {
+  base: string;
+  executions: AgentExecution[];
+  /** Executions whose status the pollers keep asking (the ones that must not expire). */
+  statusTargets: AgentExecution[];
+  stopsPerExecution: number;
+  /** Executions whose stops are in flight at once (each with all its concurrent stops). */
+  concurrency: number;
+  statusPollers: number;
+  serverPid: number;
+  /** Send SIGUSR1 once this share of executions had their stops sent. */
+  usr1AfterShare: number;
+  seed: number;
+}
+
+/**
+ * The storm: every execution gets `stopsPerExecution` agent stops sent at the same moment, in a
+ * seeded random order of executions, while pollers ask for status and, part-way through, the
+ * server receives a real SIGUSR1.
+ */
+async function storm(payload: StormPayload) {
+  const order = shuffle([...payload.executions], mulberry32(payload.seed));
+  const stopLatenciesMs: number[] = [];
+  const statusLatenciesMs: number[] = [];
+  const answers: Record<string, number> = {};
+  let http5xx = 0;
+  let statusRequests = 0;
+  let stopRequests = 0;
+  let usr1SentAtMs: number | undefined;
+  const started = performance.now();
+  const usr1At = Math.floor(order.length * payload.usr1AfterShare);
+  let stopsDone = false;
+  const random = mulberry32(payload.seed ^ 0x5bd1e995);
+
+  const pollers = Array.from({ length: payload.statusTargets.length === 0 ? 0 : payload.statusPollers }, async () => {
+    while (!stopsDone) {
+      const target = payload.statusTargets[Math.floor(random() * payload.statusTargets.length)]!;
+      const answer = await post(payload.base, `/${target.action}/status`, { executionId: target.id, state: target.state });
+      statusRequests++;
+      statusLatenciesMs.push(answer.ms);
+      if (answer.status >= 500) http5xx++;
+      if (answer.status !== 200) answers[`status: ${describeAnswer('status', answer)}`] = (answers[`status: ${describeAnswer('status', answer)}`] ?? 0) + 1;
+    }
+  });
+
+  await forEachLimited(order, payload.concurrency, async (execution, index) => {
+    if (index === usr1At) {
+      process.kill(payload.serverPid, 'SIGUSR1');
+      usr1SentAtMs = performance.now() - started;
+    }
+    const stops = Array.from({ length: payload.stopsPerExecution }, () =>
+      post(payload.base, `/${execution.action}/stop`, { executionId: execution.id, state: execution.state }),
+    );
+    stopRequests += stops.length;
+    for (const answer of await Promise.all(stops)) {
+      stopLatenciesMs.push(answer.ms);
+      if (answer.status >= 500) http5xx++;
+      const kind = classifyStop(answer);
+      answers[kind] = (answers[kind] ?? 0) + 1;
+    }
+  });
+  const stopsAnsweredMs = performance.now() - started;
+  stopsDone = true;
+  await Promise.all(pollers);
+  return { stopLatenciesMs, statusLatenciesMs, stopRequests, statusRequests, http5xx, answers, usr1SentAtMs, stopsAnsweredMs };
+}
+
+/** One status per execution after the storm: each must say `completed: true`. */
+async function finalStatus(payload: { base: string; executions: AgentExecution[]; concurrency: number }) {
+  const notCompleted: string[] = [];
+  let http5xx = 0;
+  await forEachLimited(payload.executions, payload.concurrency, async (execution) => {
+    const answer = await post(payload.base, `/${execution.action}/status`, { executionId: execution.id, state: execution.state });
+    if (answer.status >= 500) http5xx++;
+    if (answer.status !== 200 || answer.body?.['completed'] !== true) notCompleted.push(`${execution.id}: ${describeAnswer('status', answer)}`);
+  });
+  return { notCompleted, http5xx };
+}
+
+/** Agent stops for a batch of executions, `concurrency` in flight; wall time of the batch. */
+async function stopBatch(payload: { base: string; executions: AgentExecution[]; concurrency: number }) {
+  const failures: string[] = [];
+  const started = performance.now();
+  await forEachLimited(payload.executions, payload.concurrency, async (execution) => {
+    const answer = await post(payload.base, `/${execution.action}/stop`, { executionId: execution.id, state: execution.state });
+    if (answer.status !== 200 || answer.body?.['error'] !== undefined) failures.push(describeAnswer('stop', answer));
+  });
+  return { elapsedMs: performance.now() - started, failures };
+}
+
+/** Sequential status requests for `durationMs`, round-robin over `targets`: latency of each. */
+async function statusLatency(payload: { base: string; targets: AgentExecution[]; path?: string; durationMs: number }) {
+  const latenciesMs: number[] = [];
+  const failures: string[] = [];
+  const until = performance.now() + payload.durationMs;
+  for (let i = 0; performance.now() < until; i++) {
+    const target = payload.targets[i % payload.targets.length]!;
+    const answer = await post(payload.base, payload.path ?? `/${target.action}/status`, { executionId: target.id, state: target.state });
+    latenciesMs.push(answer.ms);
+    if (answer.status !== 200) failures.push(describeAnswer('status', answer));
+  }
+  return { latenciesMs, failures };
+}
+
+/** One status answer (the JSON the echo baseline repeats). */
+async function statusOnce(payload: { base: string; execution: AgentExecution }) {
+  const answer = await post(payload.base, `/${payload.execution.action}/status`, { executionId: payload.execution.id, state: payload.execution.state });
+  return answer.body;
+}
+
+/** Requests/s of `POST url` with `body` for `durationS` seconds (autocannon). */
+async function throughput(payload: { url: string; body: unknown; durationS: number; connections: number }) {
+  const result = await autocannon({
+    url: payload.url,
+    method: 'POST',
+    headers: { 'content-type': 'application/json' },
+    body: JSON.stringify(payload.body),
+    duration: payload.durationS,
+    connections: payload.connections,
+    pipelining: 1,
+  });
+  return { rps: result.requests.average, total: result.requests.total, non2xx: result.non2xx, errors: result.errors, timeouts: result.timeouts, p99Ms: result.latency.p99 };
+}
+
+/**
+ * Stop latency through the runtime, one execution at a time: start a burning body, stop it over
+ * HTTP, and read from the stop answer (a) the runtime's stop-request → body-end time and (b) the
+ * body's own observation time, compared with the moment this process sent the stop.
+ */
+async function sabLatency(payload: { base: string; samples: number; settleMs: number }) {
+  const stopToBodyEndUs: number[] = [];
+  const sendToObservedUs: number[] = [];
+  const failures: string[] = [];
+  for (let i = 0; i < payload.samples; i++) {
+    const { executions, failures: setupFailures } = await setup({ base: payload.base, items: [{ action: 'bench.spin', burn: true, count: 1 }], concurrency: 1 });
+    failures.push(...setupFailures);
+    const execution = executions[0];
+    if (execution === undefined) continue;
+    await new Promise((resolve) => setTimeout(resolve, payload.settleMs));
+    const sentAtUs = nowUs();
+    const answer = await post(payload.base, '/bench.spin/stop', { executionId: execution.id, state: execution.state });
+    const metrics = (answer.body?.['metrics'] ?? []) as { name: string; value: number }[];
+    const bodyEnd = metrics.find((m) => m.name === STOP_TO_BODY_END_METRIC)?.value;
+    const observedAt = metrics.find((m) => m.name === OBSERVED_AT_METRIC)?.value;
+    if (answer.status !== 200 || bodyEnd === undefined || observedAt === undefined) {
+      failures.push(`${describeAnswer('stop', answer)} without the latency metrics`);
+      continue;
+    }
+    stopToBodyEndUs.push(bodyEnd);
+    sendToObservedUs.push(observedAt - sentAtUs);
+  }
+  return { stopToBodyEndUs, sendToObservedUs, failures };
+}
+
+serveParent({ pid: process.pid }, { setup, storm, finalStatus, stopBatch, statusLatency, statusOnce, throughput, sabLatency });

@@ -1,0 +1,93 @@
+/** What every scenario shares: starting the server, the baselines and the load generator. */
+import { mkdtempSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { setTimeout as sleep } from 'node:timers/promises';
+import { BenchChild } from '../ipc.js';
+import type { AgentExecution } from '../load.js';
+import type { ServerStats } from '../server.js';
+
+export type { AgentExecution, ServerStats };
+export { sleep };
+
+/** Sizes of one bench run (`--quick` or the default). */
+export interface BenchSize {
+  quick: boolean;
+  seed: number;
+}
+
+/** The extension under test in its own process. */
+export interface ServerProcess {
+  child: BenchChild;
+  base: string;
+  pid: number;
+  stats(): Promise<ServerStats>;
+  stop(): Promise<void>;
+}
+
+/**
+ * Start the extension child with `env` on top of quiet, port-0 defaults. With `BENCH_PROFILE_DIR`
+ * set, the server runs with `--cpu-prof` and leaves one profile per thread there.
+ */
+export async function startServer(env: Record<string, string> = {}): Promise<ServerProcess> {
+  const uploadDir = mkdtempSync(join(tmpdir(), 'actionkit-bench-uploads-'));
+  const profileDir = process.env['BENCH_PROFILE_DIR'];
+  const execArgv = profileDir === undefined ? [] : ['--cpu-prof', '--cpu-prof-dir', profileDir];
+  const { child, ready } = await BenchChild.start<{ port: number; pid: number }>('./server.js', {
+    STEADYBIT_EXTENSION_PORT: '0',
+    STEADYBIT_EXTENSION_HEALTH_PORT: '0',
+    STEADYBIT_LOG_LEVEL: 'error',
+    STEADYBIT_LOG_FORMAT: 'json',
+    ACTIONKIT_UPLOAD_DIR: uploadDir,
+    ...env,
+  }, execArgv);
+  return {
+    child,
+    base: `http://127.0.0.1:${ready.port}`,
+    pid: ready.pid,
+    stats: () => child.request<ServerStats>('stats'),
+    stop: async () => {
+      await child.stop();
+      rmSync(uploadDir, { recursive: true, force: true });
+    },
+  };
+}
+
+/** Start an express-only baseline (`echo` or `inline`, see baseline-server.ts). */
+export async function startBaseline(mode: 'echo' | 'inline', env: Record<string, string> = {}): Promise<{ base: string; stop(): Promise<void> }> {
+  const { child, ready } = await BenchChild.start<{ port: number }>('./baseline-server.js', { BENCH_BASELINE: mode, ...env });
+  return { base: `http://127.0.0.1:${ready.port}`, stop: () => child.stop() };
+}
+
+/** The load generator, a client process of its own. */
+export interface LoadProcess {
+  call<T>(op: string, payload: unknown): Promise<T>;
+  stop(): Promise<void>;
+}
+
+export async function startLoad(): Promise<LoadProcess> {
+  const { child } = await BenchChild.start('./load.js');
+  return { call: (op, payload) => child.request(op, payload), stop: () => child.stop() };
+}
+
+/** Prepare and start executions through the load generator; any failure aborts the scenario. */
+export async function setupExecutions(
+  load: LoadProcess,
+  base: string,
+  items: { action: string; burn: boolean; count: number }[],
+  concurrency = 32,
+): Promise<{ executions: AgentExecution[]; elapsedMs: number }> {
+  const result = await load.call<{ executions: AgentExecution[]; failures: string[]; elapsedMs: number }>('setup', { base, items, concurrency });
+  if (result.failures.length > 0) throw new Error(`setup failed for ${result.failures.length} executions, e.g. ${result.failures[0]}`);
+  return result;
+}
+
+/** Poll `predicate` every `everyMs` until true; throws after `timeoutMs` (the bench never hangs). */
+export async function waitFor(what: string, predicate: () => Promise<boolean>, timeoutMs: number, everyMs = 10): Promise<number> {
+  const started = performance.now();
+  while (!(await predicate())) {
+    if (performance.now() - started > timeoutMs) throw new Error(`timed out after ${timeoutMs} ms waiting for ${what}`);
+    await sleep(everyMs);
+  }
+  return performance.now() - started;
+}

@@ -1,0 +1,137 @@
+/**
+ * storm: N executions with CPU-burning bodies, then at once: three concurrent agent stops for
+ * every execution (seeded random order), status polling, a real SIGUSR1 stop-all part-way
+ * through, and heartbeat expiry for a tenth of them (their action has a 250 ms status interval and
+ * nobody polls them). Counts come from the author's stop handler's own log, not from the runtime.
+ */
+import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { quantile, round } from '../stats.js';
+import { setupExecutions, startLoad, startServer, waitFor, type BenchSize } from './common.js';
+
+export interface StormResult {
+  executions: number;
+  stopRequests: number;
+  stopHandlerCalls: number;
+  duplicateStops: number;
+  lostStops: number;
+  http5xx: number;
+  drainMs: number;
+  stopsPerSec: number;
+  stopP99Ms: number;
+  statusP99Ms: number;
+  /** Extra detail. */
+  statusRequests: number;
+  heartbeatTimeouts: number;
+  usr1SentAtMs: number;
+  answers: Record<string, number>;
+  bodies: { cooperative: number; killed: number };
+  setupMs: number;
+  /** Executions that were not stopped exactly once, first few, for the report. */
+  problems: string[];
+}
+
+const STOPS_PER_EXECUTION = 3;
+const EXPIRING_SHARE = 0.1;
+
+export async function storm(size: BenchSize): Promise<StormResult> {
+  const executionCount = size.quick ? 1_000 : 10_000;
+  const expiring = Math.round(executionCount * EXPIRING_SHARE);
+  const logDir = mkdtempSync(join(tmpdir(), 'actionkit-bench-storm-'));
+  const stopLog = join(logDir, 'stops.log');
+  const server = await startServer({
+    ACTIONKIT_MAX_EXECUTIONS: String(executionCount * 2),
+    ACTIONKIT_HEARTBEAT_MIN_INTERVAL: '250ms',
+    BENCH_STOP_LOG: stopLog,
+  });
+  const load = await startLoad();
+  try {
+    // The expiring share is started last, so the others are all running when it begins to expire.
+    const { executions, elapsedMs: setupMs } = await setupExecutions(load, server.base, [
+      { action: 'bench.spin', burn: true, count: executionCount - expiring },
+      { action: 'bench.spin-expiring', burn: true, count: expiring },
+    ]);
+    await waitFor('the first heartbeat timeout', async () => (await server.stats()).watchdog.heartbeatTimeouts > 0, 30_000);
+
+    const started = performance.now();
+    const storming = load.call<{
+      stopLatenciesMs: number[];
+      statusLatenciesMs: number[];
+      stopRequests: number;
+      statusRequests: number;
+      http5xx: number;
+      answers: Record<string, number>;
+      usr1SentAtMs: number;
+      stopsAnsweredMs: number;
+    }>('storm', {
+      base: server.base,
+      executions,
+      statusTargets: executions.filter((e) => e.action === 'bench.spin'),
+      stopsPerExecution: STOPS_PER_EXECUTION,
+      concurrency: 64,
+      statusPollers: 8,
+      serverPid: server.pid,
+      usr1AfterShare: 0.5,
+      seed: size.seed,
+    });
+    let stormAnswered = false;
+    void storming.finally(() => (stormAnswered = true)).catch(() => undefined);
+    // Drained: every stop answered and no execution left active. Bounded, so a lost stop fails the run instead of hanging it.
+    const drainBudgetMs = 60_000 + executionCount * 10;
+    let drained = true;
+    try {
+      await waitFor('all executions to end', async () => stormAnswered && (await server.stats()).activeExecutions === 0, drainBudgetMs);
+    } catch {
+      drained = false;
+    }
+    const drainMs = performance.now() - started;
+    const result = await storming;
+    const stats = await server.stats();
+
+    const calls = new Map<string, number>();
+    for (const id of readFileSync(stopLog, 'utf8').split('\n')) if (id !== '') calls.set(id, (calls.get(id) ?? 0) + 1);
+    const final = await load.call<{ notCompleted: string[]; http5xx: number }>('finalStatus', { base: server.base, executions, concurrency: 32 });
+    const problems: string[] = [];
+    let duplicateStops = 0;
+    const lost = new Set<string>();
+    for (const execution of executions) {
+      const count = calls.get(execution.id) ?? 0;
+      if (count === 0) lost.add(execution.id);
+      if (count > 1) {
+        duplicateStops += count - 1;
+        problems.push(`${execution.id}: author stop ran ${count} times`);
+      }
+    }
+    for (const line of final.notCompleted) {
+      lost.add(line.slice(0, line.indexOf(':')));
+      problems.push(`not completed after the storm: ${line}`);
+    }
+    if (!drained) problems.push(`${stats.activeExecutions} executions still active ${Math.round(drainMs)} ms after the storm began`);
+    for (const id of lost) if ((calls.get(id) ?? 0) === 0) problems.push(`${id}: author stop never ran`);
+    const stopHandlerCalls = [...calls.values()].reduce((a, b) => a + b, 0);
+    return {
+      executions: executions.length,
+      stopRequests: result.stopRequests,
+      stopHandlerCalls,
+      duplicateStops,
+      lostStops: lost.size + (drained ? 0 : stats.activeExecutions),
+      http5xx: result.http5xx + final.http5xx,
+      drainMs: round(drainMs),
+      stopsPerSec: round((executions.length * 1000) / drainMs),
+      stopP99Ms: round(quantile(result.stopLatenciesMs, 0.99), 2),
+      statusP99Ms: round(quantile(result.statusLatenciesMs, 0.99), 2),
+      statusRequests: result.statusRequests,
+      heartbeatTimeouts: stats.watchdog.heartbeatTimeouts,
+      usr1SentAtMs: round(result.usr1SentAtMs),
+      answers: result.answers,
+      bodies: { cooperative: stats.stops.bodiesCooperative, killed: stats.stops.bodiesKilled },
+      setupMs: round(setupMs),
+      problems: problems.slice(0, 10),
+    };
+  } finally {
+    await load.stop();
+    await server.stop();
+    rmSync(logDir, { recursive: true, force: true });
+  }
+}

@@ -1,0 +1,19 @@
+/**
+ * Bench child: the extension under test, configured only by its environment like a deployed one,
+ * with real signal handling (the storm sends it a real SIGUSR1). The parent asks it for the
+ * runtime's counters and its memory over IPC.
+ */
+import { fileURLToPath } from 'node:url';
+import { createExtension } from '../src/index.js';
+import { serveParent } from './ipc.js';
+
+const actions = ['spin', 'spin-expiring'].map((name) => fileURLToPath(new URL(`./actions/${name}.js`, import.meta.url)));
+const extension = await createExtension({ actions });
+const { port } = await extension.listen();
+
+/** What the parent reads between phases. */
+export type ServerStats = ReturnType<typeof extension.stats> & { rssBytes: number; pid: number };
+
+serveParent({ port, pid: process.pid }, {
+  stats: (): ServerStats => ({ ...extension.stats(), rssBytes: process.memoryUsage().rss, pid: process.pid }),
+});
