@@ -146,7 +146,7 @@ function runWatchdog(d: Extract<WorkerData, { role: 'watchdog' }>): void {
   while (table.watchdogShouldRun()) {
     const startedAt = performance.now();
     fired += table.scanHeartbeats(clockMs());
-    table.recordScan(Math.round((performance.now() - startedAt) * 1000));
+    table.recordScan((performance.now() - startedAt) * 1_000_000);
     scans++;
     Atomics.store(ctl, Ctl.WD_FIRED, fired);
     Atomics.store(ctl, Ctl.WD_SCANS, scans);
