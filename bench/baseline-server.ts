@@ -46,5 +46,5 @@ if (mode === 'echo') {
 
 const server = app.listen(0, '127.0.0.1');
 await once(server, 'listening');
-serveParent({ port: (server.address() as AddressInfo).port, pid: process.pid }, {});
+serveParent({ port: (server.address() as AddressInfo).port, pid: process.pid }, { cpuUsage: () => process.cpuUsage() });
 process.once('SIGTERM', () => process.exit(0));

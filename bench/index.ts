@@ -4,12 +4,14 @@
  *   npm run bench                       full size (the README's figures), charts into bench/charts
  *   npm run bench -- --quick            every scenario smaller (< 60 s on 2 cores)
  *   npm run bench -- --json             … and one JSON summary as the last line of stdout
+ *   npm run bench -- --results          … and record the table in bench/RESULTS.md
  *   npm run bench -- --only storm,scaling --seed 7 --charts <dir>
+ *   BENCH_PROFILE_DIR=<dir> npm run bench -- --only httpOverhead   server threads under --cpu-prof
  *
  * Exit code: 1 when a correctness figure is violated (duplicate or lost stop, 5xx) or a scenario
  * fails; 2 when only a performance bar is missed; 0 otherwise. Progress goes to stderr.
  */
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { existsSync, mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { availableParallelism, cpus, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -43,17 +45,22 @@ const { values: args } = parseArgs({
     only: { type: 'string' },
     seed: { type: 'string' },
     charts: { type: 'string' },
+    results: { type: 'boolean', default: false },
     help: { type: 'boolean', default: false },
   },
 });
 if (args.help) {
-  process.stdout.write('usage: npm run bench -- [--quick] [--json] [--only storm,stopLatency,responsiveness,httpOverhead,scaling] [--seed N] [--charts DIR]\n');
+  process.stdout.write(
+    'usage: npm run bench -- [--quick] [--json] [--results] [--only storm,stopLatency,responsiveness,httpOverhead,scaling] [--seed N] [--charts DIR]\n',
+  );
   process.exit(0);
 }
 const selected = (args.only?.split(',').map((s) => s.trim()) ?? Object.keys(SCENARIOS)) as ScenarioName[];
 for (const name of selected) if (!(name in SCENARIOS)) throw new Error(`unknown scenario ${name}; known: ${Object.keys(SCENARIOS).join(', ')}`);
 const size: BenchSize = { quick: args.quick, seed: args.seed === undefined ? Math.floor(Math.random() * 2 ** 31) : Number(args.seed) };
+/** Full runs draw their charts into bench/charts; `--results` also records the table in bench/RESULTS.md. */
 const chartsDir = args.charts ?? (args.quick ? undefined : fileURLToPath(new URL('../../bench/charts', import.meta.url)));
+const resultsFile = fileURLToPath(new URL('../../bench/RESULTS.md', import.meta.url));
 
 const machine = {
   cpus: availableParallelism(),
@@ -78,8 +85,10 @@ for (const name of selected) {
 }
 
 const bars = evaluateBars(results);
-printTable(results, bars);
+const rows = tableRows(results, bars);
+printTable(rows);
 if (chartsDir !== undefined) writeCharts(results, chartsDir);
+if (args.results) writeResults(resultsFile, markdownTable(rows));
 const correctnessViolated = failures.length > 0 || bars.some((b) => b.correctness && !b.pass);
 const barsMissed = bars.some((b) => !b.correctness && !b.pass);
 for (const failure of failures) process.stdout.write(`FAILED ${failure}\n`);
@@ -127,42 +136,72 @@ function evaluateBars(r: Results): Bar[] {
   return bars;
 }
 
-function printTable(r: Results, bars: Bar[]): void {
-  const rows: [string, string, string, string][] = [['scenario', 'figure', 'value', 'bar']];
+type Row = [scenario: string, figure: string, value: string, bar: string];
+
+/** The results as table rows: every figure of every scenario, with its bar where it has one. */
+function tableRows(r: Results, bars: Bar[]): Row[] {
+  const rows: Row[] = [];
   const barOf = (scenario: string, figure: string): string => {
     const bar = bars.find((b) => b.scenario === scenario && b.figure === figure);
     return bar === undefined ? '' : `${bar.bar} ${bar.pass ? 'ok' : 'MISSED'}`;
   };
-  const section = (scenario: ScenarioName, figures: Record<string, unknown>, keys: string[]): void => {
-    for (const key of keys) rows.push([scenario, key, formatValue(figures[key]), barOf(scenario, key)]);
+  const section = (scenario: ScenarioName, figures: object, keys: string[]): void => {
+    for (const key of keys) rows.push([scenario, key, formatValue((figures as Record<string, unknown>)[key]), barOf(scenario, key)]);
   };
   if (r.storm) {
-    section('storm', r.storm as unknown as Record<string, unknown>, [
-      'executions', 'stopRequests', 'stopHandlerCalls', 'duplicateStops', 'lostStops', 'http5xx', 'drainMs', 'stopsPerSec', 'stopP99Ms', 'statusP99Ms', 'heartbeatTimeouts',
+    section('storm', r.storm, [
+      'executions', 'stopRequests', 'stopHandlerCalls', 'duplicateStops', 'lostStops', 'http5xx', 'drainMs', 'stopsPerSec', 'stopP99Ms', 'statusP99Ms', 'statusRequests', 'heartbeatTimeouts',
     ]);
-    for (const [answer, count] of Object.entries(r.storm.answers)) rows.push(['storm', `answer: ${answer}`, String(count), '']);
+    for (const [answer, count] of Object.entries(r.storm.answers)) rows.push(['storm', `answer: ${answer}`, formatValue(count), '']);
     for (const problem of r.storm.problems) rows.push(['storm', 'PROBLEM', problem, '']);
   }
   if (r.stopLatency) {
-    section('stopLatency', r.stopLatency as unknown as Record<string, unknown>, [
+    section('stopLatency', r.stopLatency, [
       'sabP50Us', 'sabP99Us', 'killP50Us', 'killP99Us', 'killOverSab', 'postMessageObservedPct', 'postMessageP50Us', 'httpStopToObservedP50Us', 'httpStopToObservedP99Us',
     ]);
   }
   if (r.responsiveness) {
-    section('responsiveness', r.responsiveness as unknown as Record<string, unknown>, [
-      'runtimeStatusP50Ms', 'runtimeStatusP99Ms', 'inlineStatusP50Ms', 'inlineStatusP99Ms', 'inlineOverRuntime',
-    ]);
+    section('responsiveness', r.responsiveness, ['runtimeStatusP50Ms', 'runtimeStatusP99Ms', 'inlineStatusP50Ms', 'inlineStatusP99Ms', 'inlineOverRuntime']);
   }
-  if (r.httpOverhead) section('httpOverhead', r.httpOverhead as unknown as Record<string, unknown>, ['runtimeRps', 'expressRps', 'runtimeOverExpress']);
+  if (r.httpOverhead) section('httpOverhead', r.httpOverhead, ['runtimeRps', 'expressRps', 'runtimeOverExpress', 'runtimeP99Ms', 'expressP99Ms', 'runtimeCpuUsPerRequest', 'expressCpuUsPerRequest']);
   for (const point of r.scaling ?? []) {
-    rows.push(['scaling', `active ${point.active}`, `${point.usPerStop} µs/stop · ${point.watchdogUsPerScan} µs/scan · ${point.rssMiB} MiB RSS`, '']);
+    rows.push(['scaling', `active ${formatValue(point.active)}`, `${formatValue(point.usPerStop)} µs/stop · ${point.watchdogUsPerScan} µs/scan · ${point.rssMiB} MiB RSS`, '']);
   }
   for (const bar of bars.filter((b) => b.scenario === 'scaling')) rows.push(['scaling', bar.figure, String(bar.value), `${bar.bar} ${bar.pass ? 'ok' : 'MISSED'}`]);
-  const widths = [0, 1, 2, 3].map((i) => Math.max(...rows.map((row) => row[i]!.length)));
+  return rows;
+}
+
+function printTable(rows: Row[]): void {
+  const all: Row[] = [['scenario', 'figure', 'value', 'bar'], ...rows];
+  const widths = [0, 1, 2, 3].map((i) => Math.max(...all.map((row) => row[i]!.length)));
   const line = (row: string[]): string => row.map((cell, i) => cell.padEnd(widths[i]!)).join('  ').trimEnd();
   process.stdout.write(`actionkit-runtime bench (${size.quick ? 'quick' : 'full'}, seed ${size.seed}) on ${machine.cpus} cores, Node ${machine.node}\n`);
-  process.stdout.write(`${line(rows[0]!)}\n${widths.map((w) => '-'.repeat(w)).join('  ')}\n`);
-  for (const row of rows.slice(1)) process.stdout.write(`${line(row)}\n`);
+  process.stdout.write(`${line(all[0]!)}\n${widths.map((w) => '-'.repeat(w)).join('  ')}\n`);
+  for (const row of rows) process.stdout.write(`${line(row)}\n`);
+}
+
+/** The results as a markdown table (bench/RESULTS.md embeds it between markers). */
+function markdownTable(rows: Row[]): string {
+  const cell = (text: string): string => text.replace(/\|/g, '\\|');
+  return [
+    `Measured ${new Date().toISOString().slice(0, 10)} · ${size.quick ? 'quick' : 'full'} size · seed ${size.seed} · ${machine.cpus} cores (${machine.cpuModel}), ${machine.memoryGiB} GiB, Node ${machine.node}, ${machine.platform}`,
+    '',
+    '| scenario | figure | value | bar |',
+    '|---|---|---|---|',
+    ...rows.map((row) => `| ${row.map(cell).join(' | ')} |`),
+  ].join('\n');
+}
+
+/** Replace the text between the results markers of `file` (or append them) with `table`. */
+function writeResults(file: string, table: string): void {
+  const begin = '<!-- bench:results:begin -->';
+  const end = '<!-- bench:results:end -->';
+  const current = existsSync(file) ? readFileSync(file, 'utf8') : '';
+  const block = `${begin}\n${table}\n${end}`;
+  const from = current.indexOf(begin);
+  const to = current.indexOf(end);
+  const next = from >= 0 && to > from ? current.slice(0, from) + block + current.slice(to + end.length) : `${current}${current === '' ? '' : '\n'}${block}\n`;
+  writeFileSync(file, next);
 }
 
 function formatValue(value: unknown): string {

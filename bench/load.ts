@@ -208,16 +208,29 @@ async function statusOnce(payload: { base: string; execution: AgentExecution }) 
   return answer.body;
 }
 
-/** Requests/s of `POST url` with `body` for `durationS` seconds (autocannon). */
-async function throughput(payload: { url: string; body: unknown; durationS: number; connections: number }) {
+/**
+ * Requests/s of `POST url` for `durationS` seconds (autocannon). Each connection sends its own
+ * body from `bodies` (one execution per connection, polled one request at a time — how the agent
+ * polls many executions).
+ */
+async function throughput(payload: { url: string; bodies: unknown[]; durationS: number; connections: number }) {
+  const bodies = payload.bodies.map((body) => JSON.stringify(body));
+  let assigned = 0;
   const result = await autocannon({
     url: payload.url,
     method: 'POST',
     headers: { 'content-type': 'application/json' },
-    body: JSON.stringify(payload.body),
     duration: payload.durationS,
     connections: payload.connections,
     pipelining: 1,
+    requests: [
+      {
+        setupRequest: (request, context: { body?: string }) => {
+          context.body ??= bodies[assigned++ % bodies.length]!;
+          return { ...request, body: context.body };
+        },
+      },
+    ],
   });
   return { rps: result.requests.average, total: result.requests.total, non2xx: result.non2xx, errors: result.errors, timeouts: result.timeouts, p99Ms: result.latency.p99 };
 }

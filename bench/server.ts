@@ -16,4 +16,5 @@ export type ServerStats = ReturnType<typeof extension.stats> & { rssBytes: numbe
 
 serveParent({ port, pid: process.pid }, {
   stats: (): ServerStats => ({ ...extension.stats(), rssBytes: process.memoryUsage().rss, pid: process.pid }),
+  cpuUsage: () => process.cpuUsage(),
 });

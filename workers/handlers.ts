@@ -52,10 +52,16 @@ export default async function runHandler(task: HandlerTask): Promise<HandlerRepl
 
 function context(task: HandlerTask): HandlerContext {
   let logger: Logger | undefined;
+  let signal: AbortSignal | undefined;
   return {
     executionId: task.executionId,
     actionId: task.actionId,
-    signal: AbortSignal.timeout(Math.max(0, task.deadlineMs - Date.now())),
+    // Created on first use, like the logger: most handlers never look, and a timeout signal costs
+    // ~20 µs. A signal created late still fires at the task's deadline.
+    get signal() {
+      signal ??= AbortSignal.timeout(Math.max(0, task.deadlineMs - Date.now()));
+      return signal;
+    },
     // Created on first use: most status calls never log, and a child logger is not free.
     get logger() {
       logger ??= rootLogger.child({ action: task.actionId, executionId: task.executionId, phase: task.phase });
@@ -88,15 +94,14 @@ async function invoke(action: DefinedAction, task: HandlerTask, state: JsonObjec
     }
     case 'start':
       return action.start?.(state, ctx);
+    // Object.assign, not a spread: a spread would call the lazy getters (signal, logger).
     case 'status':
-      return action.status?.(state, { ...ctx, body: bodyOf(task) });
+      return action.status?.(state, Object.assign(ctx, { body: bodyOf(task) }));
     case 'stop':
-      return action.stop?.(state, {
-        ...ctx,
-        reason: task.stop?.reason ?? 'agent stop',
-        requestedBy: task.stop?.requestedBy ?? 'agent',
-        body: bodyOf(task),
-      });
+      return action.stop?.(
+        state,
+        Object.assign(ctx, { reason: task.stop?.reason ?? 'agent stop', requestedBy: task.stop?.requestedBy ?? 'agent', body: bodyOf(task) }),
+      );
     case 'query':
       return action.query?.(task.request as unknown as Parameters<NonNullable<DefinedAction['query']>>[0], ctx);
   }

@@ -22,6 +22,8 @@ export interface ServerProcess {
   base: string;
   pid: number;
   stats(): Promise<ServerStats>;
+  /** CPU time of the whole process, all threads (µs). */
+  cpuUsage(): Promise<NodeJS.CpuUsage>;
   stop(): Promise<void>;
 }
 
@@ -46,6 +48,7 @@ export async function startServer(env: Record<string, string> = {}): Promise<Ser
     base: `http://127.0.0.1:${ready.port}`,
     pid: ready.pid,
     stats: () => child.request<ServerStats>('stats'),
+    cpuUsage: () => child.request<NodeJS.CpuUsage>('cpuUsage'),
     stop: async () => {
       await child.stop();
       rmSync(uploadDir, { recursive: true, force: true });
@@ -54,10 +57,13 @@ export async function startServer(env: Record<string, string> = {}): Promise<Ser
 }
 
 /** Start an express-only baseline (`echo` or `inline`, see baseline-server.ts). */
-export async function startBaseline(mode: 'echo' | 'inline', env: Record<string, string> = {}): Promise<{ base: string; stop(): Promise<void> }> {
+export async function startBaseline(mode: 'echo' | 'inline', env: Record<string, string> = {}): Promise<BaselineProcess> {
   const { child, ready } = await BenchChild.start<{ port: number }>('./baseline-server.js', { BENCH_BASELINE: mode, ...env });
-  return { base: `http://127.0.0.1:${ready.port}`, stop: () => child.stop() };
+  return { base: `http://127.0.0.1:${ready.port}`, cpuUsage: () => child.request<NodeJS.CpuUsage>('cpuUsage'), stop: () => child.stop() };
 }
+
+/** An express-only baseline server in its own process. */
+export type BaselineProcess = Pick<ServerProcess, 'base' | 'cpuUsage' | 'stop'>;
 
 /** The load generator, a client process of its own. */
 export interface LoadProcess {

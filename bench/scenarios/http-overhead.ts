@@ -2,11 +2,12 @@
  * httpOverhead: status requests/s through the runtime for an action with an author status handler
  * (every request crosses to a worker thread and back, with validation on both sides), versus a
  * bare express server answering the same JSON. Same autocannon settings from the same client
- * process; the two servers alternate twice and each side's mean is used, so drift in the
- * machine's speed during the run hits both.
+ * process: each connection polls its own execution, one request at a time, like the agent. The
+ * two servers alternate twice and each side's mean is used, so drift in the machine's speed
+ * during the run hits both.
  */
 import { round } from '../stats.js';
-import { setupExecutions, startBaseline, startLoad, startServer, type BenchSize, type LoadProcess } from './common.js';
+import { setupExecutions, startBaseline, startLoad, startServer, type BaselineProcess, type BenchSize, type LoadProcess } from './common.js';
 
 export interface HttpOverheadResult {
   runtimeRps: number;
@@ -17,6 +18,9 @@ export interface HttpOverheadResult {
   secondsPerRound: number;
   runtimeP99Ms: number;
   expressP99Ms: number;
+  /** Server CPU time (all threads) per request: what the throughput ratio comes from on a busy machine. */
+  runtimeCpuUsPerRequest: number;
+  expressCpuUsPerRequest: number;
 }
 
 interface Throughput {
@@ -28,6 +32,8 @@ interface Throughput {
   p99Ms: number;
 }
 
+type Measured = Throughput & { cpuUsPerRequest: number };
+
 const CONNECTIONS = 16;
 const ROUNDS = 2;
 
@@ -35,18 +41,17 @@ export async function httpOverhead(size: BenchSize): Promise<HttpOverheadResult>
   const durationS = size.quick ? 2 : 8;
   const load = await startLoad();
   const server = await startServer();
-  let echo: { base: string; stop(): Promise<void> } | undefined;
+  let echo: BaselineProcess | undefined;
   try {
-    const { executions } = await setupExecutions(load, server.base, [{ action: 'bench.spin', burn: false, count: 1 }], 1);
-    const execution = executions[0]!;
-    const request = { executionId: execution.id, state: execution.state };
-    const answer = await load.call<unknown>('statusOnce', { base: server.base, execution });
+    const { executions } = await setupExecutions(load, server.base, [{ action: 'bench.spin', burn: false, count: CONNECTIONS }], 1);
+    const requests = executions.map((execution) => ({ executionId: execution.id, state: execution.state }));
+    const answer = await load.call<unknown>('statusOnce', { base: server.base, execution: executions[0] });
     echo = await startBaseline('echo', { BENCH_ECHO_BODY: JSON.stringify(answer) });
-    const runtime: Throughput[] = [];
-    const express: Throughput[] = [];
+    const runtime: Measured[] = [];
+    const express: Measured[] = [];
     for (let round = 0; round < ROUNDS; round++) {
-      runtime.push(await run(load, `${server.base}/bench.spin/status`, request, durationS));
-      express.push(await run(load, `${echo.base}/bench.spin/status`, request, durationS));
+      runtime.push(await run(load, server, `${server.base}/bench.spin/status`, requests, durationS));
+      express.push(await run(load, echo, `${echo.base}/bench.spin/status`, requests, durationS));
     }
     const runtimeRps = mean(runtime.map((t) => t.rps));
     const expressRps = mean(express.map((t) => t.rps));
@@ -58,6 +63,8 @@ export async function httpOverhead(size: BenchSize): Promise<HttpOverheadResult>
       secondsPerRound: durationS,
       runtimeP99Ms: Math.max(...runtime.map((t) => t.p99Ms)),
       expressP99Ms: Math.max(...express.map((t) => t.p99Ms)),
+      runtimeCpuUsPerRequest: round(mean(runtime.map((t) => t.cpuUsPerRequest))),
+      expressCpuUsPerRequest: round(mean(express.map((t) => t.cpuUsPerRequest))),
     };
   } finally {
     await echo?.stop();
@@ -66,12 +73,15 @@ export async function httpOverhead(size: BenchSize): Promise<HttpOverheadResult>
   }
 }
 
-async function run(load: LoadProcess, url: string, body: unknown, durationS: number): Promise<Throughput> {
-  const result = await load.call<Throughput>('throughput', { url, body, durationS, connections: CONNECTIONS });
+async function run(load: LoadProcess, server: BaselineProcess, url: string, bodies: unknown[], durationS: number): Promise<Measured> {
+  const before = await server.cpuUsage();
+  const result = await load.call<Throughput>('throughput', { url, bodies, durationS, connections: CONNECTIONS });
+  const after = await server.cpuUsage();
   if (result.non2xx > 0 || result.errors > 0 || result.timeouts > 0) {
     throw new Error(`httpOverhead: ${url} answered ${result.non2xx} non-2xx, ${result.errors} errors, ${result.timeouts} timeouts`);
   }
-  return result;
+  const cpuUs = after.user - before.user + (after.system - before.system);
+  return { ...result, cpuUsPerRequest: cpuUs / result.total };
 }
 
 function mean(values: number[]): number {

@@ -59,6 +59,35 @@ export interface StopStats {
 /** Safety net: drain the queue at least this often even if a doorbell wake-up were missed. */
 const IDLE_DRAIN_MS = 1000;
 
+/**
+ * Author stops in flight at once, per handler thread. A stop storm (SIGUSR1 with thousands of
+ * executions) would otherwise put every author stop into the handler lane's FIFO queue at once,
+ * and each status request — the agent's heartbeat — would wait behind all of them. Bounded, the
+ * queue holds a few stops at a time and status requests interleave; the lane stays just as busy.
+ */
+const STOPS_IN_FLIGHT_PER_HANDLER_THREAD = 2;
+
+/** FIFO admission: at most `limit` callers inside {@link Admission.run} at once. */
+class Admission {
+  private active = 0;
+  private readonly waiting: (() => void)[] = [];
+
+  constructor(private readonly limit: number) {}
+
+  async run<T>(task: () => Promise<T>): Promise<T> {
+    if (this.active >= this.limit) await new Promise<void>((resolve) => this.waiting.push(resolve));
+    else this.active++;
+    try {
+      return await task();
+    } finally {
+      // Hand the place straight to the next waiter (active stays the same), or free it.
+      const next = this.waiting.shift();
+      if (next === undefined) this.active--;
+      else next();
+    }
+  }
+}
+
 /** Consumes stop events and runs each stop exactly once. */
 export class StopCoordinator {
   readonly stats: StopStats = { stopHandlerCalls: 0, succeeded: 0, failed: 0, bodiesCooperative: 0, bodiesKilled: 0, queueStalls: 0 };
@@ -66,9 +95,11 @@ export class StopCoordinator {
   private running = false;
   private loop: Promise<void> | undefined;
   private readonly inFlight = new Set<Promise<void>>();
+  private readonly authorStops: Admission;
 
   constructor(deps: StopCoordinatorDeps) {
     this.deps = deps;
+    this.authorStops = new Admission(Math.max(1, deps.pools.handlerThreads) * STOPS_IN_FLIGHT_PER_HANDLER_THREAD);
   }
 
   /** Start consuming the queue. */
@@ -188,7 +219,7 @@ export class StopCoordinator {
     let answer: AuthorStopAnswer = { succeeded: true, httpStatus: 200, body: {} };
     if (action.hasStopHandler) {
       this.stats.stopHandlerCalls++;
-      answer = await runAuthorStop(this.deps.pools, this.deps.handlerTimeoutMs, {
+      answer = await this.authorStops.run(() => runAuthorStop(this.deps.pools, this.deps.handlerTimeoutMs, {
         actionId: action.id,
         executionId: execution.id,
         state: (requestedBy === 'agent' ? execution.agentStopState : undefined) ?? execution.state,
@@ -198,7 +229,7 @@ export class StopCoordinator {
           reports,
         },
         stop: { reason: reasonText(reason), requestedBy },
-      });
+      }));
     }
     const notes = { messages: [...reports.messages, ...bodyEndMessages(bodyEnd, execution, this.deps.stopGraceMs)], metrics: reports.metrics };
     return {
