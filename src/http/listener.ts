@@ -135,8 +135,7 @@ async function listening(server: Server, options: { port?: number; host?: string
   try {
     await once(server, 'listening');
   } catch (error) {
-    const code = (error as NodeJS.ErrnoException).code ?? '';
-    throw new Error(`cannot listen on ${where}: ${code === '' ? String(error) : code} ${(error as Error).message ?? ''}`.trim(), { cause: error });
+    throw new Error(`cannot listen on ${where}: ${(error as Error).message}`, { cause: error });
   }
 }
 
