@@ -342,9 +342,10 @@ describe('mutual TLS and rotation (environment, child process)', () => {
 });
 
 describe('unix socket', () => {
-  test('missing parent folder created (0755), probes and actions on the socket, TLS ignored, socket removed on close', async () => {
+  test('missing parent folder created (0755), probes and actions on the socket, TLS ignored, socket removed on close', async (t) => {
     const dir = tempDir('actionkit-sock-');
     const socketPath = join(dir.path, 'run', 'steadybit', 'ext.sock');
+    t.after(() => dir.remove());
     const extension = await createExtension(options({ unixSocket: socketPath, tlsServerCert: server1.certFile, tlsServerKey: server1.keyFile }));
     try {
       const info = await extension.listen();
@@ -367,11 +368,11 @@ describe('unix socket', () => {
       await extension.close();
     }
     assert.equal(existsSync(socketPath), false, 'the socket file is removed on close');
-    dir.remove();
   });
 
-  test('a stale socket file is removed; a live socket or a non-socket path is refused', async () => {
+  test('a stale socket file is removed; a live socket or a non-socket path is refused', async (t) => {
     const dir = tempDir('actionkit-sock-');
+    t.after(() => dir.remove());
     const socketPath = join(dir.path, 'ext.sock');
     // A live socket: another server accepts on it.
     const other = createNetServer((socket) => socket.end());
@@ -399,7 +400,6 @@ describe('unix socket', () => {
       assert.equal(readFileSync(socketPath, 'utf8'), 'not a socket');
     } finally {
       await refused.close();
-      dir.remove();
     }
   });
 });
