@@ -46,6 +46,13 @@ const byteSize = z.union([z.number().int().positive(), z.string()]).transform((v
 
 const threads = z.number().int().min(1).max(256);
 
+/** How the TLS settings are named in messages: the environment variable and the option. */
+const TLS_NAMES = {
+  cert: 'STEADYBIT_EXTENSION_TLS_SERVER_CERT (option tlsServerCert)',
+  key: 'STEADYBIT_EXTENSION_TLS_SERVER_KEY (option tlsServerKey)',
+  clientCas: 'STEADYBIT_EXTENSION_TLS_CLIENT_CAS (option tlsClientCas)',
+} as const;
+
 /**
  * Options of {@link createExtension}. Every field except `actions` is optional; defaults below.
  */
@@ -56,6 +63,27 @@ export const OptionsSchema = z.strictObject({
   port: z.number().int().min(0).max(65535).default(8080),
   /** Listen address; default all interfaces, like the reference. */
   host: z.string().min(1).optional(),
+  /**
+   * Listen on this unix domain socket instead of TCP (`STEADYBIT_EXTENSION_UNIX_SOCKET`). Takes
+   * precedence over `port`, `host` and TLS (as the reference); the probes then answer on the socket
+   * too. A missing parent folder is created (0755), a stale socket file removed. Default: TCP.
+   */
+  unixSocket: z.string().min(1).optional(),
+  /** PEM certificate (chain) file; with `tlsServerKey` the extension serves HTTPS (`STEADYBIT_EXTENSION_TLS_SERVER_CERT`). Default: plain HTTP. */
+  tlsServerCert: z.string().min(1).optional(),
+  /** PEM private key file of `tlsServerCert`, unencrypted (`STEADYBIT_EXTENSION_TLS_SERVER_KEY`). */
+  tlsServerKey: z.string().min(1).optional(),
+  /**
+   * CA certificate files or folders (walked recursively) for mutual TLS (`STEADYBIT_EXTENSION_TLS_CLIENT_CAS`,
+   * comma-separated): a client must present a certificate signed by one of them or the handshake fails.
+   * Needs `tlsServerCert` and `tlsServerKey`. Default: no client certificates asked for.
+   */
+  tlsClientCas: z.array(z.string().min(1)).min(1).optional(),
+  /**
+   * How often the TLS files are checked for replacement (`ACTIONKIT_TLS_RELOAD_CHECK`); new connections get a
+   * replaced certificate, key or CA after at most this long, without a restart. Default 1s; at least 10ms.
+   */
+  tlsReloadCheckMs: duration.refine((ms) => ms >= 10, 'expected at least 10ms').default(1_000),
   /** Health probe port (`STEADYBIT_EXTENSION_HEALTH_PORT`). Default 8081; 0 picks a free port; `null` disables probes. */
   healthPort: z.number().int().min(0).max(65535).nullable().default(8081),
   /** Log level (`STEADYBIT_LOG_LEVEL`). Default `info`. */
@@ -90,6 +118,16 @@ export const OptionsSchema = z.strictObject({
   bodyNice: z.number().int().min(0).max(19).default(0),
   /** Install SIGINT/SIGTERM/SIGUSR1 handlers in `listen()`. Default true. */
   handleSignals: z.boolean().default(true),
+}).superRefine((options, ctx) => {
+  // A unix socket takes precedence over TLS (reference §2.1.3): the TLS settings are then ignored, not checked.
+  if (options.unixSocket !== undefined) return;
+  const cert = options.tlsServerCert !== undefined;
+  const key = options.tlsServerKey !== undefined;
+  if (cert && !key) ctx.addIssue({ code: 'custom', path: [], message: `TLS server key missing: ${TLS_NAMES.key} is not set, but ${TLS_NAMES.cert} is; HTTPS needs both` });
+  if (key && !cert) ctx.addIssue({ code: 'custom', path: [], message: `TLS server certificate missing: ${TLS_NAMES.cert} is not set, but ${TLS_NAMES.key} is; HTTPS needs both` });
+  if (options.tlsClientCas !== undefined && !cert && !key) {
+    ctx.addIssue({ code: 'custom', path: [], message: `${TLS_NAMES.clientCas} is set, but mutual TLS needs HTTPS: set ${TLS_NAMES.cert} and ${TLS_NAMES.key} too` });
+  }
 });
 
 /** Options accepted by {@link createExtension} (before defaults). */
@@ -97,10 +135,14 @@ export type ExtensionOptions = z.input<typeof OptionsSchema>;
 /** Options after defaults, environment and validation; frozen. */
 export type ResolvedOptions = Readonly<z.output<typeof OptionsSchema>>;
 
-type EnvKind = 'int' | 'string' | 'lowercase' | 'duration' | 'bytes';
+type EnvKind = 'int' | 'string' | 'lowercase' | 'duration' | 'bytes' | 'list';
 const ENVIRONMENT: ReadonlyArray<readonly [string, keyof z.input<typeof OptionsSchema>, EnvKind]> = [
   ['STEADYBIT_EXTENSION_PORT', 'port', 'int'],
   ['STEADYBIT_EXTENSION_HEALTH_PORT', 'healthPort', 'int'],
+  ['STEADYBIT_EXTENSION_UNIX_SOCKET', 'unixSocket', 'string'],
+  ['STEADYBIT_EXTENSION_TLS_SERVER_CERT', 'tlsServerCert', 'string'],
+  ['STEADYBIT_EXTENSION_TLS_SERVER_KEY', 'tlsServerKey', 'string'],
+  ['STEADYBIT_EXTENSION_TLS_CLIENT_CAS', 'tlsClientCas', 'list'],
   ['STEADYBIT_LOG_LEVEL', 'logLevel', 'lowercase'],
   ['STEADYBIT_LOG_FORMAT', 'logFormat', 'lowercase'],
   ['ACTIONKIT_MAX_EXECUTIONS', 'maxExecutions', 'int'],
@@ -116,6 +158,7 @@ const ENVIRONMENT: ReadonlyArray<readonly [string, keyof z.input<typeof OptionsS
   ['ACTIONKIT_STOP_RETENTION', 'stopRetentionMs', 'duration'],
   ['ACTIONKIT_WORKER_MAX_OLD_GENERATION_MB', 'workerMaxOldGenerationMb', 'int'],
   ['ACTIONKIT_BODY_NICE', 'bodyNice', 'int'],
+  ['ACTIONKIT_TLS_RELOAD_CHECK', 'tlsReloadCheckMs', 'duration'],
 ];
 
 /** Environment variable names the runtime reads, for documentation and error messages. */
@@ -142,6 +185,8 @@ export function resolveOptions(options: ExtensionOptions, env: NodeJS.ProcessEnv
   const parsed = OptionsSchema.safeParse(merged);
   if (!parsed.success) {
     const problems = parsed.error.issues.map((issue) => {
+      // Issues about several settings at once carry no path and name the settings themselves.
+      if (issue.path.length === 0) return issue.message;
       const key = String(issue.path[0] ?? '');
       const where = source.has(key) ? `${source.get(key)}=${JSON.stringify(merged[key])}` : `option "${issue.path.join('.')}"`;
       return `${where}: ${issue.message}`;
@@ -155,6 +200,8 @@ function fromEnv(name: string, raw: string, kind: EnvKind): unknown {
   switch (kind) {
     case 'lowercase':
       return raw.toLowerCase();
+    case 'list':
+      return raw.split(',').map((item) => item.trim()).filter((item) => item !== '');
     case 'string':
     case 'duration':
     case 'bytes':

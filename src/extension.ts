@@ -3,12 +3,13 @@
  * worker pools, the stop coordinator, the HTTP app, probes and signals into one {@link Extension}.
  */
 import { once } from 'node:events';
-import { createServer, type RequestListener, type Server } from 'node:http';
+import type { RequestListener, Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Worker } from 'node:worker_threads';
 import { resolveOptions, watchdogTickMs, type ExtensionOptions, type ResolvedOptions } from './config.js';
 import { buildApp } from './http/app.js';
-import { createProbeServer } from './http/probes.js';
+import { openListener } from './http/listener.js';
+import { createProbeServer, probeHandler, type ProbeState } from './http/probes.js';
 import { removeExecutionFolder, sweepStaleUploads } from './http/uploads.js';
 import { createLogger, type Logger } from './logging.js';
 import { WorkerPools, type PoolStats } from './pool.js';
@@ -23,9 +24,15 @@ import { ControlTable, Reason, type WatchdogStats } from './shm/table.js';
 
 /** Where {@link Extension.listen} is listening. */
 export interface ListenInfo {
-  /** The HTTP port (useful with port 0). */
-  port: number;
-  /** The probes' port, or undefined when probes are disabled. */
+  /** The HTTP(S) port (useful with port 0), or undefined on a unix socket. */
+  port: number | undefined;
+  /** The absolute unix socket path (`STEADYBIT_EXTENSION_UNIX_SOCKET`), or undefined on TCP. */
+  socketPath: string | undefined;
+  /** True when serving HTTPS. */
+  tls: boolean;
+  /** True when clients must present a certificate signed by one of `tlsClientCas`. */
+  mutualTls: boolean;
+  /** The probes' port; undefined when probes are disabled or answer on the unix socket. */
   healthPort: number | undefined;
 }
 
@@ -193,24 +200,29 @@ export class Extension {
   }
 
   /**
-   * Serve the extension on `port` (and the probes on `healthPort`), and install the signal
-   * handlers unless `handleSignals` is false.
+   * Serve the extension on `port` over HTTP or HTTPS (or on `unixSocket`), the probes on
+   * `healthPort` (on the socket when on a socket), and install the signal handlers unless
+   * `handleSignals` is false. A TLS file or socket path that cannot be used rejects with a
+   * `ConfigError` naming it.
    */
   async listen(): Promise<ListenInfo> {
-    const { port, host, healthPort } = this.options;
-    this.server = createServer(this.app);
+    const { port, host, healthPort, unixSocket, tlsServerCert, tlsServerKey } = this.options;
+    const probeState: ProbeState = { ready: () => this.ready && this.closing === undefined, alive: () => this.watchdogAlive };
+    const onSocket = unixSocket !== undefined;
+    const handler = onSocket && healthPort !== null ? withProbes(probeState, this.app) : this.app;
+    const tls = tlsServerCert !== undefined && tlsServerKey !== undefined ? { certFile: tlsServerCert, keyFile: tlsServerKey, clientCaPaths: this.options.tlsClientCas } : undefined;
     // A deep accept backlog: a stop storm opens thousands of connections at once.
-    this.server.listen({ port, host, backlog: LISTEN_BACKLOG });
-    await once(this.server, 'listening');
-    const info: ListenInfo = { port: (this.server.address() as AddressInfo).port, healthPort: undefined };
-    if (healthPort !== null) {
-      this.probes = createProbeServer({ ready: () => this.ready && this.closing === undefined, alive: () => this.watchdogAlive });
+    const opened = await openListener(handler, { port, host, unixSocket, tls, tlsReloadCheckMs: this.options.tlsReloadCheckMs, backlog: LISTEN_BACKLOG }, this.logger);
+    this.server = opened.server;
+    const info: ListenInfo = { ...opened.endpoint, healthPort: undefined };
+    if (healthPort !== null && !onSocket) {
+      this.probes = createProbeServer(probeState);
       this.probes.listen(healthPort, host);
       await once(this.probes, 'listening');
       info.healthPort = (this.probes.address() as AddressInfo).port;
     }
     if (this.options.handleSignals) this.signals.install();
-    this.logger.info({ port: info.port, healthPort: info.healthPort, actions: this.registry.all().map((a) => a.id) }, 'extension listening');
+    this.logger.info({ ...info, actions: this.registry.all().map((a) => a.id) }, 'extension listening');
     return info;
   }
 
@@ -266,6 +278,14 @@ export class Extension {
     this.table.stopWatchdog();
     await Promise.all([this.watchdog.terminate(), this.pools.close()]);
   }
+}
+
+/** The probes first, then the extension: how the probes share a unix socket with the extension. */
+function withProbes(state: ProbeState, app: RequestListener): RequestListener {
+  const probes = probeHandler(state);
+  return (req, res) => {
+    if (!probes(req, res)) app(req, res);
+  };
 }
 
 /** Close a server, letting open requests finish for up to `graceMs`. */
