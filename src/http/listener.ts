@@ -35,6 +35,21 @@ export interface TlsFiles {
   clientCaPaths: readonly string[] | undefined;
 }
 
+/**
+ * How long an idle keep-alive connection stays open. Node's default (5 s) is shorter than the idle
+ * timeout of the agent's Go HTTP client (90 s): the server would close connections the client still
+ * counts on, and a POST sent on one as it closes fails with a connection reset (Go does not retry
+ * POSTs). The reference server has no idle timeout at all; two minutes outlives the client's.
+ */
+export const KEEP_ALIVE_TIMEOUT_MS = 120_000;
+
+function keepConnections<S extends Server | HttpsServer>(server: S): S {
+  server.keepAliveTimeout = KEEP_ALIVE_TIMEOUT_MS;
+  // Must exceed the keep-alive timeout, or a request arriving on an idle connection could be cut.
+  server.headersTimeout = KEEP_ALIVE_TIMEOUT_MS + 1_000;
+  return server;
+}
+
 /** What {@link openListener} needs. */
 export interface ListenerSettings {
   /** TCP port; 0 picks a free one. Ignored on a unix socket. */
@@ -95,19 +110,19 @@ export async function openListener(handler: RequestListener, settings: ListenerS
     if (settings.tls !== undefined) logger.warn({ socketPath: settings.unixSocket }, `${SETTING.socket} is set: it takes precedence, the TLS settings are ignored`);
     const socketPath = resolve(settings.unixSocket);
     await prepareSocketPath(socketPath, logger);
-    const server = createHttpServer(handler);
+    const server = keepConnections(createHttpServer(handler));
     await listening(server, { path: socketPath, backlog: settings.backlog }, `unix socket ${socketPath}`);
     return { server, endpoint: { port: undefined, socketPath, tls: false, mutualTls: false } };
   }
   if (settings.tls === undefined) {
-    const server = createHttpServer(handler);
+    const server = keepConnections(createHttpServer(handler));
     await listening(server, { port: settings.port, host: settings.host, backlog: settings.backlog }, `port ${settings.port}`);
     return { server, endpoint: { port: (server.address() as AddressInfo).port, socketPath: undefined, tls: false, mutualTls: false } };
   }
   const files = settings.tls;
   const material = await loadTlsMaterial(files);
   const mutualTls = material.ca !== undefined;
-  const server: HttpsServer = createHttpsServer(
+  const server: HttpsServer = keepConnections(createHttpsServer(
     {
       cert: material.cert,
       key: material.key,
@@ -118,7 +133,7 @@ export async function openListener(handler: RequestListener, settings: ListenerS
       rejectUnauthorized: mutualTls,
     },
     handler,
-  );
+  ));
   // Scanners, load balancers' TCP checks and clients without the right certificate fail here all
   // the time; as the reference, that is debug noise, not an error.
   server.on('tlsClientError', (error: NodeJS.ErrnoException, socket) => {
