@@ -2,12 +2,15 @@
  * The express application of an extension, separate from listening (tests and embedders mount it
  * anywhere). It is thin: an exact-path route table built from the registered descriptions, body
  * parsing, zod validation of every request body, and the exthttp envelope of the reference
- * (§2.1.1): `Request-Id` header, gzip above 1 KiB, `Request-Timeout`/`X-Request-Timeout` → 503,
+ * (§2.1.1): `Request-Id` header, gzip above 1 KiB (done in {@link send}: every answer is JSON we
+ * serialise ourselves, so a streaming compression middleware on every request would only cost),
+ * `Request-Timeout`/`X-Request-Timeout` → 503,
  * JSON errors everywhere. The lifecycle work happens in `src/runtime/lifecycle.ts`.
  */
 import { randomBytes } from 'node:crypto';
+import { promisify } from 'node:util';
+import { gzip } from 'node:zlib';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import compression from 'compression';
 import express, { type Request, type Response } from 'express';
 import type { z } from 'zod';
 import {
@@ -54,7 +57,6 @@ export function buildApp(deps: AppDeps): express.Express {
     res.setHeader('Request-Id', requestIds());
     next();
   });
-  app.use(compression({ threshold: 1024 }));
   app.use((req, res, next) => {
     const methods = routes.get(req.path);
     if (methods === undefined) throw new RuntimeError(ErrorCode.NotFound, 404, `Not found: ${req.method} ${req.path}`, 'no action or endpoint at this path; GET / lists the actions');
@@ -244,14 +246,43 @@ function requestScope(req: Request, res: Response): RequestScope {
 /** A decimal float as Go's `ParseFloat` accepts it for a timeout (no unit, no trailing text). */
 const FLOAT_SECONDS = /^[+]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$/;
 
-/** Write a JSON answer unless one was already written (timeout). */
+/** Answers at least this large are gzipped when the client accepts it (reference: 1 KiB). */
+export const GZIP_MIN_BYTES = 1024;
+const gzipAsync = promisify(gzip);
+
+/**
+ * Write a JSON answer unless one was already written (timeout). Large answers are compressed on
+ * the thread pool (`zlib.gzip`), never on the main thread.
+ */
 function send(res: Response, status: number, body: unknown): void {
   if (res.headersSent || (res.locals as Locals).timedOut === true) return;
   if (status === 304) {
     res.status(304).end();
     return;
   }
-  res.status(status).json(body);
+  const text = JSON.stringify(body);
+  res.statusCode = status;
+  res.setHeader('Content-Type', 'application/json; charset=utf-8');
+  if (text.length < GZIP_MIN_BYTES / 3 || Buffer.byteLength(text) < GZIP_MIN_BYTES) {
+    res.end(text);
+    return;
+  }
+  // Whether compressed or not depends on Accept-Encoding from here on: tell caches.
+  res.setHeader('Vary', 'Accept-Encoding');
+  if (res.req.method === 'HEAD' || res.req.acceptsEncodings('gzip', 'identity') !== 'gzip') {
+    res.end(text);
+    return;
+  }
+  gzipAsync(text).then(
+    (compressed) => {
+      if (res.headersSent || (res.locals as Locals).timedOut === true) return;
+      res.setHeader('Content-Encoding', 'gzip');
+      res.end(compressed);
+    },
+    () => {
+      if (!res.headersSent) res.end(text);
+    },
+  );
 }
 
 /** `If-None-Match` against our ETag: exact, weak or listed matches all count (RFC 9110 weak comparison). */
