@@ -4,7 +4,7 @@
  *   npm run bench                       full size (the README's figures), charts into bench/charts
  *   npm run bench -- --quick            every scenario smaller (< 60 s on 2 cores)
  *   npm run bench -- --json             … and one JSON summary as the last line of stdout
- *   npm run bench -- --results          … and record the table in bench/RESULTS.md
+ *   npm run bench -- --results          … and record the tables in bench/RESULTS.md and README.md
  *   npm run bench -- --only storm,scaling --seed 7 --charts <dir>
  *   BENCH_PROFILE_DIR=<dir> npm run bench -- --only httpOverhead   server threads under --cpu-prof
  *
@@ -23,6 +23,7 @@ import { scaling } from './scenarios/scaling.js';
 import { stopLatency } from './scenarios/stop-latency.js';
 import { storm } from './scenarios/storm.js';
 import type { BenchSize } from './scenarios/common.js';
+import type { ScalingPoint } from './scenarios/scaling.js';
 
 const SCENARIOS = { storm, stopLatency, responsiveness, httpOverhead, scaling } as const;
 type ScenarioName = keyof typeof SCENARIOS;
@@ -58,9 +59,10 @@ if (args.help) {
 const selected = (args.only?.split(',').map((s) => s.trim()) ?? Object.keys(SCENARIOS)) as ScenarioName[];
 for (const name of selected) if (!(name in SCENARIOS)) throw new Error(`unknown scenario ${name}; known: ${Object.keys(SCENARIOS).join(', ')}`);
 const size: BenchSize = { quick: args.quick, seed: args.seed === undefined ? Math.floor(Math.random() * 2 ** 31) : Number(args.seed) };
-/** Full runs draw their charts into bench/charts; `--results` also records the table in bench/RESULTS.md. */
+/** Full runs draw their charts into bench/charts; `--results` also records the tables in bench/RESULTS.md and the README. */
 const chartsDir = args.charts ?? (args.quick ? undefined : fileURLToPath(new URL('../../bench/charts', import.meta.url)));
 const resultsFile = fileURLToPath(new URL('../../bench/RESULTS.md', import.meta.url));
+const readmeFile = fileURLToPath(new URL('../../README.md', import.meta.url));
 
 const machine = {
   cpus: availableParallelism(),
@@ -88,7 +90,11 @@ const bars = evaluateBars(results);
 const rows = tableRows(results, bars);
 printTable(rows);
 if (chartsDir !== undefined) writeCharts(results, chartsDir);
-if (args.results) writeResults(resultsFile, markdownTable(rows));
+if (args.results) {
+  const machineLine = `${machine.cpus} cores (${machine.cpuModel}), ${machine.memoryGiB} GiB, Node ${machine.node}, ${machine.platform}`;
+  writeBlock(resultsFile, 'results', markdownTable(rows));
+  writeBlock(readmeFile, 'headline', `${headlineTable(results, bars)}\n\nMeasured ${new Date().toISOString().slice(0, 10)} on ${machineLine} with \`npm run bench -- --results\` (full size, seed ${size.seed}); all figures in [bench/RESULTS.md](bench/RESULTS.md).`);
+}
 const correctnessViolated = failures.length > 0 || bars.some((b) => b.correctness && !b.pass);
 const barsMissed = bars.some((b) => !b.correctness && !b.pass);
 for (const failure of failures) process.stdout.write(`FAILED ${failure}\n`);
@@ -192,12 +198,52 @@ function markdownTable(rows: Row[]): string {
   ].join('\n');
 }
 
-/** Replace the text between the results markers of `file` (or append them) with `table`. */
-function writeResults(file: string, table: string): void {
-  const begin = '<!-- bench:results:begin -->';
-  const end = '<!-- bench:results:end -->';
+/** The README's headline table: each figure beside its same-run baseline and its bar. */
+function headlineTable(r: Results, bars: Bar[]): string {
+  const verdict = (scenario: ScenarioName): string =>
+    bars
+      .filter((b) => b.scenario === scenario)
+      .map((b) => `${b.figure} ${formatValue(b.value)} (${b.bar}) ${b.pass ? '✅' : '❌'}`)
+      .join('<br>');
+  const rows: string[] = [];
+  if (r.storm) {
+    const s = r.storm;
+    rows.push(
+      `| stop storm: ${formatValue(s.executions)} CPU-burning executions × 3 concurrent agent stops + status polling + SIGUSR1 + heartbeat expiry | author stop ran ${formatValue(s.stopHandlerCalls)}× for ${formatValue(s.executions)} executions; drained in ${formatValue(s.drainMs / 1000)} s (${formatValue(s.stopsPerSec)} executions stopped/s), stop p99 ${formatValue(s.stopP99Ms)} ms | — | ${verdict('storm')} |`,
+    );
+  }
+  if (r.stopLatency) {
+    const l = r.stopLatency;
+    rows.push(
+      `| stop request → CPU-bound body stops | shared-memory stop word: p50 ${formatValue(l.sabP50Us)} µs, p99 ${formatValue(l.sabP99Us)} µs | piscina abort + respawn: p50 ${formatValue(l.killP50Us)} µs, p99 ${formatValue(l.killP99Us)} µs; postMessage to a busy worker: ${formatValue(l.postMessageObservedPct)}% seen within 1 s | ${verdict('stopLatency')} |`,
+    );
+  }
+  if (r.responsiveness) {
+    const x = r.responsiveness;
+    rows.push(
+      `| status p99 while ${x.burningBodies} bodies burn CPU | ${formatValue(x.runtimeStatusP99Ms)} ms | same action inline on the main thread (express alone): ${formatValue(x.inlineStatusP99Ms)} ms | ${verdict('responsiveness')} |`,
+    );
+  }
+  if (r.httpOverhead) {
+    const h = r.httpOverhead;
+    rows.push(
+      `| status requests/s, author status handler on a worker thread | ${formatValue(h.runtimeRps)}/s | bare express, same JSON: ${formatValue(h.expressRps)}/s | ${verdict('httpOverhead')} |`,
+    );
+  }
+  const points = r.scaling ?? [];
+  if (points.length > 0) {
+    const describe = (p: ScalingPoint): string => `${formatValue(p.active)}: ${formatValue(p.usPerStop)} µs/stop, ${formatValue((p.watchdogUsPerScan * 1000) / p.active)} ns/execution/scan, ${formatValue(p.rssMiB)} MiB`;
+    rows.push(`| cost as active executions grow | ${points.map(describe).join('<br>')} | itself | ${verdict('scaling')} |`);
+  }
+  return ['| scenario | actionkit-runtime | baseline, same run | bar |', '|---|---|---|---|', ...rows].join('\n');
+}
+
+/** Replace the text between `<!-- bench:<name>:begin/end -->` in `file` (or append the block) with `content`. */
+function writeBlock(file: string, name: string, content: string): void {
+  const begin = `<!-- bench:${name}:begin -->`;
+  const end = `<!-- bench:${name}:end -->`;
   const current = existsSync(file) ? readFileSync(file, 'utf8') : '';
-  const block = `${begin}\n${table}\n${end}`;
+  const block = `${begin}\n${content}\n${end}`;
   const from = current.indexOf(begin);
   const to = current.indexOf(end);
   const next = from >= 0 && to > from ? current.slice(0, from) + block + current.slice(to + end.length) : `${current}${current === '' ? '' : '\n'}${block}\n`;
