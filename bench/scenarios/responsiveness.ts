@@ -22,7 +22,7 @@ export interface ResponsivenessResult {
 const WARM_MS = 300;
 
 export async function responsiveness(size: BenchSize): Promise<ResponsivenessResult> {
-  const durationMs = size.quick ? 3_000 : 10_000;
+  const durationMs = size.quick ? 2_000 : 10_000;
   const load = await startLoad();
   try {
     const server = await startServer();

@@ -73,7 +73,7 @@ async function measureSab(samples: number): Promise<{ stopToBodyEndUs: number[];
     const result = await load.call<{ stopToBodyEndUs: number[]; sendToObservedUs: number[]; failures: string[] }>('sabLatency', {
       base: server.base,
       samples,
-      settleMs: 20,
+      settleMs: 10,
     });
     if (result.failures.length > 0) throw new Error(`stop latency: ${result.failures.length} samples failed, e.g. ${result.failures[0]}`);
     return result;
