@@ -244,6 +244,7 @@ async function sabLatency(payload: { base: string; samples: number; settleMs: nu
   const stopToBodyEndUs: number[] = [];
   const sendToObservedUs: number[] = [];
   const failures: string[] = [];
+  let notRunning = 0;
   for (let i = 0; i < payload.samples; i++) {
     const { executions, failures: setupFailures } = await setup({ base: payload.base, items: [{ action: 'bench.spin', burn: true, count: 1 }], concurrency: 1 });
     failures.push(...setupFailures);
@@ -255,14 +256,21 @@ async function sabLatency(payload: { base: string; samples: number; settleMs: nu
     const metrics = (answer.body?.['metrics'] ?? []) as { name: string; value: number }[];
     const bodyEnd = metrics.find((m) => m.name === STOP_TO_BODY_END_METRIC)?.value;
     const observedAt = metrics.find((m) => m.name === OBSERVED_AT_METRIC)?.value;
-    if (answer.status !== 200 || bodyEnd === undefined || observedAt === undefined) {
-      failures.push(`${describeAnswer('stop', answer)} without the latency metrics`);
+    if (answer.status !== 200) {
+      failures.push(describeAnswer('stop', answer));
+      continue;
+    }
+    // No metrics: the body had not started yet (skipped) — not a stop of a running body; try again.
+    if (bodyEnd === undefined || observedAt === undefined) {
+      notRunning++;
+      if (notRunning > payload.samples) failures.push('the body was never running when the stop came');
+      else i--;
       continue;
     }
     stopToBodyEndUs.push(bodyEnd);
     sendToObservedUs.push(observedAt - sentAtUs);
   }
-  return { stopToBodyEndUs, sendToObservedUs, failures };
+  return { stopToBodyEndUs, sendToObservedUs, failures, notRunning };
 }
 
 serveParent({ pid: process.pid }, { setup, storm, finalStatus, stopBatch, statusLatency, statusOnce, throughput, sabLatency });
