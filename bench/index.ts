@@ -93,7 +93,7 @@ if (chartsDir !== undefined) writeCharts(results, chartsDir);
 if (args.results) {
   const machineLine = `${machine.cpus} cores (${machine.cpuModel}), ${machine.memoryGiB} GiB, Node ${machine.node}, ${machine.platform}`;
   writeBlock(resultsFile, 'results', markdownTable(rows));
-  writeBlock(readmeFile, 'headline', `${headlineTable(results, bars)}\n\nMeasured ${new Date().toISOString().slice(0, 10)} on ${machineLine} with \`npm run bench -- --results\` (full size, seed ${size.seed}); all figures in [bench/RESULTS.md](bench/RESULTS.md).`);
+  writeBlock(readmeFile, 'headline', `${headlineTable(results, bars)}\n\nMeasured ${new Date().toISOString().slice(0, 10)} on ${machineLine} with \`npm run bench -- --results${size.quick ? " --quick" : ""}\` (${size.quick ? "quick" : "full"} size, seed ${size.seed}); all figures in [bench/RESULTS.md](bench/RESULTS.md).`);
 }
 const correctnessViolated = failures.length > 0 || bars.some((b) => b.correctness && !b.pass);
 const barsMissed = bars.some((b) => !b.correctness && !b.pass);
