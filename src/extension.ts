@@ -12,6 +12,7 @@ import { openListener } from './http/listener.js';
 import { createProbeServer, probeHandler, type ProbeState } from './http/probes.js';
 import { removeExecutionFolder, sweepStaleUploads } from './http/uploads.js';
 import { createLogger, type Logger } from './logging.js';
+import { ExtensionMetrics } from './metrics.js';
 import { WorkerPools, type PoolStats } from './pool.js';
 import { BodyLane } from './runtime/bodies.js';
 import { ExecutionStore } from './runtime/executions.js';
@@ -106,6 +107,7 @@ export class Extension {
   private readonly lifecycle: Lifecycle;
   private readonly signals: SignalHandling;
   private readonly watchdog: Worker;
+  private readonly metrics: ExtensionMetrics;
   private watchdogAlive = true;
   /** Set when the threads are being ended on purpose (close or signal exit). */
   private releasing = false;
@@ -119,6 +121,21 @@ export class Extension {
     this.options = options;
     this.logger = logger;
     this.registry = registry;
+    this.metrics = new ExtensionMetrics({
+      trackedActionIds: registry.all().filter((action) => action.stoppable).map((action) => action.id),
+      snapshot: () => {
+        const stats = this.stats();
+        return {
+          activeActionIds: this.store.all().map((execution) => execution.action.id),
+          queuedBodies: stats.queuedBodies,
+          stopQueueDepth: stats.stopQueueDepth,
+          stopEventsEnqueued: stats.stopEventsEnqueued,
+          stopQueueStalls: stats.stops.queueStalls,
+          heartbeatTimeouts: stats.watchdog.heartbeatTimeouts,
+          pools: stats.pools,
+        };
+      },
+    });
     this.table = ControlTable.create(options.maxExecutions);
     this.table.setWatchdogTickMs(watchdogTickMs(options.heartbeatMinIntervalMs));
     this.watchdog = new Worker(new URL('../workers/watchdog.js', import.meta.url), { workerData: { buffer: this.table.buffer } });
@@ -135,6 +152,7 @@ export class Extension {
       maxOldGenerationMb: options.workerMaxOldGenerationMb,
       bodyNice: options.bodyNice,
       logger,
+      onHandlerSettled: (phase, actionId, seconds, outcome) => this.metrics.observeHandler(phase, actionId, seconds, outcome),
     });
     this.store = new ExecutionStore(this.table, options.stopRetentionMs);
     this.bodies = new BodyLane(this.table, this.pools, logger);
@@ -156,6 +174,7 @@ export class Extension {
       removeUploads: async (execution) => {
         if (execution.uploadFolder !== undefined) await removeUploads(execution.id);
       },
+      onStopFinished: (execution, reason, bodyEnd, succeeded) => this.metrics.observeStop(execution, reason, bodyEnd, succeeded),
     });
     this.coordinator.start();
     this.lifecycle = new Lifecycle({
@@ -175,6 +194,7 @@ export class Extension {
       maxBodyBytes: options.maxBodyBytes,
       uploadDir: options.uploadDir,
       uploadMaxBytes: options.uploadMaxBytes,
+      metrics: this.metrics,
     });
     this.signals = new SignalHandling(logger);
     this.signals.add({ name: 'readiness false', order: 0, run: () => void (this.ready = false) });
@@ -209,14 +229,14 @@ export class Extension {
     const { port, host, healthPort, unixSocket, tlsServerCert, tlsServerKey } = this.options;
     const probeState: ProbeState = { ready: () => this.ready && this.closing === undefined, alive: () => this.watchdogAlive };
     const onSocket = unixSocket !== undefined;
-    const handler = onSocket && healthPort !== null ? withProbes(probeState, this.app) : this.app;
+    const handler = onSocket && healthPort !== null ? withProbes(probeState, this.metrics, this.app) : this.app;
     const tls = tlsServerCert !== undefined && tlsServerKey !== undefined ? { certFile: tlsServerCert, keyFile: tlsServerKey, clientCaPaths: this.options.tlsClientCas } : undefined;
     // A deep accept backlog: a stop storm opens thousands of connections at once.
     const opened = await openListener(handler, { port, host, unixSocket, tls, tlsReloadCheckMs: this.options.tlsReloadCheckMs, backlog: LISTEN_BACKLOG }, this.logger);
     this.server = opened.server;
     const info: ListenInfo = { ...opened.endpoint, healthPort: undefined };
     if (healthPort !== null && !onSocket) {
-      this.probes = createProbeServer(probeState);
+      this.probes = createProbeServer(probeState, this.metrics);
       this.probes.listen(healthPort, host);
       await once(this.probes, 'listening');
       info.healthPort = (this.probes.address() as AddressInfo).port;
@@ -277,12 +297,13 @@ export class Extension {
     await this.coordinator.close();
     this.table.stopWatchdog();
     await Promise.all([this.watchdog.terminate(), this.pools.close()]);
+    this.metrics.close();
   }
 }
 
-/** The probes first, then the extension: how the probes share a unix socket with the extension. */
-function withProbes(state: ProbeState, app: RequestListener): RequestListener {
-  const probes = probeHandler(state);
+/** The probes (and `/metrics`) first, then the extension: how the probes share a unix socket with the extension. */
+function withProbes(state: ProbeState, metrics: ExtensionMetrics, app: RequestListener): RequestListener {
+  const probes = probeHandler(state, metrics);
   return (req, res) => {
     if (!probes(req, res)) app(req, res);
   };

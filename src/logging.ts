@@ -14,6 +14,20 @@ export interface LogSettings {
   format: 'json' | 'text';
 }
 
+/** Fields that may carry credentials or raw request bodies. */
+const REDACTED_PATHS = [
+  'headers.authorization',
+  'headers.cookie',
+  'headers["proxy-authorization"]',
+  'headers["set-cookie"]',
+  'req.headers.authorization',
+  'req.headers.cookie',
+  'req.headers["proxy-authorization"]',
+  'res.headers["set-cookie"]',
+  'err.body',
+  'err.cause.body',
+];
+
 /** A logger writing to stderr in the configured format. */
 export function createLogger(settings: LogSettings, bindings: Record<string, unknown> = {}): Logger {
   const stream =
@@ -28,6 +42,9 @@ export function createLogger(settings: LogSettings, bindings: Record<string, unk
       messageKey: 'message',
       formatters: { level: (label) => ({ level: label }) },
       timestamp: pino.stdTimeFunctions.isoTime,
+      // Nothing logs these today; the redaction keeps a future `{ headers }` or `{ req }` field, or
+      // a body-parser error (its `body` is the raw request), from writing credentials or bodies.
+      redact: { paths: REDACTED_PATHS, censor: '[redacted]' },
     },
     stream,
   );

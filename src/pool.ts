@@ -20,7 +20,7 @@ import { fileURLToPath } from 'node:url';
 import { Piscina } from 'piscina';
 import { ErrorCode, RuntimeError } from './errors.js';
 import type { Logger } from './logging.js';
-import type { BodyReply, BodyTask, HandlerReply, HandlerTask, WorkerBootData } from './runtime/protocol.js';
+import type { BodyReply, BodyTask, HandlerReply, HandlerTask, Phase, WorkerBootData } from './runtime/protocol.js';
 
 /** Settings of both lanes. */
 export interface PoolSettings {
@@ -31,13 +31,27 @@ export interface PoolSettings {
   maxOldGenerationMb: number | undefined;
   bodyNice: number;
   logger: Logger;
+  /** Told when a handler task settles (metrics); runs on the main thread, must be cheap. */
+  onHandlerSettled?: (phase: Phase, actionId: string, seconds: number, outcome: HandlerOutcome) => void;
 }
+
+/**
+ * How a handler task ended: the handler returned (`ok`), threw or rejected (`error`), or its
+ * worker was lost — crash, exit, out of memory, or terminated after overrunning its timeout (`lost`).
+ */
+export type HandlerOutcome = 'ok' | 'error' | 'lost';
 
 /** Counters of both lanes (for metrics and benchmarks). */
 export interface PoolStats {
   handlerThreads: number;
   bodyThreads: number;
   handlerQueue: number;
+  /** Tasks in piscina's queue of the body lane (the lane's own admission queue is `BodyLane.queued`). */
+  bodyQueue: number;
+  /** Tasks running on a thread now (submitted, not settled, not queued). */
+  handlerBusy: number;
+  bodyBusy: number;
+  /** piscina's `utilization`: mean run time of completed tasks relative to the lane's capacity since start. */
   handlerUtilization: number;
   bodyUtilization: number;
   workersReplaced: number;
@@ -53,6 +67,9 @@ export class WorkerPools {
   private readonly settings: PoolSettings;
   private replaced = 0;
   private closing = false;
+  /** Tasks submitted and not yet settled, per lane (queued or running). */
+  private handlersInFlight = 0;
+  private bodiesInFlight = 0;
 
   constructor(settings: PoolSettings) {
     this.settings = settings;
@@ -112,8 +129,13 @@ export class WorkerPools {
     const controller = new AbortController();
     const timer = setTimeout(() => controller.abort(), timeoutMs);
     const { signal } = controller;
+    const startedMs = performance.now();
+    let outcome: HandlerOutcome = 'lost';
+    this.handlersInFlight++;
     try {
-      return await this.handlers.run(task, { signal });
+      const reply = await this.handlers.run(task, { signal });
+      outcome = reply.ok ? 'ok' : 'error';
+      return reply;
     } catch (error) {
       if (signal.aborted) {
         throw new RuntimeError(
@@ -126,6 +148,8 @@ export class WorkerPools {
       throw workerLost(`the ${task.phase} handler`, error);
     } finally {
       clearTimeout(timer);
+      this.handlersInFlight--;
+      this.settings.onHandlerSettled?.(task.phase, task.actionId, (performance.now() - startedMs) / 1000, outcome);
     }
   }
 
@@ -134,11 +158,14 @@ export class WorkerPools {
    * Rejects with a {@link RuntimeError} when the worker died or was killed.
    */
   async runBody(task: BodyTask, signal: AbortSignal): Promise<BodyReply> {
+    this.bodiesInFlight++;
     try {
       return await this.bodies.run(task, { signal, transferList: [task.reports] });
     } catch (error) {
       if (signal.aborted) throw new RuntimeError(ErrorCode.WorkerLost, 500, 'Body killed', 'the body did not stop within the grace period; its worker thread was terminated');
       throw workerLost('the body', error);
+    } finally {
+      this.bodiesInFlight--;
     }
   }
 
@@ -148,6 +175,9 @@ export class WorkerPools {
       handlerThreads: this.handlers.threads.length,
       bodyThreads: this.bodies.threads.length,
       handlerQueue: this.handlers.queueSize,
+      bodyQueue: this.bodies.queueSize,
+      handlerBusy: Math.max(0, this.handlersInFlight - this.handlers.queueSize),
+      bodyBusy: Math.max(0, this.bodiesInFlight - this.bodies.queueSize),
       handlerUtilization: this.handlers.utilization,
       bodyUtilization: this.bodies.utilization,
       workersReplaced: this.replaced,

@@ -23,8 +23,10 @@ import {
 } from '../api/schemas.js';
 import { ErrorCode, RuntimeError } from '../errors.js';
 import type { Logger } from '../logging.js';
+import type { ExtensionMetrics } from '../metrics.js';
 import type { Lifecycle, Reply, RequestScope, UploadedFiles } from '../runtime/lifecycle.js';
 import type { ActionRegistry, RegisteredAction } from '../runtime/registry.js';
+import { accessLog, setRoute } from './access-log.js';
 import { receiveMultipart, removeExecutionFolder } from './uploads.js';
 
 /** What the app needs. */
@@ -35,6 +37,7 @@ export interface AppDeps {
   maxBodyBytes: number;
   uploadDir: string;
   uploadMaxBytes: number;
+  metrics: Pick<ExtensionMetrics, 'observeHttp'>;
 }
 
 type Route = (req: Request, res: Response, scope: RequestScope) => Promise<Reply>;
@@ -57,9 +60,11 @@ export function buildApp(deps: AppDeps): express.Express {
     res.setHeader('Request-Id', requestIds());
     next();
   });
+  app.use(accessLog({ logger: deps.logger, metrics: deps.metrics, pollingRoutes: pollingRoutes(deps.registry) }));
   app.use((req, res, next) => {
     const methods = routes.get(req.path);
     if (methods === undefined) throw new RuntimeError(ErrorCode.NotFound, 404, `Not found: ${req.method} ${req.path}`, 'no action or endpoint at this path; GET / lists the actions');
+    setRoute(res, req.path);
     const route = methods.get(req.method === 'HEAD' ? 'GET' : req.method);
     if (route === undefined) {
       res.setHeader('Allow', [...methods.keys()].join(', '));
@@ -78,6 +83,17 @@ export function buildApp(deps: AppDeps): express.Express {
     send(res, failure.httpStatus, failure.toWire());
   });
   return app;
+}
+
+/** Paths the agent calls periodically: status and metric query. */
+function pollingRoutes(registry: ActionRegistry): Set<string> {
+  const paths = new Set<string>();
+  for (const { description } of registry.all()) {
+    if (description.status !== undefined) paths.add(description.status.path);
+    const query = description.metrics?.query?.endpoint;
+    if (query !== undefined) paths.add(query.path);
+  }
+  return paths;
 }
 
 function buildRoutes(deps: AppDeps): Map<string, Map<string, Route>> {

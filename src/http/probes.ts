@@ -1,7 +1,9 @@
 /**
  * Health probes, as the reference (§2.2): `/health/liveness` and `/health/readiness` answer 200
  * or 503 on their own port (`STEADYBIT_EXTENSION_HEALTH_PORT`), any method; on a unix socket they
- * answer on the extension's server instead.
+ * answer on the extension's server instead. Next to them, `GET /metrics` (Prometheus text format),
+ * so operators scrape where they already probe and the agent-facing port carries only the
+ * ActionKit API.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 
@@ -13,9 +15,15 @@ export interface ProbeState {
   alive(): boolean;
 }
 
+/** A source of Prometheus text (see `src/metrics.ts`). */
+export interface MetricsEndpoint {
+  readonly contentType: string;
+  scrape(): Promise<string>;
+}
+
 /** A plain HTTP server for the probes (no express: it must answer even when everything else is busy). */
-export function createProbeServer(state: ProbeState): Server {
-  const probes = probeHandler(state);
+export function createProbeServer(state: ProbeState, metrics?: MetricsEndpoint): Server {
+  const probes = probeHandler(state, metrics);
   return createServer((req, res) => {
     if (probes(req, res)) return;
     const path = (req.url ?? '').split('?')[0];
@@ -24,12 +32,17 @@ export function createProbeServer(state: ProbeState): Server {
 }
 
 /**
- * Answers a probe request and returns true, or returns false for any other path. On a unix socket
- * the probes have no port of their own and join the extension's server through this (reference §2.2).
+ * Answers a probe (or `/metrics`) request and returns true, or returns false for any other path.
+ * On a unix socket the probes have no port of their own and join the extension's server through
+ * this (reference §2.2).
  */
-export function probeHandler(state: ProbeState): (req: IncomingMessage, res: ServerResponse) => boolean {
+export function probeHandler(state: ProbeState, metrics?: MetricsEndpoint): (req: IncomingMessage, res: ServerResponse) => boolean {
   return (req, res) => {
     const path = (req.url ?? '').split('?')[0];
+    if (path === '/metrics' && metrics !== undefined) {
+      serveMetrics(req.method ?? 'GET', res, metrics);
+      return true;
+    }
     const healthy = path === '/health/liveness' ? state.alive() : path === '/health/readiness' ? state.ready() : undefined;
     if (healthy === undefined) return false;
     res
@@ -37,4 +50,16 @@ export function probeHandler(state: ProbeState): (req: IncomingMessage, res: Ser
       .end(JSON.stringify(healthy ? { status: 'UP' } : { title: 'Service Unavailable' }));
     return true;
   };
+}
+
+function serveMetrics(method: string, res: ServerResponse, metrics: MetricsEndpoint): void {
+  if (method !== 'GET' && method !== 'HEAD') {
+    res.writeHead(405, { Allow: 'GET, HEAD', 'Content-Type': 'application/json' }).end(JSON.stringify({ title: `Method ${method} not allowed for /metrics` }));
+    return;
+  }
+  metrics.scrape().then(
+    (text) => res.writeHead(200, { 'Content-Type': metrics.contentType, 'Content-Length': Buffer.byteLength(text) }).end(method === 'HEAD' ? undefined : text),
+    (error: unknown) =>
+      res.writeHead(500, { 'Content-Type': 'application/json' }).end(JSON.stringify({ title: 'Could not collect metrics', detail: error instanceof Error ? error.message : String(error) })),
+  );
 }

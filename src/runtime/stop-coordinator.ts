@@ -33,6 +33,8 @@ export interface StopCoordinatorDeps {
   handlerTimeoutMs: number;
   /** Remove an execution's upload folder (never throws). */
   removeUploads(execution: Execution): Promise<void>;
+  /** Told when a stop attempt finished, before its waiters are answered (metrics; must be cheap). */
+  onStopFinished?: (execution: Execution, reason: Reason, bodyEnd: BodyEnd, succeeded: boolean) => void;
 }
 
 /** Result of {@link StopCoordinator.stopAll}. */
@@ -198,6 +200,7 @@ export class StopCoordinator {
     // Publish the end, release the block and answer every waiter in one synchronous step, so no
     // request can observe a finished stop whose execution is still registered.
     table.finish(execution.slot, execution.generation, outcome.succeeded);
+    this.deps.onStopFinished?.(execution, reason, bodyEnd, outcome.succeeded);
     if (outcome.succeeded) {
       this.stats.succeeded++;
       store.release(execution, outcome);

@@ -29,6 +29,8 @@ export interface Running {
   base: string;
   agent: Agent;
   uploadDir: string;
+  /** The probes' (and metrics') port, undefined when probes are disabled. */
+  healthPort: number | undefined;
   /** Close the extension and remove its temp upload dir. */
   close(): Promise<void>;
 }
@@ -47,13 +49,14 @@ export async function start(options: Partial<ExtensionOptions> & { actions: Exte
     uploadDir: uploads.path,
     ...options,
   });
-  const { port } = await extension.listen();
+  const { port, healthPort } = await extension.listen();
   const base = `http://127.0.0.1:${port}`;
   return {
     extension,
     base,
     agent: new Agent(base),
     uploadDir: uploads.path,
+    healthPort,
     close: async () => {
       await extension.close();
       uploads.remove();
