@@ -5,7 +5,8 @@
  * (§2.1.1): `Request-Id` header, gzip above 1 KiB (done in {@link send}: every answer is JSON we
  * serialise ourselves, so a streaming compression middleware on every request would only cost),
  * `Request-Timeout`/`X-Request-Timeout` → 503,
- * JSON errors everywhere. The lifecycle work happens in `src/runtime/lifecycle.ts`.
+ * JSON errors everywhere, one access-log line and HTTP metric per request (`./access-log.ts`).
+ * The lifecycle work happens in `src/runtime/lifecycle.ts`.
  */
 import { randomBytes } from 'node:crypto';
 import { promisify } from 'node:util';
