@@ -6,8 +6,10 @@
  */
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
+import { get } from 'node:http';
+import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { eventually, fixture, start, type Running } from '../support/harness.js';
+import { eventually, fixture, start, tempDir, type Running } from '../support/harness.js';
 
 const ACTION = 'fixture.behave';
 
@@ -253,6 +255,33 @@ describe('metrics registries', () => {
       assert.equal(handlerCount(sb, 'prepare', 'error'), undefined);
     } finally {
       await Promise.all([a.close(), b.close()]);
+    }
+  });
+});
+
+describe('metrics on a unix socket', () => {
+  test('with the probes on the socket, /metrics answers there too', async () => {
+    const dir = tempDir('actionkit-metrics-socket-');
+    const socketPath = join(dir.path, 'ext.sock');
+    const running = await start({ actions: [fixture('behave')], unixSocket: socketPath });
+    try {
+      assert.equal(running.healthPort, undefined, 'no probes port of its own');
+      const { status, type, text } = await new Promise<{ status: number; type: string; text: string }>((resolve, reject) => {
+        get({ socketPath, path: '/metrics' }, (response) => {
+          let text = '';
+          response.setEncoding('utf8');
+          response.on('data', (chunk: string) => (text += chunk));
+          response.on('end', () => resolve({ status: response.statusCode ?? 0, type: String(response.headers['content-type']), text }));
+        }).on('error', reject);
+      });
+      assert.equal(status, 200);
+      assert.equal(type, 'text/plain; version=0.0.4; charset=utf-8');
+      const s = parseExposition(text);
+      assert.equal(value(s, 'actionkit_stop_queue_depth'), 0);
+      assert.equal(active(s), 0);
+    } finally {
+      await running.close();
+      dir.remove();
     }
   });
 });
