@@ -1,8 +1,6 @@
 /**
- * One access-log line and one HTTP metric observation per request, written when the answer has
- * been sent — or when the connection closed first (client gave up): `finish` and `close` both
- * fire for a normal answer, and a guard makes the second a no-op, so the line is written exactly
- * once either way.
+ * One access-log line and one HTTP metric observation per request, written when the response
+ * closes: after the answer was sent, or when the client gave up first.
  *
  * Levels (the reference logs GETs at debug and everything else at info; an agent polls status
  * every second per execution, which at info would drown everything else):
@@ -34,47 +32,42 @@ export interface AccessLogDeps {
  */
 export const CLIENT_CLOSED_STATUS = 499;
 
-/** Where the route middleware leaves the matched route template for the access log. */
+/** What the app leaves on `res.locals` for the access log. */
 interface AccessLocals {
+  /** The matched route template (the metric's bounded `route` label). */
   route?: string;
+  /** Body bytes of the answer as sent (after gzip). */
+  resBytes?: number;
 }
 
-/** Mark the route template `res`'s request matched (the metric's bounded `route` label). */
+/** Mark the route template `res`'s request matched. */
 export function setRoute(res: Response, route: string): void {
   (res.locals as AccessLocals).route = route;
 }
 
+/** Record the size of the answer's body as it goes on the wire (the app's one writer calls this). */
+export function setResponseBytes(res: Response, bytes: number): void {
+  (res.locals as AccessLocals).resBytes = bytes;
+}
+
 /**
  * The access-log middleware. Install it after the one that sets `Request-Id`, before anything
- * answers. It counts the bytes given to `res.write`/`res.end` — after gzip, which happens before
- * them — so `resBytes` is the body as it went over the wire (headers not included).
+ * answers. It costs one `close` listener per request: a server response always emits `close` —
+ * after `finish` when the answer was complete, alone when the client went away first — so the line
+ * is written exactly once either way. The answer's size comes from the app's writer
+ * ({@link setResponseBytes}), not from wrapping `res.write`/`res.end` on every request.
  */
 export function accessLog(deps: AccessLogDeps): RequestHandler {
   const { logger, metrics, pollingRoutes } = deps;
   return (req, res, next) => {
     const startedMs = performance.now();
-    let resBytes = 0;
-    const write = res.write as (...args: unknown[]) => boolean;
-    const end = res.end as (...args: unknown[]) => Response;
-    res.write = ((chunk: unknown, ...rest: unknown[]) => {
-      resBytes += byteLength(chunk, rest[0]);
-      return write.call(res, chunk, ...rest);
-    }) as Response['write'];
-    res.end = ((chunk?: unknown, ...rest: unknown[]) => {
-      resBytes += byteLength(chunk, rest[0]);
-      return end.call(res, chunk, ...rest);
-    }) as Response['end'];
-
-    let logged = false;
-    const done = (): void => {
-      if (logged) return;
-      logged = true;
+    res.once('close', () => {
       const seconds = (performance.now() - startedMs) / 1000;
       const aborted = !res.writableFinished;
       const status = aborted && !res.headersSent ? CLIENT_CLOSED_STATUS : res.statusCode;
-      const route = (res.locals as AccessLocals).route;
-      metrics.observeHttp(route ?? UNMATCHED_ROUTE, req.method, status, seconds);
-      const level = levelOf(req, status, aborted, route !== undefined && pollingRoutes.has(route));
+      const locals = res.locals as AccessLocals;
+      metrics.observeHttp(locals.route ?? UNMATCHED_ROUTE, req.method, status, seconds);
+      const level = levelOf(req, status, aborted, locals.route !== undefined && pollingRoutes.has(locals.route));
       if (!logger.isLevelEnabled(level)) return;
       const requestId = res.getHeader('Request-Id');
       if (req.body !== undefined && logger.isLevelEnabled('debug')) logger.debug({ requestId, body: req.body as unknown }, 'request body');
@@ -85,13 +78,11 @@ export function accessLog(deps: AccessLogDeps): RequestHandler {
         status,
         durationMs: Math.round(seconds * 1e6) / 1000,
         reqBytes: requestBytes(req),
-        resBytes,
+        resBytes: aborted ? 0 : (locals.resBytes ?? 0),
       };
       if (aborted) line['aborted'] = true;
       logger[level](line, aborted ? 'request abandoned by the client' : 'request');
-    };
-    res.once('finish', done);
-    res.once('close', done);
+    });
     next();
   };
 }
@@ -110,10 +101,4 @@ function requestBytes(req: Request): number | undefined {
     return Number.isSafeInteger(bytes) && bytes >= 0 ? bytes : undefined;
   }
   return req.headers['transfer-encoding'] === undefined ? 0 : undefined;
-}
-
-function byteLength(chunk: unknown, encoding: unknown): number {
-  if (typeof chunk === 'string') return Buffer.byteLength(chunk, typeof encoding === 'string' ? (encoding as BufferEncoding) : 'utf8');
-  if (chunk instanceof Uint8Array) return chunk.byteLength;
-  return 0;
 }

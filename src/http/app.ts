@@ -27,7 +27,7 @@ import type { Logger } from '../logging.js';
 import type { ExtensionMetrics } from '../metrics.js';
 import type { Lifecycle, Reply, RequestScope, UploadedFiles } from '../runtime/lifecycle.js';
 import type { ActionRegistry, RegisteredAction } from '../runtime/registry.js';
-import { accessLog, setRoute } from './access-log.js';
+import { accessLog, setResponseBytes, setRoute } from './access-log.js';
 import { receiveMultipart, removeExecutionFolder } from './uploads.js';
 
 /** What the app needs. */
@@ -274,30 +274,30 @@ const gzipAsync = promisify(gzip);
 function send(res: Response, status: number, body: unknown): void {
   if (res.headersSent || (res.locals as Locals).timedOut === true) return;
   if (status === 304) {
+    setResponseBytes(res, 0);
     res.status(304).end();
     return;
   }
   const text = JSON.stringify(body);
+  const bytes = Buffer.byteLength(text);
   res.statusCode = status;
   res.setHeader('Content-Type', 'application/json; charset=utf-8');
-  if (text.length < GZIP_MIN_BYTES / 3 || Buffer.byteLength(text) < GZIP_MIN_BYTES) {
-    res.end(text);
-    return;
-  }
+  const end = (answer: string | Buffer, answerBytes: number): void => {
+    setResponseBytes(res, res.req.method === 'HEAD' ? 0 : answerBytes);
+    res.end(answer);
+  };
+  if (bytes < GZIP_MIN_BYTES) return end(text, bytes);
   // Whether compressed or not depends on Accept-Encoding from here on: tell caches.
   res.setHeader('Vary', 'Accept-Encoding');
-  if (res.req.method === 'HEAD' || res.req.acceptsEncodings('gzip', 'identity') !== 'gzip') {
-    res.end(text);
-    return;
-  }
+  if (res.req.method === 'HEAD' || res.req.acceptsEncodings('gzip', 'identity') !== 'gzip') return end(text, bytes);
   gzipAsync(text).then(
     (compressed) => {
       if (res.headersSent || (res.locals as Locals).timedOut === true) return;
       res.setHeader('Content-Encoding', 'gzip');
-      res.end(compressed);
+      end(compressed, compressed.length);
     },
     () => {
-      if (!res.headersSent) res.end(text);
+      if (!res.headersSent) end(text, bytes);
     },
   );
 }
