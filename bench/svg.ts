@@ -41,8 +41,9 @@ export function chart(panels: Panel[], caption: string): string {
 
 function renderPanel(panel: Panel): string {
   const all = panel.series.flatMap((s) => s.points);
-  const xs = all.map(([x]) => x);
-  const ys = all.map(([, y]) => y);
+  // A log axis starts at the smallest positive value; zeros are drawn at its left edge.
+  const xs = all.map(([x]) => x).filter((x) => !(panel.xLog ?? false) || x > 0);
+  const ys = all.map(([, y]) => y).filter((y) => !(panel.yLog ?? false) || y > 0);
   const x = axis(Math.min(...xs), Math.max(...xs), panel.xLog ?? false, MARGIN.left, PANEL_WIDTH - MARGIN.right);
   const [yMin, yMax] = panel.yRange ?? [Math.min(...ys), Math.max(...ys)];
   const y = axis(yMin, yMax, panel.yLog ?? false, PANEL_HEIGHT - MARGIN.bottom, MARGIN.top);
