@@ -57,7 +57,12 @@ if (args.help) {
   process.exit(0);
 }
 const selected = (args.only?.split(',').map((s) => s.trim()) ?? Object.keys(SCENARIOS)) as ScenarioName[];
-for (const name of selected) if (!(name in SCENARIOS)) throw new Error(`unknown scenario ${name}; known: ${Object.keys(SCENARIOS).join(', ')}`);
+function usageError(message: string): never {
+  process.stderr.write(`bench: ${message}\n`);
+  process.exit(1);
+}
+for (const name of selected) if (!(name in SCENARIOS)) usageError(`unknown scenario ${name}; known: ${Object.keys(SCENARIOS).join(', ')}`);
+if (args.seed !== undefined && !/^\d+$/.test(args.seed)) usageError(`--seed must be a non-negative integer, got ${args.seed}`);
 const size: BenchSize = { quick: args.quick, seed: args.seed === undefined ? Math.floor(Math.random() * 2 ** 31) : Number(args.seed) };
 /** Full runs draw their charts into bench/charts; `--results` also records the tables in bench/RESULTS.md and the README. */
 const chartsDir = args.charts ?? (args.quick ? undefined : fileURLToPath(new URL('../../bench/charts', import.meta.url)));
