@@ -39,17 +39,29 @@ interface Bar {
   correctness: boolean;
 }
 
-const { values: args } = parseArgs({
-  options: {
-    quick: { type: 'boolean', default: false },
-    json: { type: 'boolean', default: false },
-    only: { type: 'string' },
-    seed: { type: 'string' },
-    charts: { type: 'string' },
-    results: { type: 'boolean', default: false },
-    help: { type: 'boolean', default: false },
-  },
-});
+function usageError(message: string): never {
+  process.stderr.write(`bench: ${message}\n`);
+  process.exit(1);
+}
+
+const OPTIONS = {
+  quick: { type: 'boolean', default: false },
+  json: { type: 'boolean', default: false },
+  only: { type: 'string' },
+  seed: { type: 'string' },
+  charts: { type: 'string' },
+  results: { type: 'boolean', default: false },
+  help: { type: 'boolean', default: false },
+} as const;
+
+function parseCommandLine() {
+  try {
+    return parseArgs({ options: OPTIONS }).values;
+  } catch (error) {
+    return usageError(error instanceof Error ? error.message : String(error));
+  }
+}
+const args = parseCommandLine();
 if (args.help) {
   process.stdout.write(
     'usage: npm run bench -- [--quick] [--json] [--results] [--only storm,stopLatency,responsiveness,httpOverhead,scaling] [--seed N] [--charts DIR]\n',
@@ -57,10 +69,6 @@ if (args.help) {
   process.exit(0);
 }
 const selected = (args.only?.split(',').map((s) => s.trim()) ?? Object.keys(SCENARIOS)) as ScenarioName[];
-function usageError(message: string): never {
-  process.stderr.write(`bench: ${message}\n`);
-  process.exit(1);
-}
 for (const name of selected) if (!(name in SCENARIOS)) usageError(`unknown scenario ${name}; known: ${Object.keys(SCENARIOS).join(', ')}`);
 if (args.seed !== undefined && !/^\d+$/.test(args.seed)) usageError(`--seed must be a non-negative integer, got ${args.seed}`);
 const size: BenchSize = { quick: args.quick, seed: args.seed === undefined ? Math.floor(Math.random() * 2 ** 31) : Number(args.seed) };
