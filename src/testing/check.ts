@@ -34,6 +34,7 @@ export type CheckStatus = 'pass' | 'fail' | 'skip';
 export interface CheckRow {
   /** Stable name: `list`, `describe <id>`, `rules <id>`, `routes`, `prepare <id>`, … (see the module documentation). */
   name: string;
+  /** pass, fail, or skip (not applicable / not possible, with the reason in `detail`). */
   status: CheckStatus;
   /** Why it failed or was skipped; what was seen when it passed. */
   detail: string;
@@ -45,7 +46,9 @@ export interface CheckReport {
   url: string;
   /** True when no row failed. */
   ok: boolean;
+  /** Rows per outcome. */
   counts: Record<CheckStatus, number>;
+  /** Every check, in the order they ran. */
   rows: CheckRow[];
 }
 
@@ -190,7 +193,9 @@ async function checkRun(client: AgentClient, description: ActionDescription, opt
   const config = { ...defaults.config, ...options.config };
   const missing = defaults.missing.filter((name) => config[name] === undefined && filesFor(description, options.files)?.[name] === undefined);
   if (missing.length > 0) {
-    const reason = `required parameter(s) without default: ${missing.join(', ')} (give --config '{"${missing[0]}": …}'${description.parameters.some((p) => p.type === 'file') ? ' or --file name=path' : ''})`;
+    const fileNames = new Set(description.parameters.filter((parameter) => parameter.type === 'file').map((parameter) => parameter.name));
+    const hints = missing.map((name) => (fileNames.has(name) ? `--file ${name}=<path>` : `--config '{"${name}": …}'`));
+    const reason = `required parameter(s) without default: ${missing.join(', ')} (give ${hints.join(', ')})`;
     add(`run ${id}`, 'skip', reason);
     return undefined;
   }

@@ -39,7 +39,9 @@ export interface AgentClientOptions {
 export interface RawAnswer {
   /** `METHOD path`, for messages. */
   request: string;
+  /** HTTP status. */
   httpStatus: number;
+  /** Response headers. */
   headers: Headers;
   /** `Content-Type` ('' when absent). */
   contentType: string;
@@ -47,6 +49,7 @@ export interface RawAnswer {
   text: string;
   /** The body parsed as JSON, or undefined when it is empty or not JSON. */
   json: unknown;
+  /** Request sent → body received. */
   durationMs: number;
 }
 
@@ -88,6 +91,7 @@ export class AgentClient {
   private readonly fetchImpl: typeof fetch;
   private readonly headers: Readonly<Record<string, string>>;
 
+  /** @throws RangeError for a non-positive `requestTimeoutMs`; TypeError for an invalid `baseUrl`. */
   constructor(options: AgentClientOptions) {
     this.baseUrl = new URL(options.baseUrl);
     this.listPath = options.listPath ?? '/';

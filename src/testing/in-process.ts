@@ -108,8 +108,7 @@ export async function createActionHarness(modules: ModuleReference | readonly Mo
       if (!(error instanceof RuntimeError)) throw error;
       reply = { status: error.httpStatus, body: { ...error.toWire() } };
     }
-    // Through JSON, so what is validated is what would go on the wire.
-    const json = JSON.parse(JSON.stringify(reply.body)) as unknown;
+    const json = throughJson(reply.body);
     return interpretAnswer(
       { request: `${phase} ${action.id}`, httpStatus: reply.status, headers: new Headers(), contentType: 'application/json', text: '', json, durationMs: performance.now() - startedAt },
       schema,
@@ -123,25 +122,25 @@ export async function createActionHarness(modules: ModuleReference | readonly Mo
     prepare: (request) =>
       answer('prepare', 'PrepareResult', async () => {
         const { files, ...json } = request;
-        const body = validateBody(JSON.parse(JSON.stringify(json)) as unknown, PrepareActionRequestBodySchema);
+        const body = validateBody(throughJson(json), PrepareActionRequestBodySchema);
         const upload = files === undefined ? undefined : await saveFiles(action, uploadDir, body.executionId.toLowerCase(), files);
         return lifecycle.prepare(action, body, upload, DIRECT_SCOPE);
       }),
-    start: (request) => answer('start', 'StartResult', () => lifecycle.start(action, validateBody(request, StartActionRequestBodySchema), DIRECT_SCOPE)),
+    start: (request) => answer('start', 'StartResult', () => lifecycle.start(action, validateBody(throughJson(request), StartActionRequestBodySchema), DIRECT_SCOPE)),
     status: (request) =>
       answer('status', 'StatusResult', async () => {
         if (action.description.status === undefined) throw notDescribed(action, 'status');
-        return lifecycle.status(action, validateBody(request, ActionStatusRequestBodySchema), DIRECT_SCOPE);
+        return lifecycle.status(action, validateBody(throughJson(request), ActionStatusRequestBodySchema), DIRECT_SCOPE);
       }),
     stop: (request) =>
       answer('stop', 'StopResult', async () => {
         if (action.description.stop === undefined) throw notDescribed(action, 'stop');
-        return lifecycle.stop(action, validateBody(request, StopActionRequestBodySchema));
+        return lifecycle.stop(action, validateBody(throughJson(request), StopActionRequestBodySchema));
       }),
     query: (request) =>
       answer('query', 'QueryMetricsResult', async () => {
         if (!action.hasQueryHandler) throw notDescribed(action, 'metrics.query');
-        return lifecycle.query(action, validateBody(request, QueryMetricsRequestBodySchema), DIRECT_SCOPE);
+        return lifecycle.query(action, validateBody(throughJson(request), QueryMetricsRequestBodySchema), DIRECT_SCOPE);
       }),
     run: (runOptions) => runExecution(harness, runOptions),
     close: () =>
@@ -192,6 +191,11 @@ async function saveFiles(action: RegisteredAction, uploadDir: string, executionI
     saved.set(name, path);
   }
   return { folder: saved.size === 0 ? undefined : folder, files: saved };
+}
+
+/** A value as it would arrive over the wire (undefined fields dropped, no shared objects): requests and answers both pass through it. */
+function throughJson(value: unknown): unknown {
+  return JSON.parse(JSON.stringify(value)) as unknown;
 }
 
 function notDescribed(action: RegisteredAction, endpoint: string): RuntimeError {

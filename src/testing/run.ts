@@ -31,9 +31,13 @@ export type FileSource = string | { filename: string; content: string | Uint8Arr
 
 /** A prepare call. */
 export interface PrepareRequest {
+  /** The execution's UUID. */
   executionId: string;
+  /** Parameter values by name. */
   config: JsonObject;
+  /** The target the execution acts on (actions with target selection). */
   target?: Target;
+  /** What the agent knows about the experiment run. */
   executionContext?: ExecutionContext;
   /** Sent as `properties` (the spec requires it; `{}` when not given). */
   properties?: JsonObject;
@@ -43,7 +47,9 @@ export interface PrepareRequest {
 
 /** A start, status or stop call. */
 export interface StateRequest {
+  /** The execution's UUID. */
   executionId: string;
+  /** The latest state the extension returned. */
   state: JsonObject;
 }
 
@@ -52,7 +58,9 @@ export interface QueryRequest {
   executionId: string;
   /** ISO 8601 date-time of the query. */
   timestamp: string;
+  /** The execution's config. */
   config: JsonObject;
+  /** The execution's target, if any. */
   target?: Target;
 }
 
@@ -74,10 +82,15 @@ export interface Exchange<T> {
 export interface ExecutionEndpoints {
   /** The (validated) description of the action. */
   readonly description: ActionDescription;
+  /** `prepare`: JSON, or multipart when files are given or the action has `file` parameters. */
   prepare(request: PrepareRequest): Promise<Exchange<PrepareResult>>;
+  /** `start` with the state prepare returned. */
   start(request: StateRequest): Promise<Exchange<StartResult>>;
+  /** `status` (also the heartbeat); rejects when the action describes no status endpoint. */
   status(request: StateRequest): Promise<Exchange<StatusResult>>;
+  /** `stop` with the latest state; rejects when the action describes no stop endpoint. */
   stop(request: StateRequest): Promise<Exchange<StopResult>>;
+  /** The metric query; rejects when the action describes no `metrics.query`. */
   query(request: QueryRequest): Promise<Exchange<QueryMetricsResult>>;
 }
 
@@ -85,8 +98,11 @@ export interface ExecutionEndpoints {
 export interface RunOptions {
   /** `config` of prepare (parameter values by name; durations in milliseconds). Default `{}`. */
   config?: JsonObject;
+  /** `target` of prepare and of metric queries. */
   target?: Target;
+  /** `executionContext` of prepare. */
   executionContext?: ExecutionContext;
+  /** `properties` of prepare. Default `{}`. */
   properties?: JsonObject;
   /** Files by `file` parameter name (see {@link FileSource}). */
   files?: Readonly<Record<string, FileSource>>;
@@ -113,6 +129,7 @@ export type Phase = 'prepare' | 'start' | 'status' | 'stop' | 'query';
 
 /** One failure during a run. */
 export interface RunError {
+  /** The phase whose call failed or reported the error. */
   phase: Phase;
   /** Readable: `[errored] Failed to prepare.: …` for result errors, the client error message otherwise. */
   message: string;
@@ -133,8 +150,11 @@ export type RunEnd = 'completed' | 'duration' | 'error' | 'instantaneous' | 'abo
 
 /** Everything a run observed. */
 export interface RunResult {
+  /** The action's id. */
   actionId: string;
+  /** The execution's UUID. */
   executionId: string;
+  /** The description the run followed. */
   description: ActionDescription;
   /** Why the run ended. */
   ended: RunEnd;
@@ -148,10 +168,13 @@ export interface RunResult {
   artifacts: Artifact[];
   /** Every failure; empty for a clean run. */
   errors: RunError[];
+  /** The prepare answer (absent when the call failed). */
   prepare?: PhaseRecord<PrepareResult>;
+  /** The start answer (absent when not reached or the call failed). */
   start?: PhaseRecord<StartResult>;
   /** Every status answer, in order. */
   status: PhaseRecord<StatusResult>[];
+  /** The stop answer (absent when not described, not reached or the call failed). */
   stop?: PhaseRecord<StopResult>;
   /** Every metric query answer, in order. */
   query: PhaseRecord<QueryMetricsResult>[];

@@ -139,7 +139,7 @@ describe('actionkit check against the example extension', { timeout: TEST_TIMEOU
     }
     assert.equal(row(report, 'run com.example.actionkit.http-check').status, 'skip');
     assert.match(row(report, 'run com.example.actionkit.http-check').detail, /required parameter\(s\) without default: url/);
-    assert.match(row(report, 'run com.example.actionkit.log-pattern-check').detail, /logFile .*--file/);
+    assert.match(row(report, 'run com.example.actionkit.log-pattern-check').detail, /without default: logFile \(give --file logFile=<path>\)/);
   });
 
   test('with --config and --file every action runs and every applicable check passes', async () => {

@@ -6,6 +6,7 @@
 import assert from 'node:assert/strict';
 import { createHash, randomUUID } from 'node:crypto';
 import { existsSync, writeFileSync } from 'node:fs';
+import * as http from 'node:http';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import {
@@ -17,6 +18,8 @@ import {
   SchemaViolation,
   type RunResult,
 } from 'actionkit-runtime/testing';
+import { Agent as UndiciAgent } from 'undici';
+import { createExtension } from 'actionkit-runtime';
 import { eventually, fixture, start, tempDir, type Running } from '../support/harness.js';
 import { jsonOf, rawServer, type RawServer } from '../support/raw-server.js';
 
@@ -25,6 +28,48 @@ const TEST_TIMEOUT_MS = 20_000;
 function labels(run: RunResult): string[] {
   return run.artifacts.map((artifact) => artifact.label);
 }
+
+test('as in an author\'s repo: createExtension on port 0 plus the agent client', { timeout: TEST_TIMEOUT_MS }, async () => {
+  const uploads = tempDir();
+  const extension = await createExtension({
+    actions: [fixture('passthrough')],
+    port: 0,
+    host: '127.0.0.1',
+    healthPort: null,
+    handleSignals: false,
+    logLevel: 'fatal',
+    uploadDir: uploads.path,
+  });
+  try {
+    const { port } = await extension.listen();
+    const client = new AgentClient({ baseUrl: `http://127.0.0.1:${port}` });
+    const run = await client.run('fixture.passthrough', { timeScale: 0.05 });
+    assert.deepEqual(run.errors, []);
+    assert.equal(run.ended, 'completed');
+    assert.ok(run.messages.some((m) => m.message === 'stop message'));
+  } finally {
+    await extension.close();
+    uploads.remove();
+  }
+});
+
+test('a dispatcher carries the requests (here: HTTP over a unix socket)', { timeout: TEST_TIMEOUT_MS }, async () => {
+  const dir = tempDir();
+  const socketPath = join(dir.path, 'extension.sock');
+  const server = http.createServer((req, res) => res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ actions: [], seen: req.headers['request-timeout'] })));
+  await new Promise<void>((resolve) => server.listen(socketPath, resolve));
+  const dispatcher = new UndiciAgent({ connect: { socketPath } });
+  try {
+    const client = new AgentClient({ baseUrl: 'http://extension.local', dispatcher, requestTimeoutMs: 1_000 });
+    assert.deepEqual((await client.list()).actions, []);
+    const raw = await client.exchange('GET', '/');
+    assert.equal((raw.json as { seen?: string }).seen, '1');
+  } finally {
+    await dispatcher.close();
+    await new Promise((resolve) => server.close(resolve));
+    dir.remove();
+  }
+});
 
 describe('agent client against an in-process extension', { timeout: TEST_TIMEOUT_MS }, () => {
   let running: Running;
