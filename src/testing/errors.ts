@@ -33,6 +33,12 @@ export class ProtocolError extends AgentClientError {
   /** The start of the body (at most 200 characters). */
   readonly bodyExcerpt: string;
 
+  /**
+   * @param request the request, e.g. `POST /x/prepare`
+   * @param httpStatus status of the answer
+   * @param contentType its `Content-Type` ('' when absent)
+   * @param body the body as received (cut to 200 characters for the message)
+   */
   constructor(request: string, httpStatus: number, contentType: string, body: string) {
     const excerpt = body.length > 200 ? `${body.slice(0, 200)}…` : body;
     super(request, `answered ${httpStatus} with ${contentType === '' ? 'no content type' : contentType}, not JSON: ${JSON.stringify(excerpt)}`);
@@ -63,6 +69,13 @@ export class SchemaViolation extends AgentClientError {
   /** The whole offending body. */
   readonly body: unknown;
 
+  /**
+   * @param request the request, e.g. `POST /x/status`
+   * @param httpStatus status of the answer
+   * @param schema spec name of the schema applied (`StatusResult`, …)
+   * @param issues every violation with path and value
+   * @param body the offending body
+   */
   constructor(request: string, httpStatus: number, schema: string, issues: readonly SchemaIssue[], body: unknown) {
     const rendered = issues.map((issue) => `${issue.path === '' ? '(body)' : issue.path}: ${issue.message} (found ${renderValue(issue.value)})`);
     super(request, `answer (${httpStatus}) violates ${schema}: ${rendered.join('; ')}`);
@@ -83,6 +96,11 @@ export class ErrorAnswer extends AgentClientError {
   /** The error body. */
   readonly error: ActionKitError;
 
+  /**
+   * @param request the request, e.g. `POST /x/stop`
+   * @param httpStatus status of the answer
+   * @param error the validated ActionKitError body
+   */
   constructor(request: string, httpStatus: number, error: ActionKitError) {
     super(request, `answered ${httpStatus}: ${describeActionKitError(error)}`);
     this.httpStatus = httpStatus;

@@ -131,7 +131,7 @@ describe('actionkit check against the example extension', { timeout: TEST_TIMEOU
   });
 
   test('with defaults: what can run passes, actions needing a value are skipped, exit 0', async () => {
-    const { code, report } = await check([child.base, '--duration', '1500ms']);
+    const { code, report } = await check([child.base, '--duration', '1s', '--max-interval', '300ms']);
     assert.equal(code, 0, JSON.stringify(report.rows.filter((r) => r.status === 'fail')));
     assert.equal(report.ok, true);
     for (const name of ['list', 'routes', 'prepare com.example.actionkit.cpu-stress', 'status com.example.actionkit.cpu-stress', 'stop com.example.actionkit.cpu-stress', 'query com.example.actionkit.cpu-stress']) {
@@ -145,7 +145,7 @@ describe('actionkit check against the example extension', { timeout: TEST_TIMEOU
   test('with --config and --file every action runs and every applicable check passes', async () => {
     const logFile = join(logs.path, 'app.log');
     writeFileSync(logFile, 'INFO started\nINFO ready\n');
-    const { code, report } = await check([child.base, '--duration', '1500ms', '--max-interval', '300ms', '--config', JSON.stringify({ url: `${targetUrl}/hook` }), '--file', `logFile=${logFile}`]);
+    const { code, report } = await check([child.base, '--duration', '1s', '--max-interval', '300ms', '--config', JSON.stringify({ url: `${targetUrl}/hook` }), '--file', `logFile=${logFile}`]);
     assert.equal(code, 0, JSON.stringify(report.rows.filter((r) => r.status !== 'pass')));
     const actions = ['cpu-stress', 'http-check', 'log-pattern-check', 'webhook'].map((name) => `com.example.actionkit.${name}`);
     for (const id of actions) {
