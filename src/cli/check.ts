@@ -2,9 +2,11 @@
  * `actionkit check <url>`: runs {@link checkExtension} and prints a table (or `--json`); exit code
  * 1 when any row fails.
  */
+import { readFileSync } from 'node:fs';
 import { parseArgs } from 'node:util';
 import type { JsonObject } from '../api/schemas.js';
 import { checkExtension, type CheckOptions, type CheckReport } from '../testing/check.js';
+import { nodeTransport, type NodeTransportOptions } from '../testing/node-transport.js';
 import { durationOption, UsageError } from './usage.js';
 
 const USAGE = `Usage: actionkit check <url> [options]
@@ -23,6 +25,10 @@ Options:
   --max-interval <d>          Poll status and metric queries at least this often (default 1s).
   --request-timeout <d>       Request-Timeout sent with every request (default 30s).
   --list-path <path>          Path of the action list (default /).
+  --unix-socket <path>        Connect to this unix domain socket (the URL then only gives the
+                              scheme and Host header, e.g. http://localhost).
+  --ca <file>                 PEM CA certificate(s) to trust for an https:// extension.
+  --cert <file>, --key <file> PEM client certificate and key, for mutual TLS.
   --heartbeat                 Also check that the extension stops an execution whose agent went
                               silent (waits for the heartbeat timeout: about 21 s to 62 s).
   --heartbeat-timeout <d>     How long to stay silent before checking (default: the reference's
@@ -49,6 +55,10 @@ export async function runCheckCommand(argv: readonly string[]): Promise<number> 
         'max-interval': { type: 'string' },
         'request-timeout': { type: 'string' },
         'list-path': { type: 'string' },
+        'unix-socket': { type: 'string' },
+        ca: { type: 'string' },
+        cert: { type: 'string' },
+        key: { type: 'string' },
         heartbeat: { type: 'boolean' },
         'heartbeat-timeout': { type: 'string' },
         json: { type: 'boolean' },
@@ -83,10 +93,31 @@ export async function runCheckCommand(argv: readonly string[]): Promise<number> 
     ...(requestTimeoutMs === undefined ? {} : { requestTimeoutMs: Math.max(1, requestTimeoutMs) }),
     ...(values['list-path'] === undefined ? {} : { listPath: values['list-path'] }),
   };
+  const transport = transportOptions(values);
+  if (transport !== undefined) options.client.fetch = nodeTransport(transport);
 
   const report = await checkExtension(url, options);
   process.stdout.write(values.json === true ? `${JSON.stringify(report, null, 2)}\n` : renderTable(report));
   return report.ok ? 0 : 1;
+}
+
+/** Socket and TLS options, read from their files; undefined when none is given (plain fetch). */
+function transportOptions(values: { 'unix-socket'?: string; ca?: string; cert?: string; key?: string }): NodeTransportOptions | undefined {
+  if (values['unix-socket'] === undefined && values.ca === undefined && values.cert === undefined && values.key === undefined) return undefined;
+  if ((values.cert === undefined) !== (values.key === undefined)) throw new UsageError('--cert and --key go together', USAGE);
+  const read = (option: string, path: string): Buffer => {
+    try {
+      return readFileSync(path);
+    } catch (error) {
+      throw new UsageError(`--${option} ${JSON.stringify(path)}: ${(error as Error).message}`, USAGE);
+    }
+  };
+  return {
+    ...(values['unix-socket'] === undefined ? {} : { socketPath: values['unix-socket'] }),
+    ...(values.ca === undefined ? {} : { ca: read('ca', values.ca) }),
+    ...(values.cert === undefined ? {} : { cert: read('cert', values.cert) }),
+    ...(values.key === undefined ? {} : { key: read('key', values.key) }),
+  };
 }
 
 function jsonObjectOption(text: string): JsonObject {

@@ -40,5 +40,6 @@ export {
 export { createActionHarness, runAction, type ActionHarness, type ActionHarnessOptions, type ModuleReference } from './in-process.js';
 export { checkExtension, type CheckOptions, type CheckReport, type CheckRow, type CheckStatus } from './check.js';
 export { defaultConfig, type DefaultConfig } from './defaults.js';
+export { nodeTransport, type NodeTransportOptions } from './node-transport.js';
 export { AgentClientError, ErrorAnswer, ProtocolError, SchemaViolation, TransportError, describeActionKitError, type SchemaIssue } from './errors.js';
 export { schemaIssues, validateWire, type AnswerOf, type AnswerSchemaName } from './validate.js';

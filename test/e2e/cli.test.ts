@@ -14,6 +14,7 @@ import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import { AgentClient, type CheckReport } from 'actionkit-runtime/testing';
+import { issue, makeCa } from '../support/certs.js';
 import { fixture, spawnListening, tempDir, type Child } from '../support/harness.js';
 import { rawServer, type RawReply, type RawServer, type RecordedRequest } from '../support/raw-server.js';
 
@@ -179,6 +180,51 @@ describe('actionkit check --heartbeat', { timeout: TEST_TIMEOUT_MS }, () => {
       assert.match(heartbeat.detail, /Action was stopped by extension: heartbeat timeout/);
     } finally {
       assert.equal(await terminate(child), 143);
+    }
+  });
+});
+
+describe('actionkit check over a unix socket and mutual TLS', { timeout: TEST_TIMEOUT_MS }, () => {
+  test('--unix-socket reaches an extension listening on a socket', async () => {
+    const dir = tempDir();
+    const socketPath = join(dir.path, 'ext.sock');
+    const child = await spawnListening([CLI, 'serve', fixture('passthrough')], { STEADYBIT_EXTENSION_UNIX_SOCKET: socketPath });
+    try {
+      const { code, report } = await check(['http://localhost', '--unix-socket', socketPath, '--duration', '500ms', '--max-interval', '100ms']);
+      assert.equal(code, 0, JSON.stringify(report.rows.filter((r) => r.status === 'fail')));
+      for (const name of ['list', 'prepare fixture.passthrough', 'status fixture.passthrough', 'stop fixture.passthrough']) assert.equal(row(report, name).status, 'pass', name);
+    } finally {
+      assert.equal(await terminate(child), 143);
+      dir.remove();
+    }
+  });
+
+  test('--ca, --cert and --key reach an extension that requires client certificates', async () => {
+    const dir = tempDir();
+    const ca = makeCa(dir.path, 'ca');
+    const server = issue(ca, dir.path, 'server', 'server');
+    const client = issue(ca, dir.path, 'client', 'client');
+    const child = await spawnListening([CLI, 'serve', fixture('passthrough')], {
+      STEADYBIT_EXTENSION_TLS_SERVER_CERT: server.certFile,
+      STEADYBIT_EXTENSION_TLS_SERVER_KEY: server.keyFile,
+      STEADYBIT_EXTENSION_TLS_CLIENT_CAS: ca.certFile,
+    });
+    try {
+      const url = `https://127.0.0.1:${child.port}`;
+      const trusted = await check([url, '--ca', ca.certFile, '--cert', client.certFile, '--key', client.keyFile, '--duration', '500ms', '--max-interval', '100ms']);
+      assert.equal(trusted.code, 0, JSON.stringify(trusted.report.rows.filter((r) => r.status === 'fail')));
+      assert.equal(row(trusted.report, 'stop fixture.passthrough').status, 'pass');
+      // Without a client certificate the handshake is refused: nothing can be listed.
+      const anonymous = await check([url, '--ca', ca.certFile]);
+      assert.equal(anonymous.code, 1);
+      assert.deepEqual(anonymous.report.rows.map((r) => [r.name, r.status]), [['list', 'fail']]);
+      assert.match(row(anonymous.report, 'list').detail, /request failed/);
+      const halfPair = await cli(['check', url, '--cert', client.certFile]);
+      assert.equal(halfPair.code, 2);
+      assert.match(halfPair.stderr, /--cert and --key go together/);
+    } finally {
+      assert.equal(await terminate(child), 143);
+      dir.remove();
     }
   });
 });

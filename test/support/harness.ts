@@ -223,7 +223,14 @@ export async function spawnListening(args: string[], env: Record<string, string>
   const timeout = new Promise<never>((_, reject) => {
     timer = setTimeout(() => reject(new Error(`extension did not listen within 20 s:\n${logs.join('\n')}`)), 20_000);
   });
-  const { port, healthPort } = await Promise.race([listening, timeout]).finally(() => clearTimeout(timer));
-  const base = `http://127.0.0.1:${port}`;
-  return { process: child, port, healthPort, base, agent: new Agent(base), logs, exited };
+  try {
+    const { port, healthPort } = await Promise.race([listening, timeout]).finally(() => clearTimeout(timer));
+    // On a unix socket there is no port: `base` then only names the scheme and Host (reach it with a dispatcher).
+    const base = port === undefined ? 'http://localhost' : `http://127.0.0.1:${port}`;
+    return { process: child, port, healthPort, base, agent: new Agent(base), logs, exited };
+  } catch (error) {
+    // A child left running would keep the test process alive after the failure.
+    child.kill('SIGKILL');
+    throw error;
+  }
 }
