@@ -36,6 +36,14 @@ export interface Running {
   close(): Promise<void>;
 }
 
+/**
+ * The base URL of an extension listening on `port` of 127.0.0.1. On a unix socket there is no port:
+ * the URL then only names the scheme and Host (requests need a dispatcher for the socket).
+ */
+function baseUrl(port: number | undefined): string {
+  return port === undefined ? 'http://localhost' : `http://127.0.0.1:${port}`;
+}
+
 /** Start an extension in this process with test-friendly defaults (port 0, no signals, quiet logs). */
 export async function start(options: Partial<ExtensionOptions> & { actions: ExtensionOptions['actions'] }): Promise<Running> {
   const uploads = tempDir('actionkit-uploads-');
@@ -51,7 +59,7 @@ export async function start(options: Partial<ExtensionOptions> & { actions: Exte
     ...options,
   });
   const { port, healthPort } = await extension.listen();
-  const base = `http://127.0.0.1:${port}`;
+  const base = baseUrl(port);
   return {
     extension,
     base,
@@ -225,8 +233,7 @@ export async function spawnListening(args: string[], env: Record<string, string>
   });
   try {
     const { port, healthPort } = await Promise.race([listening, timeout]).finally(() => clearTimeout(timer));
-    // On a unix socket there is no port: `base` then only names the scheme and Host (reach it with a dispatcher).
-    const base = port === undefined ? 'http://localhost' : `http://127.0.0.1:${port}`;
+    const base = baseUrl(port);
     return { process: child, port, healthPort, base, agent: new Agent(base), logs, exited };
   } catch (error) {
     // A child left running would keep the test process alive after the failure.
