@@ -246,6 +246,14 @@ export class Extension {
     return info;
   }
 
+  /**
+   * @internal The registry and lifecycle operations, for the in-process handler harness of
+   * `actionkit-runtime/testing`: it calls them directly (same pools and control table), without HTTP.
+   */
+  inProcess(): { registry: ActionRegistry; lifecycle: Lifecycle } {
+    return { registry: this.registry, lifecycle: this.lifecycle };
+  }
+
   /** @internal Wait for every worker thread to be ready (called by {@link createExtension}). */
   warmUp(): Promise<void> {
     return this.pools.warmUp();

@@ -11,6 +11,7 @@ import { fileURLToPath } from 'node:url';
 import type { z } from 'zod';
 import { createExtension, type Extension, type ExtensionOptions } from '../../src/index.js';
 import * as schemas from '../../src/api/schemas.js';
+import { AgentClient, ProtocolError, validateWire } from '../../src/testing/index.js';
 
 /** Absolute path of a compiled fixture module in `test/fixtures`. */
 export function fixture(name: string): string {
@@ -35,6 +36,14 @@ export interface Running {
   close(): Promise<void>;
 }
 
+/**
+ * The base URL of an extension listening on `port` of 127.0.0.1. On a unix socket there is no port:
+ * the URL then only names the scheme and Host (requests need a dispatcher for the socket).
+ */
+function baseUrl(port: number | undefined): string {
+  return port === undefined ? 'http://localhost' : `http://127.0.0.1:${port}`;
+}
+
 /** Start an extension in this process with test-friendly defaults (port 0, no signals, quiet logs). */
 export async function start(options: Partial<ExtensionOptions> & { actions: ExtensionOptions['actions'] }): Promise<Running> {
   const uploads = tempDir('actionkit-uploads-');
@@ -50,7 +59,7 @@ export async function start(options: Partial<ExtensionOptions> & { actions: Exte
     ...options,
   });
   const { port, healthPort } = await extension.listen();
-  const base = `http://127.0.0.1:${port}`;
+  const base = baseUrl(port);
   return {
     extension,
     base,
@@ -79,7 +88,7 @@ const RESPONSE_SCHEMAS = {
   query: schemas.QueryMetricsResponseSchema,
 } as const;
 
-/** Thrown when an answer violates the wire contract. */
+/** Thrown when an answer violates the runtime's HTTP envelope (JSON content type, Request-Id, Date). */
 export class ContractViolation extends Error {}
 
 /** Parse `body` with `schema` or throw a {@link ContractViolation} naming the field. */
@@ -90,39 +99,31 @@ export function assertWire<S extends z.ZodType>(schema: S, body: unknown, what: 
 }
 
 /**
- * Calls an extension the way the agent does; validates every JSON answer (2xx and errors) against
- * the ActionKit response schemas and checks the envelope (JSON content type, Request-Id, Date).
+ * Calls an extension the way the agent does, through the public test client
+ * (`actionkit-runtime/testing`), with raw access for tests of bad input: every JSON answer (2xx and
+ * errors) is validated against the ActionKit response schemas, and on top of the client the
+ * envelope of this runtime is checked (JSON content type, Request-Id, Date).
  */
 export class Agent {
-  constructor(readonly base: string) {}
+  /** The public agent client underneath (no Request-Timeout unless a test sends one). */
+  readonly client: AgentClient;
+
+  constructor(readonly base: string) {
+    this.client = new AgentClient({ baseUrl: base, requestTimeoutMs: null });
+  }
 
   /** Raw request; the body is sent as JSON unless it is a string (sent verbatim) or FormData. */
   async request(method: string, path: string, body?: unknown, headers: Record<string, string> = {}): Promise<Answer> {
-    const init: RequestInit = { method, headers: { ...headers } };
-    if (body instanceof FormData) init.body = body;
-    else if (typeof body === 'string') init.body = body;
-    else if (body !== undefined) {
-      init.body = JSON.stringify(body);
-      (init.headers as Record<string, string>)['content-type'] ??= 'application/json';
+    const answer = await this.client.exchange(method, path, body, { headers });
+    if (answer.httpStatus !== 304 && !answer.contentType.startsWith('application/json')) {
+      throw new ContractViolation(`${answer.request}: content type ${answer.contentType}, body ${answer.text.slice(0, 200)}`);
     }
-    let response: Response;
-    try {
-      response = await fetch(this.base + path, init);
-    } catch (error) {
-      // fetch hides the socket error in `cause`; a test failure should show it.
-      const cause = (error as { cause?: { code?: string; message?: string } }).cause;
-      throw new Error(`${method} ${path}: fetch failed: ${cause?.code ?? ''} ${cause?.message ?? String(error)}`, { cause: error });
-    }
-    const text = await response.text();
-    if (response.status !== 304) {
-      const type = response.headers.get('content-type') ?? '';
-      if (!type.startsWith('application/json')) throw new ContractViolation(`${method} ${path}: content type ${type}, body ${text.slice(0, 200)}`);
-    }
-    if (response.headers.get('request-id') === null) throw new ContractViolation(`${method} ${path}: no Request-Id header`);
-    if (response.headers.get('date') === null) throw new ContractViolation(`${method} ${path}: no Date header`);
-    const parsed = text === '' ? {} : (JSON.parse(text) as Record<string, unknown>);
-    if (response.status >= 400) assertWire(schemas.ActionKitErrorSchema, parsed, `${method} ${path} (${response.status})`);
-    return { status: response.status, body: parsed, headers: response.headers };
+    if (answer.headers.get('request-id') === null) throw new ContractViolation(`${answer.request}: no Request-Id header`);
+    if (answer.headers.get('date') === null) throw new ContractViolation(`${answer.request}: no Date header`);
+    if (answer.text !== '' && answer.json === undefined) throw new ProtocolError(answer.request, answer.httpStatus, answer.contentType, answer.text);
+    const parsed = (answer.text === '' ? {} : answer.json) as Record<string, unknown>;
+    if (answer.httpStatus >= 400) validateWire('ActionKitError', parsed, answer.request, answer.httpStatus);
+    return { status: answer.httpStatus, body: parsed, headers: answer.headers };
   }
 
   private async phase(phase: keyof typeof RESPONSE_SCHEMAS, actionId: string, body: unknown, headers?: Record<string, string>): Promise<Answer> {
@@ -190,8 +191,17 @@ export interface Child {
  * Start an extension in a child process (`test/support/serve.js` serving the given fixture
  * modules), with real signal handling. Resolves when it logged that it listens.
  */
-export async function spawnExtension(modules: string[], env: Record<string, string> = {}): Promise<Child> {
-  const child = spawn(process.execPath, [fileURLToPath(new URL('./serve.js', import.meta.url)), ...modules], {
+export function spawnExtension(modules: string[], env: Record<string, string> = {}): Promise<Child> {
+  return spawnListening([fileURLToPath(new URL('./serve.js', import.meta.url)), ...modules], env);
+}
+
+/**
+ * Run `node <args>` — any entry that serves an extension configured by the environment (the
+ * harness's serve.js, `actionkit serve`, an example main) — on ports 0 with JSON logs, and resolve
+ * once it logged `extension listening`.
+ */
+export async function spawnListening(args: string[], env: Record<string, string> = {}): Promise<Child> {
+  const child = spawn(process.execPath, args, {
     env: {
       PATH: process.env['PATH'] ?? '',
       STEADYBIT_EXTENSION_PORT: '0',
@@ -221,7 +231,13 @@ export async function spawnExtension(modules: string[], env: Record<string, stri
   const timeout = new Promise<never>((_, reject) => {
     timer = setTimeout(() => reject(new Error(`extension did not listen within 20 s:\n${logs.join('\n')}`)), 20_000);
   });
-  const { port, healthPort } = await Promise.race([listening, timeout]).finally(() => clearTimeout(timer));
-  const base = `http://127.0.0.1:${port}`;
-  return { process: child, port, healthPort, base, agent: new Agent(base), logs, exited };
+  try {
+    const { port, healthPort } = await Promise.race([listening, timeout]).finally(() => clearTimeout(timer));
+    const base = baseUrl(port);
+    return { process: child, port, healthPort, base, agent: new Agent(base), logs, exited };
+  } catch (error) {
+    // A child left running would keep the test process alive after the failure.
+    child.kill('SIGKILL');
+    throw error;
+  }
 }
