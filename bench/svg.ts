@@ -21,14 +21,18 @@ export interface Panel {
 }
 
 const PANEL_WIDTH = 460;
-const PANEL_HEIGHT = 300;
-const MARGIN = { left: 64, right: 16, top: 40, bottom: 48 };
+const PLOT_HEIGHT = 220;
+const LEGEND_LINE = 16;
+const MARGIN = { left: 64, right: 16, top: 32, bottom: 48 };
 
 /** One SVG picture with `panels` side by side. */
 export function chart(panels: Panel[], caption: string): string {
   const width = PANEL_WIDTH * panels.length;
-  const height = PANEL_HEIGHT + 28;
-  const body = panels.map((panel, i) => `<g transform="translate(${i * PANEL_WIDTH},0)">${renderPanel(panel)}</g>`).join('\n');
+  // The legend sits above the plot, never on the curves; every panel gets room for the longest one.
+  const legendHeight = Math.max(...panels.map((p) => p.series.length)) * LEGEND_LINE;
+  const panelHeight = MARGIN.top + legendHeight + PLOT_HEIGHT + MARGIN.bottom;
+  const height = panelHeight + 28;
+  const body = panels.map((panel, i) => `<g transform="translate(${i * PANEL_WIDTH},0)">${renderPanel(panel, legendHeight)}</g>`).join('\n');
   return [
     `<svg xmlns="http://www.w3.org/2000/svg" width="${width}" height="${height}" viewBox="0 0 ${width} ${height}" font-family="sans-serif" font-size="12">`,
     `<rect width="100%" height="100%" fill="white"/>`,
@@ -39,20 +43,22 @@ export function chart(panels: Panel[], caption: string): string {
   ].join('\n');
 }
 
-function renderPanel(panel: Panel): string {
+function renderPanel(panel: Panel, legendHeight: number): string {
+  const top = MARGIN.top + legendHeight;
+  const bottom = top + PLOT_HEIGHT;
   const all = panel.series.flatMap((s) => s.points);
   // A log axis starts at the smallest positive value; zeros are drawn at its left edge.
   const xs = all.map(([x]) => x).filter((x) => !(panel.xLog ?? false) || x > 0);
   const ys = all.map(([, y]) => y).filter((y) => !(panel.yLog ?? false) || y > 0);
   const x = axis(Math.min(...xs), Math.max(...xs), panel.xLog ?? false, MARGIN.left, PANEL_WIDTH - MARGIN.right);
   const [yMin, yMax] = panel.yRange ?? [Math.min(...ys), Math.max(...ys)];
-  const y = axis(yMin, yMax, panel.yLog ?? false, PANEL_HEIGHT - MARGIN.bottom, MARGIN.top);
+  const y = axis(yMin, yMax, panel.yLog ?? false, bottom, top);
   const parts: string[] = [];
   parts.push(`<text x="${PANEL_WIDTH / 2}" y="20" text-anchor="middle" font-weight="bold">${escape(panel.title)}</text>`);
   for (const tick of x.ticks) {
     const px = x.scale(tick);
-    parts.push(`<line x1="${px}" y1="${MARGIN.top}" x2="${px}" y2="${PANEL_HEIGHT - MARGIN.bottom}" stroke="#eee"/>`);
-    parts.push(`<text x="${px}" y="${PANEL_HEIGHT - MARGIN.bottom + 16}" text-anchor="middle" fill="#333">${formatTick(tick)}</text>`);
+    parts.push(`<line x1="${px}" y1="${top}" x2="${px}" y2="${bottom}" stroke="#eee"/>`);
+    parts.push(`<text x="${px}" y="${bottom + 16}" text-anchor="middle" fill="#333">${formatTick(tick)}</text>`);
   }
   for (const tick of y.ticks) {
     const py = y.scale(tick);
@@ -60,11 +66,11 @@ function renderPanel(panel: Panel): string {
     parts.push(`<text x="${MARGIN.left - 6}" y="${py + 4}" text-anchor="end" fill="#333">${formatTick(tick)}</text>`);
   }
   parts.push(
-    `<rect x="${MARGIN.left}" y="${MARGIN.top}" width="${PANEL_WIDTH - MARGIN.left - MARGIN.right}" height="${PANEL_HEIGHT - MARGIN.top - MARGIN.bottom}" fill="none" stroke="#999"/>`,
+    `<rect x="${MARGIN.left}" y="${top}" width="${PANEL_WIDTH - MARGIN.left - MARGIN.right}" height="${PLOT_HEIGHT}" fill="none" stroke="#999"/>`,
   );
-  parts.push(`<text x="${(MARGIN.left + PANEL_WIDTH - MARGIN.right) / 2}" y="${PANEL_HEIGHT - 12}" text-anchor="middle">${escape(panel.xLabel)}</text>`);
+  parts.push(`<text x="${(MARGIN.left + PANEL_WIDTH - MARGIN.right) / 2}" y="${bottom + 36}" text-anchor="middle">${escape(panel.xLabel)}</text>`);
   parts.push(
-    `<text transform="translate(16,${(MARGIN.top + PANEL_HEIGHT - MARGIN.bottom) / 2}) rotate(-90)" text-anchor="middle">${escape(panel.yLabel)}</text>`,
+    `<text transform="translate(16,${(top + bottom) / 2}) rotate(-90)" text-anchor="middle">${escape(panel.yLabel)}</text>`,
   );
   panel.series.forEach((series, i) => {
     const path = series.points.map(([px, py], j) => `${j === 0 ? 'M' : 'L'}${x.scale(px).toFixed(1)},${y.scale(py).toFixed(1)}`).join(' ');
@@ -72,7 +78,7 @@ function renderPanel(panel: Panel): string {
     if (series.points.length <= 12) {
       for (const [px, py] of series.points) parts.push(`<circle cx="${x.scale(px).toFixed(1)}" cy="${y.scale(py).toFixed(1)}" r="3" fill="${series.color}"/>`);
     }
-    const ly = MARGIN.top + 14 + i * 16;
+    const ly = MARGIN.top + 10 + i * LEGEND_LINE;
     parts.push(`<rect x="${MARGIN.left + 8}" y="${ly - 9}" width="12" height="3" fill="${series.color}"/>`);
     parts.push(`<text x="${MARGIN.left + 24}" y="${ly - 4}" fill="#222">${escape(series.name)}</text>`);
   });
