@@ -1,0 +1,65 @@
+/**
+ * The bench runs end to end (its own processes, real HTTP, real threads) and reports in the shape
+ * the README promises: a table, then one JSON object as the last line. Two scenarios at quick
+ * size: the storm (1,000 executions; its correctness figures must be 0 on any machine) and the stop
+ * latency. Speed bars are not asserted here — CI machines are noisy; `npm run bench` judges them
+ * and exits 2 when one is missed, which this test accepts.
+ */
+import assert from 'node:assert/strict';
+import { spawn } from 'node:child_process';
+import { test } from 'node:test';
+import { fileURLToPath } from 'node:url';
+
+const BENCH = fileURLToPath(new URL('../../bench/index.js', import.meta.url));
+
+function runBench(args: string[]): Promise<{ code: number | null; stdout: string; stderr: string }> {
+  return new Promise((resolve, reject) => {
+    const child = spawn(process.execPath, [BENCH, ...args], { stdio: ['ignore', 'pipe', 'pipe'] });
+    let stdout = '';
+    let stderr = '';
+    child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
+    child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+    const timer = setTimeout(() => child.kill('SIGKILL'), 120_000);
+    child.once('error', reject);
+    child.once('exit', (code) => {
+      clearTimeout(timer);
+      resolve({ code, stdout, stderr });
+    });
+  });
+}
+
+test('bench --quick --only storm,stopLatency --json: table, JSON summary, no duplicate or lost stop, no 5xx', { timeout: 150_000 }, async () => {
+  const { code, stdout, stderr } = await runBench(['--quick', '--json', '--only', 'storm,stopLatency', '--seed', '7']);
+  assert.ok(code === 0 || code === 2, `exit ${code} (1 = correctness violated or a scenario failed)\n${stdout}\n${stderr}`);
+  const lines = stdout.trim().split('\n');
+  assert.match(lines[0] ?? '', /^actionkit-runtime bench \(quick, seed 7\)/);
+  const summary = JSON.parse(lines.at(-1) ?? '') as {
+    mode: string;
+    failures: string[];
+    storm: Record<string, number>;
+    stopLatency: Record<string, number>;
+    bars: { figure: string; pass: boolean; correctness: boolean }[];
+  };
+  assert.equal(summary.mode, 'quick');
+  assert.deepEqual(summary.failures, []);
+  assert.equal(summary.storm['executions'], 1000);
+  assert.equal(summary.storm['stopRequests'], 3000);
+  assert.equal(summary.storm['stopHandlerCalls'], 1000);
+  assert.equal(summary.storm['duplicateStops'], 0);
+  assert.equal(summary.storm['lostStops'], 0);
+  assert.equal(summary.storm['http5xx'], 0);
+  assert.ok(summary.storm['heartbeatTimeouts']! > 0, 'part of the storm is heartbeat expiry');
+  for (const field of ['drainMs', 'stopsPerSec', 'stopP99Ms', 'statusP99Ms']) assert.ok(summary.storm[field]! > 0, field);
+  for (const field of ['sabP50Us', 'sabP99Us', 'killP50Us', 'killP99Us', 'killOverSab']) assert.ok(summary.stopLatency[field]! > 0, field);
+  // A CPU-bound loop never reads its mailbox: the postMessage stop is never seen within 1 s.
+  assert.equal(summary.stopLatency['postMessageObservedPct'], 0);
+  assert.ok(summary.bars.filter((b) => b.correctness).every((b) => b.pass));
+  assert.equal(code === 2, summary.bars.some((b) => !b.pass), 'exit 2 exactly when a speed bar is missed');
+});
+
+test('bench: a usage error is one line on stderr and exit 1', async () => {
+  const { code, stdout, stderr } = await runBench(['--only', 'nope']);
+  assert.equal(code, 1);
+  assert.equal(stdout, '');
+  assert.match(stderr, /^bench: unknown scenario nope; known: storm, stopLatency, responsiveness, httpOverhead, scaling\n$/);
+});
