@@ -11,7 +11,7 @@ import { request as httpRequest, type IncomingHttpHeaders } from 'node:http';
 import * as os from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
-import { gunzipSync, gzipSync } from 'node:zlib';
+import { deflateSync, gunzipSync, gzipSync } from 'node:zlib';
 import { eventually, fixture, start, tempDir, type Answer, type Running } from '../support/harness.js';
 
 const BEHAVE = 'fixture.behave';
@@ -381,6 +381,47 @@ describe('envelope', () => {
       assert.equal(changed.status, 200, `If-None-Match ${other}`);
       assert.ok(Array.isArray(changed.body['actions']));
     }
+  });
+
+  test('request bodies: plain UTF-8 (with a byte-order mark), gzip and deflate bodies all parse; another charset is 415; a bad one is 400', async () => {
+    const body = JSON.stringify({ executionId: randomUUID(), timestamp: new Date().toISOString(), config: { count: 2 } });
+    const send = (headers: Record<string, string>, payload: Buffer): Promise<Raw> => {
+      const url = new URL(`/${QUERY}/query`, running.base);
+      return new Promise<Raw>((resolve, reject) => {
+        const req = httpRequest(
+          { host: url.hostname, port: url.port, path: url.pathname, method: 'POST', headers: { 'content-length': String(payload.length), ...headers } },
+          (res) => {
+            const chunks: Buffer[] = [];
+            res.on('data', (chunk: Buffer) => chunks.push(chunk));
+            res.on('end', () => resolve({ status: res.statusCode ?? 0, headers: res.headers, body: Buffer.concat(chunks) }));
+          },
+        );
+        req.on('error', reject);
+        req.end(payload);
+      });
+    };
+    const metricsOf = (answer: Raw): number => (JSON.parse(answer.body.toString('utf8')) as { metrics: unknown[] }).metrics.length;
+    const utf8 = Buffer.from(body);
+    const withBom = Buffer.concat([Buffer.from([0xef, 0xbb, 0xbf]), utf8]);
+    for (const [headers, payload] of [
+      [{ 'content-type': 'application/json' }, utf8],
+      [{ 'content-type': 'application/json; charset=UTF-8' }, withBom],
+      [{ 'content-type': 'text/plain' }, utf8],
+      [{ 'content-type': 'application/json', 'content-encoding': 'identity' }, utf8],
+      [{ 'content-type': 'application/json', 'content-encoding': 'gzip' }, gzipSync(utf8)],
+      [{ 'content-type': 'application/json', 'content-encoding': 'deflate' }, deflateSync(utf8)],
+    ] as const) {
+      const answer = await send(headers, payload);
+      assert.equal(answer.status, 200, `${JSON.stringify(headers)}: ${answer.body.toString('utf8')}`);
+      assert.equal(metricsOf(answer), 2);
+    }
+    const latin1 = await send({ 'content-type': 'application/json; charset=latin1' }, utf8);
+    assert.equal(latin1.status, 415);
+    const broken = await send({ 'content-type': 'application/json' }, Buffer.from('{"executionId": '));
+    assert.equal(broken.status, 400);
+    assert.equal((JSON.parse(broken.body.toString('utf8')) as { title: string }).title, 'Failed to parse request body.');
+    const brokenGzip = await send({ 'content-type': 'application/json', 'content-encoding': 'gzip' }, gzipSync('{"executionId": '));
+    assert.equal(brokenGzip.status, 400);
   });
 
   test('answers above 1 KiB are gzip-encoded when the client accepts gzip, small ones are not', async () => {
