@@ -189,13 +189,13 @@ async function stopBatch(payload: { base: string; executions: AgentExecution[]; 
 }
 
 /** Sequential status requests for `durationMs`, round-robin over `targets`: latency of each. */
-async function statusLatency(payload: { base: string; targets: AgentExecution[]; path?: string; durationMs: number }) {
+async function statusLatency(payload: { base: string; targets: AgentExecution[]; durationMs: number }) {
   const latenciesMs: number[] = [];
   const failures: string[] = [];
   const until = performance.now() + payload.durationMs;
   for (let i = 0; performance.now() < until; i++) {
     const target = payload.targets[i % payload.targets.length]!;
-    const answer = await post(payload.base, payload.path ?? `/${target.action}/status`, { executionId: target.id, state: target.state });
+    const answer = await post(payload.base, `/${target.action}/status`, { executionId: target.id, state: target.state });
     latenciesMs.push(answer.ms);
     if (answer.status !== 200) failures.push(describeAnswer('status', answer));
   }
@@ -270,7 +270,7 @@ async function sabLatency(payload: { base: string; samples: number; settleMs: nu
     stopToBodyEndUs.push(bodyEnd);
     sendToObservedUs.push(observedAt - sentAtUs);
   }
-  return { stopToBodyEndUs, sendToObservedUs, failures, notRunning };
+  return { stopToBodyEndUs, sendToObservedUs, failures };
 }
 
 serveParent({ pid: process.pid }, { setup, storm, finalStatus, stopBatch, statusLatency, statusOnce, throughput, sabLatency });

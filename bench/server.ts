@@ -12,9 +12,9 @@ const extension = await createExtension({ actions });
 const { port } = await extension.listen();
 
 /** What the parent reads between phases. */
-export type ServerStats = ReturnType<typeof extension.stats> & { rssBytes: number; pid: number };
+export type ServerStats = ReturnType<typeof extension.stats> & { rssBytes: number };
 
 serveParent({ port, pid: process.pid }, {
-  stats: (): ServerStats => ({ ...extension.stats(), rssBytes: process.memoryUsage().rss, pid: process.pid }),
+  stats: (): ServerStats => ({ ...extension.stats(), rssBytes: process.memoryUsage().rss }),
   cpuUsage: () => process.cpuUsage(),
 });

@@ -7,7 +7,7 @@
  */
 
 /** Rounds of the hot loop between two stop checks. */
-export const ITERATIONS_PER_CHECK = 256;
+const ITERATIONS_PER_CHECK = 256;
 /**
  * Length of one burn window. The runtime's body loops windows without ever yielding; the inline
  * baseline yields to its event loop between windows — the natural place for an author without

@@ -49,7 +49,7 @@ export async function httpOverhead(size: BenchSize): Promise<HttpOverheadResult>
     echo = await startBaseline('echo', { BENCH_ECHO_BODY: JSON.stringify(answer) });
     const runtime: Measured[] = [];
     const express: Measured[] = [];
-    for (let round = 0; round < ROUNDS; round++) {
+    for (let pass = 0; pass < ROUNDS; pass++) {
       runtime.push(await run(load, server, `${server.base}/bench.spin/status`, requests, durationS));
       express.push(await run(load, echo, `${echo.base}/bench.spin/status`, requests, durationS));
     }

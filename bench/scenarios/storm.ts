@@ -117,7 +117,9 @@ export async function storm(size: BenchSize): Promise<StormResult> {
       stopRequests: result.stopRequests,
       stopHandlerCalls,
       duplicateStops,
-      lostStops: lost.size + (drained ? 0 : stats.activeExecutions),
+      // An execution still active after the drain budget either never had its author stop (no log
+      // line) or was never released (its final status is not completed): it is in `lost` already.
+      lostStops: lost.size,
       http5xx: result.http5xx + final.http5xx,
       drainMs: round(drainMs),
       stopsPerSec: round((executions.length * 1000) / drainMs),

@@ -205,7 +205,10 @@ function readJson(req: IncomingMessage & { body?: unknown }, declaredBytes: numb
     if (receivedBytes > declaredBytes) fail('request.size.invalid', 'request size did not match content length');
     else chunks.push(chunk);
   });
-  req.once('aborted', () => fail('request.aborted', 'request aborted'));
+  // Closed before the whole body arrived: the client went away.
+  req.once('close', () => {
+    if (!req.complete) fail('request.aborted', 'request aborted');
+  });
   req.once('error', (error) => fail('request.error', error.message));
   req.once('end', () => {
     if (settled) return;
