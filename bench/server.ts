@@ -7,7 +7,7 @@ import { fileURLToPath } from 'node:url';
 import { createExtension } from '../src/index.js';
 import { serveParent } from './ipc.js';
 
-const actions = ['spin', 'spin-expiring'].map((name) => fileURLToPath(new URL(`./actions/${name}.js`, import.meta.url)));
+const actions = ['spin', 'spin-expiring', 'wait', 'wait-expiring'].map((name) => fileURLToPath(new URL(`./actions/${name}.js`, import.meta.url)));
 const extension = await createExtension({ actions });
 const { port } = await extension.listen();
 

@@ -181,8 +181,25 @@ export interface ActionDefinition<C = JsonObject, S extends object = JsonObject>
   status?(state: S, ctx: StatusContext): Awaitable<ResultExtras & { completed: boolean; state?: S }>;
   stop?(state: S, ctx: StopContext): Awaitable<ResultExtras | void>;
   query?(input: QueryInput, ctx: HandlerContext): Awaitable<Pick<ResultExtras, 'messages' | 'artifacts' | 'metrics'> | void>;
-  /** Long-running work started after a successful start, on a body thread, until it returns, throws or is stopped. */
+  /**
+   * Long-running work started after a successful start, on a body thread, until it returns, throws
+   * or is stopped. A start answered without error means the body is running: it never waits for a
+   * thread (at the thread cap the start fails instead).
+   */
   body?(state: Readonly<S>, ctx: BodyContext): Awaitable<void>;
+  /**
+   * Where the body runs. Default `'cpu'`.
+   * - `'cpu'`: a thread of its own. For bodies that compute, loop or block (`ctx.sleep()`): they
+   *   run side by side with every other body, and one that ignores its stop is ended by
+   *   terminating its own thread. Costs a thread (a few MiB) per running body, up to
+   *   `ACTIONKIT_MAX_BODY_THREADS`.
+   * - `'io'`: shares a thread with other io bodies. For bodies that mostly await (fetch, timers,
+   *   `ctx.sleepAsync()`): thousands fit on one thread. They must never block — `ctx.sleep()`
+   *   throws in them — and must honour `ctx.signal` or `ctx.shouldStop()`: one still running after
+   *   the stop grace period is ended by terminating its shared thread, which ends the other bodies
+   *   on it too (their executions are stopped with the reason).
+   */
+  bodyKind?: 'cpu' | 'io';
 }
 
 /** Marks objects made by {@link defineAction}. */
@@ -201,6 +218,9 @@ export function defineAction<C = JsonObject, S extends object = JsonObject>(defi
     const handler = definition[name];
     if (handler !== undefined && typeof handler !== 'function') throw new TypeError(`defineAction: ${name} must be a function`);
   }
+  const { bodyKind } = definition;
+  if (bodyKind !== undefined && bodyKind !== 'cpu' && bodyKind !== 'io') throw new TypeError(`defineAction: bodyKind must be 'cpu' or 'io', got ${JSON.stringify(bodyKind)}`);
+  if (bodyKind !== undefined && definition.body === undefined) throw new TypeError('defineAction: bodyKind is set but there is no body');
   return Object.freeze({ ...definition, [ACTION_BRAND]: true as const });
 }
 

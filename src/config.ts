@@ -104,8 +104,16 @@ export const OptionsSchema = z.strictObject({
   maxBodyBytes: byteSize.default(5 * 1024 ** 2),
   /** Threads running lifecycle handlers (`ACTIONKIT_HANDLER_THREADS`). Default max(2, cores). */
   handlerThreads: threads.default(Math.max(2, availableParallelism())),
-  /** Threads running execution bodies (`ACTIONKIT_BODY_THREADS`). Default = cores. */
-  bodyThreads: threads.default(availableParallelism()),
+  /**
+   * Cap of threads running `cpu` bodies, one body each (`ACTIONKIT_MAX_BODY_THREADS`). A start that
+   * would need one more fails with `Too many running bodies`; no body ever waits for a thread.
+   * Each costs a few MiB. Default 256.
+   */
+  maxBodyThreads: z.number().int().min(1).max(4096).default(256),
+  /** Idle `cpu` body threads kept booted, so the first bodies of a burst start at once (`ACTIONKIT_SPARE_BODY_THREADS`). Default 2. */
+  spareBodyThreads: z.number().int().min(0).max(256).default(2),
+  /** Threads shared by all `io` bodies (`ACTIONKIT_IO_BODY_THREADS`). Default 2. */
+  ioBodyThreads: z.number().int().min(1).max(64).default(2),
   /** A handler running longer is terminated with its worker (`ACTIONKIT_HANDLER_TIMEOUT`). Default 5m. */
   handlerTimeoutMs: duration.default(5 * 60_000),
   /** Bound of the stop-all on SIGINT/SIGTERM/SIGUSR1 (`ACTIONKIT_STOP_ALL_TIMEOUT`). Default 30s. */
@@ -114,8 +122,19 @@ export const OptionsSchema = z.strictObject({
   stopRetentionMs: duration.default(10 * 60_000),
   /** V8 old-generation limit of each worker thread in MiB (`ACTIONKIT_WORKER_MAX_OLD_GENERATION_MB`). Default: Node's. */
   workerMaxOldGenerationMb: z.number().int().min(16).optional(),
-  /** Nice increment of body threads (`ACTIONKIT_BODY_NICE`), so CPU-bound bodies yield to HTTP and handlers. Default 0. */
-  bodyNice: z.number().int().min(0).max(19).default(0),
+  /**
+   * Nice value of `cpu` body threads (`ACTIONKIT_BODY_NICE`), so that CPU-bound bodies yield to the
+   * HTTP thread, the handlers and the watchdog when they outnumber the cores: status and stop stay
+   * prompt. It also makes them yield to other processes of the host; a CPU attack that must compete
+   * with them as an equal sets 0. Default 10.
+   */
+  bodyNice: z.number().int().min(0).max(19).default(10),
+  /** A prepared execution not started within this time is rolled back (`ACTIONKIT_PREPARED_TTL`). Default 24h. */
+  preparedTtlMs: duration.refine((ms) => ms >= 1, 'expected at least 1ms').default(24 * 3_600_000),
+  /** Delay before the first automatic retry of a failed stop; each further retry waits 4× longer (`ACTIONKIT_STOP_RETRY_BASE`). Default 1s. */
+  stopRetryBaseMs: duration.refine((ms) => ms >= 1, 'expected at least 1ms').default(1_000),
+  /** Automatic retries of a failed stop before it is given up, logged as an error and its execution freed (`ACTIONKIT_STOP_RETRIES`). Default 5 (1 s … 256 s). */
+  stopRetryAttempts: z.number().int().min(0).max(20).default(5),
   /** Install SIGINT/SIGTERM/SIGUSR1 handlers in `listen()`. Default true. */
   handleSignals: z.boolean().default(true),
 }).superRefine((options, ctx) => {
@@ -152,14 +171,25 @@ const ENVIRONMENT: ReadonlyArray<readonly [string, keyof z.input<typeof OptionsS
   ['ACTIONKIT_UPLOAD_MAX_BYTES', 'uploadMaxBytes', 'bytes'],
   ['ACTIONKIT_MAX_BODY_BYTES', 'maxBodyBytes', 'bytes'],
   ['ACTIONKIT_HANDLER_THREADS', 'handlerThreads', 'int'],
-  ['ACTIONKIT_BODY_THREADS', 'bodyThreads', 'int'],
+  ['ACTIONKIT_MAX_BODY_THREADS', 'maxBodyThreads', 'int'],
+  ['ACTIONKIT_SPARE_BODY_THREADS', 'spareBodyThreads', 'int'],
+  ['ACTIONKIT_IO_BODY_THREADS', 'ioBodyThreads', 'int'],
   ['ACTIONKIT_HANDLER_TIMEOUT', 'handlerTimeoutMs', 'duration'],
   ['ACTIONKIT_STOP_ALL_TIMEOUT', 'stopAllTimeoutMs', 'duration'],
   ['ACTIONKIT_STOP_RETENTION', 'stopRetentionMs', 'duration'],
   ['ACTIONKIT_WORKER_MAX_OLD_GENERATION_MB', 'workerMaxOldGenerationMb', 'int'],
   ['ACTIONKIT_BODY_NICE', 'bodyNice', 'int'],
   ['ACTIONKIT_TLS_RELOAD_CHECK', 'tlsReloadCheckMs', 'duration'],
+  ['ACTIONKIT_PREPARED_TTL', 'preparedTtlMs', 'duration'],
+  ['ACTIONKIT_STOP_RETRY_BASE', 'stopRetryBaseMs', 'duration'],
+  ['ACTIONKIT_STOP_RETRIES', 'stopRetryAttempts', 'int'],
 ];
+
+/** Settings that were removed, with what replaced them (named in the start-up error). */
+const REMOVED_ENVIRONMENT: Readonly<Record<string, string>> = {
+  ACTIONKIT_BODY_THREADS:
+    "ACTIONKIT_BODY_THREADS was removed: bodies no longer wait for a fixed set of threads; a 'cpu' body gets a thread of its own (cap: ACTIONKIT_MAX_BODY_THREADS) and 'io' bodies share ACTIONKIT_IO_BODY_THREADS",
+};
 
 /** Environment variable names the runtime reads, for documentation and error messages. */
 export const ENVIRONMENT_VARIABLES: readonly string[] = ENVIRONMENT.map(([name]) => name);
@@ -178,6 +208,8 @@ export function resolveOptions(options: ExtensionOptions, env: NodeJS.ProcessEnv
     source.set(key, name);
   }
   const known = new Set(ENVIRONMENT_VARIABLES);
+  const removed = Object.keys(env).filter((name) => REMOVED_ENVIRONMENT[name] !== undefined);
+  if (removed.length > 0) throw new ConfigError(`Invalid configuration: ${removed.map((name) => REMOVED_ENVIRONMENT[name]).join('; ')}`);
   const unknown = Object.keys(env).filter((name) => name.startsWith('ACTIONKIT_') && !known.has(name));
   if (unknown.length > 0) {
     throw new ConfigError(`Invalid configuration: unknown setting ${unknown.join(', ')}; the ACTIONKIT_ settings are ${ENVIRONMENT_VARIABLES.filter((n) => n.startsWith('ACTIONKIT_')).join(', ')}`);

@@ -1,6 +1,7 @@
 /**
  * `createExtension`: wires configuration, actions, the control table, the watchdog thread, the
- * worker pools, the stop coordinator, the HTTP app, probes and signals into one {@link Extension}.
+ * handler pool, the body threads, the lifecycle and its stop queue loop, the HTTP app, probes and
+ * signals into one {@link Extension}.
  */
 import { once } from 'node:events';
 import type { RequestListener, Server } from 'node:http';
@@ -15,12 +16,15 @@ import { createLogger, type Logger } from './logging.js';
 import { ExtensionMetrics } from './metrics.js';
 import { WorkerPools, type PoolStats } from './pool.js';
 import { BodyLane } from './runtime/bodies.js';
+import { BodyThreads, type BodyThreadStats } from './runtime/body-threads.js';
 import { ExecutionStore } from './runtime/executions.js';
-import { Lifecycle } from './runtime/lifecycle.js';
+import { Lifecycle, type StopAllResult, type StopStats } from './runtime/lifecycle.js';
 import { importActions, moduleUrl } from './runtime/modules.js';
+import type { BodyKind } from './runtime/protocol.js';
 import { ActionRegistry } from './runtime/registry.js';
 import { EXIT_CODES, SignalHandling, type HandledSignal } from './runtime/signals.js';
-import { StopCoordinator, type StopAllResult, type StopStats } from './runtime/stop-coordinator.js';
+import { StopQueueLoop } from './runtime/stop-queue.js';
+import { installedGates } from './runtime/test-points.js';
 import { ControlTable, Reason, type WatchdogStats } from './shm/table.js';
 
 /** Where {@link Extension.listen} is listening. */
@@ -40,12 +44,16 @@ export interface ListenInfo {
 /** Runtime counters (metrics, benchmarks, tests). */
 export interface ExtensionStats {
   activeExecutions: number;
-  queuedBodies: number;
   stopQueueDepth: number;
   stopEventsEnqueued: number;
+  /** Queue cells skipped because their producer died before publishing (should stay 0). */
+  stopQueueStalls: number;
   stops: StopStats;
   watchdog: WatchdogStats;
   pools: PoolStats;
+  bodies: BodyThreadStats;
+  /** Bytes held by remembered stop outcomes (approximate). */
+  recentStopBytes: number;
 }
 
 const SIGNAL_REASONS: Record<HandledSignal, Reason> = {
@@ -59,6 +67,13 @@ const LISTEN_BACKLOG = 4096;
 
 /** How long closing the HTTP server may wait for open requests before dropping them (reference: 5 s). */
 const HTTP_CLOSE_GRACE_MS = 5_000;
+
+/**
+ * A shutdown (SIGINT, SIGTERM, `close()`) ends at most this long after `stopAllTimeoutMs`: the
+ * time left for author shutdown hooks, closing the servers and ending the threads after the stops.
+ * Whatever still runs then is abandoned (and logged).
+ */
+export const SHUTDOWN_MARGIN_MS = 5_000;
 
 /**
  * Create an extension: load and validate the actions (a bad description throws, naming the action
@@ -101,10 +116,10 @@ export class Extension {
   private readonly registry: ActionRegistry;
   private readonly table: ControlTable;
   private readonly pools: WorkerPools;
+  private readonly bodyThreads: BodyThreads;
   private readonly store: ExecutionStore;
-  private readonly bodies: BodyLane;
-  private readonly coordinator: StopCoordinator;
   private readonly lifecycle: Lifecycle;
+  private readonly stopQueue: StopQueueLoop;
   private readonly signals: SignalHandling;
   private readonly watchdog: Worker;
   private readonly metrics: ExtensionMetrics;
@@ -127,12 +142,12 @@ export class Extension {
         const stats = this.stats();
         return {
           activeActionIds: this.store.all().map((execution) => execution.action.id),
-          queuedBodies: stats.queuedBodies,
           stopQueueDepth: stats.stopQueueDepth,
           stopEventsEnqueued: stats.stopEventsEnqueued,
-          stopQueueStalls: stats.stops.queueStalls,
+          stopQueueStalls: stats.stopQueueStalls,
           heartbeatTimeouts: stats.watchdog.heartbeatTimeouts,
           pools: stats.pools,
+          bodies: stats.bodies,
         };
       },
     });
@@ -145,48 +160,47 @@ export class Extension {
       this.watchdogAlive = false;
       if (!this.releasing) logger.fatal({ code }, 'heartbeat watchdog thread exited; liveness is now failing');
     });
+    const boot = { buffer: this.table.buffer, actionModules: moduleUrls, log: { level: options.logLevel, format: options.logFormat } };
     this.pools = new WorkerPools({
-      boot: { buffer: this.table.buffer, actionModules: moduleUrls, log: { level: options.logLevel, format: options.logFormat } },
+      boot,
       handlerThreads: options.handlerThreads,
-      bodyThreads: options.bodyThreads,
       maxOldGenerationMb: options.workerMaxOldGenerationMb,
-      bodyNice: options.bodyNice,
       logger,
       onHandlerSettled: (phase, actionId, seconds, outcome) => this.metrics.observeHandler(phase, actionId, seconds, outcome),
     });
-    this.store = new ExecutionStore(this.table, options.stopRetentionMs);
-    this.bodies = new BodyLane(this.table, this.pools, logger);
-    const removeUploads = async (executionId: string): Promise<void> => {
-      try {
-        await removeExecutionFolder(options.uploadDir, executionId);
-      } catch (error) {
-        logger.error({ err: error, executionId }, 'could not remove uploaded files');
-      }
-    };
-    this.coordinator = new StopCoordinator({
-      table: this.table,
-      store: this.store,
-      bodies: this.bodies,
-      pools: this.pools,
+    this.bodyThreads = new BodyThreads({
+      boot,
+      maxThreads: options.maxBodyThreads,
+      spares: options.spareBodyThreads,
+      ioThreads: options.ioBodyThreads,
+      nice: options.bodyNice,
+      maxOldGenerationMb: options.workerMaxOldGenerationMb,
+      gates: installedGates(),
       logger,
-      stopGraceMs: options.stopGraceMs,
-      handlerTimeoutMs: options.handlerTimeoutMs,
-      removeUploads: async (execution) => {
-        if (execution.uploadFolder !== undefined) await removeUploads(execution.id);
-      },
-      onStopFinished: (execution, reason, bodyEnd, succeeded) => this.metrics.observeStop(execution, reason, bodyEnd, succeeded),
     });
-    this.coordinator.start();
+    this.store = new ExecutionStore(this.table, options.stopRetentionMs);
     this.lifecycle = new Lifecycle({
       table: this.table,
       store: this.store,
-      bodies: this.bodies,
-      coordinator: this.coordinator,
+      bodies: new BodyLane(this.table, this.bodyThreads, logger),
       pools: this.pools,
       logger,
       handlerTimeoutMs: options.handlerTimeoutMs,
-      removeUploads,
+      stopGraceMs: options.stopGraceMs,
+      stopRetry: { baseMs: options.stopRetryBaseMs, attempts: options.stopRetryAttempts },
+      preparedTtlMs: options.preparedTtlMs,
+      removeUploads: async (executionId) => {
+        try {
+          await removeExecutionFolder(options.uploadDir, executionId);
+        } catch (error) {
+          logger.error({ err: error, executionId }, 'could not remove uploaded files');
+        }
+      },
+      onStopFinished: (execution, reason, bodyEnd, succeeded) => this.metrics.observeStop(execution, reason, bodyEnd, succeeded),
+      onStopGivenUp: (_, reason) => this.metrics.observeStopGivenUp(reason),
     });
+    this.stopQueue = new StopQueueLoop(this.table, logger, (slot, control, fromSweep) => this.lifecycle.onStopTaken(slot, control, fromSweep));
+    this.stopQueue.start();
     this.app = buildApp({
       registry,
       lifecycle: this.lifecycle,
@@ -196,24 +210,31 @@ export class Extension {
       uploadMaxBytes: options.uploadMaxBytes,
       metrics: this.metrics,
     });
-    this.signals = new SignalHandling(logger);
+    this.signals = new SignalHandling({
+      logger,
+      budgetMs: () => options.stopAllTimeoutMs + SHUTDOWN_MARGIN_MS,
+      onTerminating: () => {
+        // From the signal on: not ready, no new executions — whatever a SIGUSR1 run still does.
+        this.ready = false;
+        this.lifecycle.close();
+      },
+    });
     this.signals.add({ name: 'readiness false', order: 0, run: () => void (this.ready = false) });
     this.signals.add({
       name: 'stop all executions',
       order: 10,
-      run: async (signal) => {
-        if (signal !== 'SIGUSR1') this.lifecycle.close();
-        await this.coordinator.stopAll(SIGNAL_REASONS[signal], options.stopAllTimeoutMs);
+      run: async (signal, deadlineMs) => {
+        await this.lifecycle.stopAll(SIGNAL_REASONS[signal], Math.min(options.stopAllTimeoutMs, deadlineMs - Date.now()));
       },
     });
-    this.signals.add({ name: 'readiness restored', order: 30, run: (signal) => void (signal === 'SIGUSR1' && (this.ready = true)) });
-    this.signals.add({ name: 'close probes', order: 80, run: () => closeServer(this.probes, HTTP_CLOSE_GRACE_MS) });
-    this.signals.add({ name: 'close http', order: 90, run: () => closeServer(this.server, HTTP_CLOSE_GRACE_MS) });
+    this.signals.add({ name: 'readiness restored', order: 30, run: (signal) => void (signal === 'SIGUSR1' && !this.signals.terminating && (this.ready = true)) });
+    this.signals.add({ name: 'close probes', order: 80, run: (_, deadlineMs) => closeServer(this.probes, graceUntil(deadlineMs)) });
+    this.signals.add({ name: 'close http', order: 90, run: (_, deadlineMs) => closeServer(this.server, graceUntil(deadlineMs)) });
     this.signals.add({
       name: 'exit',
       order: 100,
-      run: async (signal) => {
-        await this.releaseThreads();
+      run: async (signal, deadlineMs) => {
+        await this.releaseThreads(deadlineMs);
         process.exit(EXIT_CODES[signal as 'SIGINT' | 'SIGTERM']);
       },
     });
@@ -255,13 +276,19 @@ export class Extension {
   }
 
   /** @internal Wait for every worker thread to be ready (called by {@link createExtension}). */
-  warmUp(): Promise<void> {
-    return this.pools.warmUp();
+  async warmUp(): Promise<void> {
+    const kinds = new Set<BodyKind>();
+    for (const action of this.registry.all()) if (action.bodyKind !== undefined) kinds.add(action.bodyKind);
+    await Promise.all([this.pools.warmUp(), this.bodyThreads.warmUp(kinds)]);
   }
 
-  /** Add a shutdown hook that runs after all executions were stopped (reference order 20). */
+  /**
+   * Add a shutdown hook that runs after all executions were stopped (reference order 20). It
+   * shares the shutdown's bound (`stopAllTimeoutMs` + 5 s from the signal): one still running then
+   * is abandoned.
+   */
   onShutdown(name: string, hook: (signal: HandledSignal) => Promise<void> | void): void {
-    this.signals.add({ name: `custom: ${name}`, order: 20, run: hook });
+    this.signals.add({ name: `custom: ${name}`, order: 20, run: (signal) => hook(signal) });
   }
 
   /** Run the signal sequence as if `signal` had been received (SIGINT/SIGTERM end with process exit). */
@@ -271,18 +298,23 @@ export class Extension {
 
   /** Stop every active execution (reason `extension shutdown`), bounded by `stopAllTimeoutMs`. */
   stopAll(): Promise<StopAllResult> {
-    return this.coordinator.stopAll(Reason.Shutdown, this.options.stopAllTimeoutMs);
+    return this.lifecycle.stopAll(Reason.Shutdown, this.options.stopAllTimeoutMs);
   }
 
-  /** Stop everything, close the servers and end every thread. Idempotent. */
+  /**
+   * Stop everything, close the servers and end every thread. Idempotent. Resolves within
+   * `stopAllTimeoutMs` + 5 s whatever hangs (an author stop, a hook, a slow client): what still
+   * runs then is abandoned and logged.
+   */
   close(): Promise<void> {
     this.closing ??= (async () => {
+      const deadlineMs = Date.now() + this.options.stopAllTimeoutMs + SHUTDOWN_MARGIN_MS;
       this.ready = false;
       this.lifecycle.close();
       this.signals.uninstall();
-      await this.coordinator.stopAll(Reason.Shutdown, this.options.stopAllTimeoutMs);
-      await Promise.all([closeServer(this.server, HTTP_CLOSE_GRACE_MS), closeServer(this.probes, HTTP_CLOSE_GRACE_MS)]);
-      await this.releaseThreads();
+      await this.lifecycle.stopAll(Reason.Shutdown, this.options.stopAllTimeoutMs);
+      await Promise.all([closeServer(this.server, graceUntil(deadlineMs)), closeServer(this.probes, graceUntil(deadlineMs))]);
+      await this.releaseThreads(deadlineMs);
     })();
     return this.closing;
   }
@@ -291,22 +323,32 @@ export class Extension {
   stats(): ExtensionStats {
     return {
       activeExecutions: this.store.size,
-      queuedBodies: this.bodies.queued,
       stopQueueDepth: this.table.queueDepth(),
       stopEventsEnqueued: this.table.enqueuedTotal(),
-      stops: { ...this.coordinator.stats },
+      stopQueueStalls: this.stopQueue.queueStalls,
+      stops: { ...this.lifecycle.stats },
       watchdog: this.table.watchdogStats(),
       pools: this.pools.stats(),
+      bodies: this.bodyThreads.stats(),
+      recentStopBytes: this.store.recentStopBytes,
     };
   }
 
-  private async releaseThreads(): Promise<void> {
+  /** Wait for the stops in progress until `deadlineMs` (`Date.now()` scale), then end every thread. */
+  private async releaseThreads(deadlineMs: number): Promise<void> {
     this.releasing = true;
-    await this.coordinator.close();
+    const unfinished = await this.lifecycle.drain(deadlineMs);
+    if (unfinished > 0) this.logger.error({ unfinished }, 'stops still running at the shutdown deadline were abandoned; their executions may not be rolled back');
+    await this.stopQueue.close();
     this.table.stopWatchdog();
-    await Promise.all([this.watchdog.terminate(), this.pools.close()]);
+    await Promise.all([this.watchdog.terminate(), this.pools.close(), this.bodyThreads.close()]);
     this.metrics.close();
   }
+}
+
+/** How long a server may wait for open requests when the shutdown must be over at `deadlineMs`. */
+function graceUntil(deadlineMs: number): number {
+  return Math.max(0, Math.min(HTTP_CLOSE_GRACE_MS, deadlineMs - Date.now()));
 }
 
 /** The probes (and `/metrics`) first, then the extension: how the probes share a unix socket with the extension. */

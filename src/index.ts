@@ -13,7 +13,7 @@ export { createExtension, Extension, type ExtensionStats, type ListenInfo } from
 export { ConfigError, ENVIRONMENT_VARIABLES, type ExtensionOptions, type ResolvedOptions } from './config.js';
 export { RegistrationError } from './api/description.js';
 export { ErrorCode, ExtensionError, RuntimeError, type ActionKitErrorBody, type ExtensionErrorOptions } from './errors.js';
-export type { StopAllResult } from './runtime/stop-coordinator.js';
+export type { StopAllResult } from './runtime/lifecycle.js';
 export type { HandledSignal } from './runtime/signals.js';
 export * as schemas from './api/schemas.js';
 export type * from './api/schemas.js';

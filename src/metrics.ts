@@ -23,6 +23,7 @@ import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { BodyPhase } from './action.js';
 import type { HandlerOutcome, PoolStats } from './pool.js';
+import type { BodyThreadStats } from './runtime/body-threads.js';
 import type { Phase } from './runtime/protocol.js';
 import { Reason } from './shm/table.js';
 
@@ -30,8 +31,6 @@ import { Reason } from './shm/table.js';
 export interface MetricsSnapshot {
   /** The action id of every execution this process holds (prepared or running). */
   activeActionIds: Iterable<string>;
-  /** Bodies waiting in the body lane's admission queue. */
-  queuedBodies: number;
   /** Stop events published to the shared queue and not yet taken by the coordinator. */
   stopQueueDepth: number;
   /** Stop events ever published. */
@@ -41,6 +40,7 @@ export interface MetricsSnapshot {
   /** Heartbeat timeouts fired by the watchdog thread. */
   heartbeatTimeouts: number;
   pools: PoolStats;
+  bodies: BodyThreadStats;
 }
 
 /** Where the metrics read the runtime's state. */
@@ -61,6 +61,7 @@ const REASON_LABELS: Record<Reason, string> = {
   [Reason.BodyFailed]: 'body_failed',
   [Reason.PrepareAbandoned]: 'prepare_abandoned',
   [Reason.Shutdown]: 'shutdown',
+  [Reason.PreparedExpired]: 'prepared_expired',
 };
 
 /**
@@ -114,6 +115,7 @@ export class ExtensionMetrics {
   private readonly stops: Counter<'reason' | 'result'>;
   /** [reason][0 = succeeded, 1 = failed], for every reason but `None`. */
   private readonly stopChildren: Counter.Internal[][] = [];
+  private readonly stopsGivenUp: Counter<'reason'>;
   private readonly bodyStops: Counter<'outcome'>;
   private readonly bodyStopSeconds: Histogram<'outcome'>;
   /** Executions whose body end was counted: a retried stop (the first attempt failed) counts it once. */
@@ -149,7 +151,7 @@ export class ExtensionMetrics {
     });
     this.stops = new Counter({
       name: 'actionkit_stops_total',
-      help: 'Stops the stop coordinator ran, by first reason and by result of the author stop (no stop handler counts as succeeded). A failed stop retried later counts again.',
+      help: 'Stop attempts, by reason and by result of the author stop (no stop handler, or nothing prepared, counts as succeeded). A failed stop retried later counts again.',
       labelNames: ['reason', 'result'],
       registers,
     });
@@ -161,16 +163,23 @@ export class ExtensionMetrics {
       this.stopChildren[reason] = [this.stops.labels(label, 'succeeded'), this.stops.labels(label, 'failed')];
       for (const child of this.stopChildren[reason]) child.inc(0);
     }
+    this.stopsGivenUp = new Counter({
+      name: 'actionkit_stops_given_up_total',
+      help: 'Stops that failed on every automatic retry and were given up (their execution was freed without a successful rollback), by reason.',
+      labelNames: ['reason'],
+      registers,
+    });
+    for (const reason of Object.values(Reason)) if (reason !== Reason.None) this.stopsGivenUp.labels(REASON_LABELS[reason]).inc(0);
     this.bodyStops = new Counter({
       name: 'actionkit_body_stops_total',
-      help: 'How executions being stopped had their body end: cooperative, killed (grace period exceeded), skipped (never got a thread), returned or failed (ended before the stop), none (no body). Once per execution.',
+      help: 'How executions being stopped had their body end: cooperative, killed (grace period exceeded), skipped (stopped before it began), returned or failed (ended before the stop), none (no body). Once per execution.',
       labelNames: ['outcome'],
       registers,
     });
     for (const outcome of STOP_BODY_OUTCOMES) this.bodyStops.labels(BODY_OUTCOME_LABELS[outcome]).inc(0);
     this.bodyStopSeconds = new Histogram({
       name: 'actionkit_body_stop_duration_seconds',
-      help: 'From the stop request to the body ending (cooperative) or its worker being terminated (killed).',
+      help: 'From the stop request to the body ending (cooperative) or its thread being terminated (killed).',
       labelNames: ['outcome'],
       buckets: BODY_STOP_BUCKETS_S,
       registers,
@@ -186,7 +195,7 @@ export class ExtensionMetrics {
     });
     new Gauge({
       name: 'actionkit_stop_queue_depth',
-      help: 'Stop events in the shared-memory queue not yet taken by the stop coordinator.',
+      help: 'Stop events in the shared-memory queue not yet taken by the stop queue loop.',
       registers,
       collect() {
         this.set(snapshot().stopQueueDepth);
@@ -212,51 +221,82 @@ export class ExtensionMetrics {
     });
     new Gauge({
       name: 'actionkit_pool_threads',
-      help: 'Worker threads per pool (handlers: lifecycle handlers; bodies: execution bodies).',
+      help: 'Worker threads of the handler pool (lifecycle handlers).',
       labelNames: ['pool'],
       registers,
       collect() {
-        const { pools } = snapshot();
-        this.set({ pool: 'handlers' }, pools.handlerThreads);
-        this.set({ pool: 'bodies' }, pools.bodyThreads);
+        this.set({ pool: 'handlers' }, snapshot().pools.handlerThreads);
       },
     });
     new Gauge({
       name: 'actionkit_pool_busy_threads',
-      help: 'Worker threads running a task now, per pool.',
+      help: 'Handler threads running a task now.',
       labelNames: ['pool'],
       registers,
       collect() {
-        const { pools } = snapshot();
-        this.set({ pool: 'handlers' }, pools.handlerBusy);
-        this.set({ pool: 'bodies' }, pools.bodyBusy);
+        this.set({ pool: 'handlers' }, snapshot().pools.handlerBusy);
       },
     });
     new Gauge({
       name: 'actionkit_pool_queued_tasks',
-      help: 'Tasks waiting for a worker thread, per pool (bodies: the body lane admission queue plus the pool queue).',
+      help: 'Handler tasks waiting for a thread.',
       labelNames: ['pool'],
       registers,
       collect() {
-        const { pools, queuedBodies } = snapshot();
-        this.set({ pool: 'handlers' }, pools.handlerQueue);
-        this.set({ pool: 'bodies' }, queuedBodies + pools.bodyQueue);
+        this.set({ pool: 'handlers' }, snapshot().pools.handlerQueue);
       },
     });
     new Gauge({
       name: 'actionkit_pool_utilization_ratio',
-      help: "piscina's utilization per pool: mean run time of completed tasks relative to the pool's capacity (0..1).",
+      help: "piscina's utilization of the handler pool: mean run time of completed tasks relative to its capacity (0..1).",
       labelNames: ['pool'],
       registers,
       collect() {
-        const { pools } = snapshot();
-        this.set({ pool: 'handlers' }, pools.handlerUtilization);
-        this.set({ pool: 'bodies' }, pools.bodyUtilization);
+        this.set({ pool: 'handlers' }, snapshot().pools.handlerUtilization);
+      },
+    });
+    new Gauge({
+      name: 'actionkit_bodies_running',
+      help: 'Execution bodies running now, by kind (cpu: one thread each; io: sharing the io threads).',
+      labelNames: ['kind'],
+      registers,
+      collect() {
+        const { bodies } = snapshot();
+        this.set({ kind: 'cpu' }, bodies.cpuBusy);
+        this.set({ kind: 'io' }, bodies.ioBodies);
+      },
+    });
+    new Gauge({
+      name: 'actionkit_body_threads',
+      help: 'Body threads alive, by kind (cpu: running a body, spare or booting; io: shared).',
+      labelNames: ['kind'],
+      registers,
+      collect() {
+        const { bodies } = snapshot();
+        this.set({ kind: 'cpu' }, bodies.cpuThreads);
+        this.set({ kind: 'io' }, bodies.ioThreads);
+      },
+    });
+    new Gauge({
+      name: 'actionkit_body_spare_threads',
+      help: 'Booted idle cpu body threads, ready for the next body.',
+      registers,
+      collect() {
+        this.set(snapshot().bodies.cpuSpares);
+      },
+    });
+    new Counter({
+      name: 'actionkit_body_threads_lost_total',
+      help: 'Body threads that ended while carrying bodies: crashed, exited, out of memory, or terminated to kill a body that ignored its stop.',
+      registers,
+      collect() {
+        this.reset();
+        this.inc(snapshot().bodies.threadsLost);
       },
     });
     new Counter({
       name: 'actionkit_pool_workers_replaced_total',
-      help: 'Worker threads that ended (crash, exit, out of memory, hung handler or killed body) and were replaced.',
+      help: 'Handler threads that ended (crash, exit, out of memory, hung handler) and were replaced.',
       registers,
       collect() {
         this.reset();
@@ -334,7 +374,7 @@ export class ExtensionMetrics {
   }
 
   /**
-   * Record a stop the coordinator finished: its reason and the author stop's result on every
+   * Record a stop attempt that finished: its reason and the author stop's result on every
    * attempt; how the body ended (and how long after the stop request) once per `execution`.
    */
   observeStop(execution: object, reason: Reason, body: { phase: BodyPhase; stopMs?: number }, succeeded: boolean): void {
@@ -344,6 +384,11 @@ export class ExtensionMetrics {
     const outcome = BODY_OUTCOME_LABELS[body.phase];
     this.bodyStops.labels(outcome).inc();
     if ((body.phase === 'stopped' || body.phase === 'killed') && body.stopMs !== undefined) this.bodyStopSeconds.labels(outcome).observe(body.stopMs / 1000);
+  }
+
+  /** Record a stop given up after its retries. */
+  observeStopGivenUp(reason: Reason): void {
+    this.stopsGivenUp.labels(REASON_LABELS[reason]).inc();
   }
 
   /**

@@ -1,35 +1,28 @@
 /**
- * Worker threads: the only module that imports piscina.
+ * The handler lane: a piscina pool running the author's prepare, start, status, stop and query
+ * handlers — short tasks. The only module that imports piscina. (Bodies run on their own threads,
+ * `src/runtime/body-threads.ts`, so a long-running body can never starve a lifecycle call.)
  *
- * Two lanes, two pools, so a long-running body can never starve a lifecycle call:
- * - **handlers**: prepare, start, status, stop and query handlers — short tasks;
- * - **bodies**: execution bodies — long, often CPU-bound tasks. At most `bodyThreads` run at once;
- *   the body lane's admission queue (`src/runtime/bodies.ts`) holds the rest, so piscina's own queue
- *   for bodies stays empty and a body stopped while waiting never reaches a thread.
+ * `atomics: 'async'`: an idle handler thread waits for its next task with `Atomics.waitAsync`, so
+ * its event loop keeps turning between tasks. With piscina's default (`'sync'`, `Atomics.wait`)
+ * an idle thread is frozen: a keep-alive socket the server closed meanwhile is not noticed, and the
+ * next handler's `fetch` writes into it and fails (`UND_ERR_SOCKET`, `EPIPE`).
  *
- * Both pools use piscina's default `atomics: 'sync'`: an idle worker sleeps in `Atomics.wait` and
- * wakes on the next task with no event-loop turn (the cheapest hand-off). The price — an idle
- * worker's event loop is frozen, so work a handler leaves running after it resolved waits for the
- * thread's next task — is acceptable because handlers must be complete when they resolve, and a
- * body's own async work (its AbortSignal, `sleepAsync`) only runs while its task runs, when the
- * loop is live. Every task carries an `AbortSignal`; aborting a running task makes piscina
- * terminate its worker and start a replacement. That is the hard-kill step of the escalation
- * ladder and the cure for a hung handler.
+ * Every task carries a kill switch; pulling it on a running task makes piscina terminate its
+ * worker and start a replacement — the cure for a hung handler.
  */
 import { fileURLToPath } from 'node:url';
 import { Piscina } from 'piscina';
 import { ErrorCode, RuntimeError } from './errors.js';
 import type { Logger } from './logging.js';
-import type { BodyReply, BodyTask, HandlerReply, HandlerTask, Phase, WorkerBootData } from './runtime/protocol.js';
+import type { HandlerReply, HandlerTask, Phase, WorkerBootData } from './runtime/protocol.js';
 
-/** Settings of both lanes. */
+/** Settings of the handler lane. */
 export interface PoolSettings {
   boot: WorkerBootData;
   handlerThreads: number;
-  bodyThreads: number;
   /** V8 old-space limit per worker, MiB; undefined = Node's default. */
   maxOldGenerationMb: number | undefined;
-  bodyNice: number;
   logger: Logger;
   /** Told when a handler task settles (metrics); runs on the main thread, must be cheap. */
   onHandlerSettled?: (phase: Phase, actionId: string, seconds: number, outcome: HandlerOutcome) => void;
@@ -41,81 +34,60 @@ export interface PoolSettings {
  */
 export type HandlerOutcome = 'ok' | 'error' | 'lost';
 
-/** Counters of both lanes (for metrics and benchmarks). */
+/** Counters of the handler lane (for metrics and benchmarks). */
 export interface PoolStats {
   handlerThreads: number;
-  bodyThreads: number;
   handlerQueue: number;
-  /** Tasks in piscina's queue of the body lane (the lane's own admission queue is `BodyLane.queued`). */
-  bodyQueue: number;
   /** Tasks running on a thread now (submitted, not settled, not queued). */
   handlerBusy: number;
-  bodyBusy: number;
   /** piscina's `utilization`: mean run time of completed tasks relative to the lane's capacity since start. */
   handlerUtilization: number;
-  bodyUtilization: number;
   workersReplaced: number;
 }
 
 const handlersFile = fileURLToPath(new URL('../workers/handlers.js', import.meta.url));
-const bodiesFile = fileURLToPath(new URL('../workers/bodies.js', import.meta.url));
 
-/** The two lanes of worker threads. */
+/** The handler lane's worker threads. */
 export class WorkerPools {
   private readonly handlers: Piscina<HandlerTask, HandlerReply>;
-  private readonly bodies: Piscina<BodyTask, BodyReply>;
   private readonly settings: PoolSettings;
   private replaced = 0;
   private closing = false;
-  /** Tasks submitted and not yet settled, per lane (queued or running). */
+  /** Tasks submitted and not yet settled (queued or running). */
   private handlersInFlight = 0;
-  private bodiesInFlight = 0;
 
   constructor(settings: PoolSettings) {
     this.settings = settings;
-    const resourceLimits = settings.maxOldGenerationMb === undefined ? undefined : { maxOldGenerationSizeMb: settings.maxOldGenerationMb };
-    const common = {
+    this.handlers = new Piscina({
+      filename: handlersFile,
+      name: 'default',
       workerData: settings.boot,
+      minThreads: settings.handlerThreads,
+      maxThreads: settings.handlerThreads,
       idleTimeout: Number.POSITIVE_INFINITY,
       concurrentTasksPerWorker: 1,
-      ...(resourceLimits === undefined ? {} : { resourceLimits }),
-    };
-    this.handlers = new Piscina({ ...common, filename: handlersFile, name: 'default', minThreads: settings.handlerThreads, maxThreads: settings.handlerThreads });
-    this.bodies = new Piscina({
-      ...common,
-      filename: bodiesFile,
-      name: 'default',
-      minThreads: settings.bodyThreads,
-      maxThreads: settings.bodyThreads,
-      niceIncrement: settings.bodyNice,
+      atomics: 'async',
+      ...(settings.maxOldGenerationMb === undefined ? {} : { resourceLimits: { maxOldGenerationSizeMb: settings.maxOldGenerationMb } }),
     });
-    for (const [lane, pool] of [['handlers', this.handlers], ['bodies', this.bodies]] as const) {
-      // piscina emits 'error' for a worker failure with no task attached; unhandled it would kill the process.
-      pool.on('error', (error: unknown) => settings.logger.error({ lane, err: error }, 'worker thread failed outside a task'));
-      pool.on('workerDestroy', () => {
-        if (!this.closing) this.replaced++;
-      });
-    }
+    // piscina emits 'error' for a worker failure with no task attached; unhandled it would kill the process.
+    this.handlers.on('error', (error: unknown) => settings.logger.error({ lane: 'handlers', err: error }, 'worker thread failed outside a task'));
+    this.handlers.on('workerDestroy', () => {
+      if (!this.closing) this.replaced++;
+    });
   }
 
   /**
-   * Wait until every thread of both lanes has loaded the action modules (a no-op `ping` task per
+   * Wait until every handler thread has loaded the action modules (a no-op `ping` task per
    * thread), so the first execution does not wait for a thread to boot and a module that fails to
    * load on a worker fails start-up instead of the first request.
    */
   async warmUp(): Promise<void> {
-    const ping = (pool: Piscina, threads: number): Promise<unknown>[] => Array.from({ length: threads }, () => pool.run(null, { name: 'ping' }));
-    await Promise.all([...ping(this.handlers, this.settings.handlerThreads), ...ping(this.bodies, this.settings.bodyThreads)]);
+    await Promise.all(Array.from({ length: this.settings.handlerThreads }, () => this.handlers.run(null as unknown as HandlerTask, { name: 'ping' })));
   }
 
   /** Threads of the handler lane. */
   get handlerThreads(): number {
     return this.settings.handlerThreads;
-  }
-
-  /** Threads of the body lane. */
-  get bodyThreads(): number {
-    return this.settings.bodyThreads;
   }
 
   /**
@@ -153,33 +125,13 @@ export class WorkerPools {
     }
   }
 
-  /**
-   * Run a body; `signal` is the hard-kill switch (aborting terminates the body's worker).
-   * Rejects with a {@link RuntimeError} when the worker died or was killed.
-   */
-  async runBody(task: BodyTask, signal: AbortSignal): Promise<BodyReply> {
-    this.bodiesInFlight++;
-    try {
-      return await this.bodies.run(task, { signal, transferList: [task.reports] });
-    } catch (error) {
-      if (signal.aborted) throw new RuntimeError(ErrorCode.WorkerLost, 500, 'Body killed', 'the body did not stop within the grace period; its worker thread was terminated');
-      throw workerLost('the body', error);
-    } finally {
-      this.bodiesInFlight--;
-    }
-  }
-
   /** Lane statistics. */
   stats(): PoolStats {
     return {
       handlerThreads: this.handlers.threads.length,
-      bodyThreads: this.bodies.threads.length,
       handlerQueue: this.handlers.queueSize,
-      bodyQueue: this.bodies.queueSize,
       handlerBusy: Math.max(0, this.handlersInFlight - this.handlers.queueSize),
-      bodyBusy: Math.max(0, this.bodiesInFlight - this.bodies.queueSize),
       handlerUtilization: this.handlers.utilization,
-      bodyUtilization: this.bodies.utilization,
       workersReplaced: this.replaced,
     };
   }
@@ -187,7 +139,7 @@ export class WorkerPools {
   /** Terminate every worker. Running tasks are abandoned; call after executions were stopped. */
   async close(): Promise<void> {
     this.closing = true;
-    await Promise.allSettled([this.handlers.destroy(), this.bodies.destroy()]);
+    await Promise.allSettled([this.handlers.destroy()]);
   }
 }
 

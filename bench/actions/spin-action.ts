@@ -37,14 +37,18 @@ function unwrapUs(residue: number, now: number): number {
   return base > now ? base - PROGRESS_MODULUS : base;
 }
 
-/** The spin action with its own id and status call interval (the heartbeat period). */
-export function spinAction(id: string, callInterval: string) {
+/**
+ * The spin action with its own id and status call interval (the heartbeat period). `cpu`: the body
+ * burns CPU on a thread of its own until stopped; `io`: it awaits its stop signal on a shared io
+ * thread (how thousands of executions fit in one process).
+ */
+export function spinAction(id: string, callInterval: string, kind: 'cpu' | 'io' = 'cpu') {
   return defineAction({
     description: {
       id,
       label: `Spin (${callInterval} heartbeat)`,
       version: '1.0.0',
-      description: 'Burns CPU on a body thread until stopped (benchmark).',
+      description: kind === 'cpu' ? 'Burns CPU on a body thread until stopped (benchmark).' : 'Awaits its stop on a shared body thread (benchmark).',
       kind: 'attack',
       timeControl: 'external',
       parameters: [{ name: 'duration', label: 'Duration', type: 'duration', defaultValue: '10m', required: true }],
@@ -65,10 +69,18 @@ export function spinAction(id: string, callInterval: string) {
         ],
       };
     },
-    body: (state, ctx) => {
-      if (!state.burn) return;
-      while (!ctx.shouldStop()) burnWindow(WINDOW_MS, ctx.shouldStop);
-      ctx.progress(nowUs() % PROGRESS_MODULUS);
-    },
+    bodyKind: kind,
+    body:
+      kind === 'cpu'
+        ? (state, ctx) => {
+            if (!state.burn) return;
+            while (!ctx.shouldStop()) burnWindow(WINDOW_MS, ctx.shouldStop);
+            ctx.progress(nowUs() % PROGRESS_MODULUS);
+          }
+        : async (state, ctx) => {
+            if (!state.burn) return;
+            if (!ctx.signal.aborted) await new Promise((resolve) => ctx.signal.addEventListener('abort', resolve, { once: true }));
+            ctx.progress(nowUs() % PROGRESS_MODULUS);
+          },
   });
 }

@@ -3,6 +3,7 @@
  * same action written with express alone, its body burning the same loop on the main thread in
  * the same windows (yielding between them). Same client, same number of burning executions.
  */
+import { availableParallelism } from 'node:os';
 import { quantile, round } from '../stats.js';
 import { setupExecutions, sleep, startBaseline, startLoad, startServer, type BenchSize, type LoadProcess } from './common.js';
 
@@ -29,7 +30,8 @@ export async function responsiveness(size: BenchSize): Promise<ResponsivenessRes
     let runtime: number[];
     let bodies: number;
     try {
-      bodies = (await server.stats()).pools.bodyThreads;
+      // As many CPU-bound bodies as there are cores: every core busy.
+      bodies = availableParallelism();
       runtime = await measure(load, server.base, bodies, durationMs);
     } finally {
       await server.stop();

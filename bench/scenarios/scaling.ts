@@ -34,7 +34,7 @@ export async function scaling(size: BenchSize): Promise<ScalingPoint[]> {
   let active: AgentExecution[] = [];
   try {
     for (const level of levels) {
-      const { executions } = await setupExecutions(load, server.base, [{ action: 'bench.spin', burn: false, count: level - active.length }]);
+      const { executions } = await setupExecutions(load, server.base, [{ action: 'bench.wait', burn: false, count: level - active.length }]);
       active = active.concat(executions);
       const before = await server.stats();
       if (before.activeExecutions !== level) throw new Error(`scaling: expected ${level} active executions, the server has ${before.activeExecutions}`);

@@ -51,8 +51,8 @@ export async function storm(size: BenchSize): Promise<StormResult> {
   try {
     // The expiring share is started last, so the others are all running when it begins to expire.
     const { executions, elapsedMs: setupMs } = await setupExecutions(load, server.base, [
-      { action: 'bench.spin', burn: true, count: executionCount - expiring },
-      { action: 'bench.spin-expiring', burn: true, count: expiring },
+      { action: 'bench.wait', burn: true, count: executionCount - expiring },
+      { action: 'bench.wait-expiring', burn: true, count: expiring },
     ]);
     await waitFor('the first heartbeat timeout', async () => (await server.stats()).watchdog.heartbeatTimeouts > 0, 30_000);
 
@@ -69,7 +69,7 @@ export async function storm(size: BenchSize): Promise<StormResult> {
     }>('storm', {
       base: server.base,
       executions,
-      statusTargets: executions.filter((e) => e.action === 'bench.spin'),
+      statusTargets: executions.filter((e) => e.action === 'bench.wait'),
       stopsPerExecution: STOPS_PER_EXECUTION,
       concurrency: 64,
       statusPollers: 8,

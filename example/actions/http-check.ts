@@ -2,9 +2,10 @@
  * HTTP check: calls a URL at a steady rate for a while and fails the experiment step when too few
  * answers carry an expected status code.
  *
- * The requests run in the execution's body (its own thread), one metric per request. `status`
- * folds those metrics into counts kept in the state, so the verdict needs no shared memory beyond
- * what the runtime already hands it.
+ * The requests run in the execution's body, one metric per request; the body only awaits, so it
+ * is an `io` body and shares a thread with other such bodies. `status` folds those metrics into
+ * counts kept in the state, so the verdict needs no shared memory beyond what the runtime already
+ * hands it.
  */
 import { defineAction, z, type Metric } from 'actionkit-runtime/action';
 import { durationMs, formatMs, formatPercent, httpUrl } from '../lib/params.js';
@@ -127,6 +128,8 @@ export default defineAction({
     state.startedAtMs = Date.now();
   },
 
+  // The body only awaits (requests and pauses): it shares an io thread with other bodies.
+  bodyKind: 'io',
   async body(state, ctx) {
     const deadlineMs = state.startedAtMs + state.durationMs;
     while (!ctx.shouldStop() && Date.now() < deadlineMs) {
@@ -137,7 +140,7 @@ export default defineAction({
       ctx.report({ metrics: [{ name: RESPONSE_METRIC, metric: labels, value: Number(ms.toFixed(2)) }] });
       ctx.progress(Math.min(state.durationMs, Date.now() - state.startedAtMs));
       const waitMs = Math.min(state.intervalMs - (performance.now() - sentAt), deadlineMs - Date.now());
-      if (waitMs > 0 && ctx.sleep(waitMs)) return;
+      if (waitMs > 0 && (await ctx.sleepAsync(waitMs))) return;
     }
   },
 

@@ -1,58 +1,68 @@
 /**
- * The body lane: admission of execution bodies onto body threads, their reports, and the
- * escalation ladder when a stop arrives.
+ * The body lane: one execution's body on a body thread (`./body-threads.ts`), what status and stop
+ * see of it, and the escalation ladder when a stop arrives.
  *
- * At most `bodyThreads` bodies run at once; the others wait here in FIFO order. A body stopped
- * while waiting is marked Skipped (CAS on its BODY word) and never reaches a thread — in a stop
- * storm of thousands of queued bodies nothing is dispatched just to be cancelled.
+ * Contract with the lifecycle (`./lifecycle.ts`), which decides when a body starts and stops:
+ * - {@link BodyLane.dispatch} hands the body to a seat reserved before the author's start ran;
+ *   {@link BodyRun.began} resolves once the body's code runs (or it ended before it could);
+ * - every dispatched run settles ({@link BodyRun.done}) exactly once — it ended, was killed, or its
+ *   thread was lost — and only after its last report was delivered;
+ * - {@link BodyLane.end} returns only once the body's code no longer runs: it ended, or its thread
+ *   has exited. The lifecycle releases a control block only after that, which is what keeps an old
+ *   body from touching a reused block.
  *
- * Escalation: the stop request already flipped the CONTROL word the body polls (cooperative
- * stop, microseconds). {@link BodyLane.stop} waits `graceMs` for the body to end; if it has not,
- * it terminates the body's worker through piscina's abort (hard kill) and piscina starts a
- * replacement thread.
+ * Escalation: the stop request already flipped the CONTROL word the body polls (cooperative stop,
+ * microseconds). {@link BodyLane.end} waits out the rest of `graceMs`; a body still running then is
+ * marked Killed (CAS on its BODY word) and its thread terminated.
  */
-import { MessageChannel } from 'node:worker_threads';
 import type { BodyInfo, BodyPhase, JsonObject } from '../action.js';
-import { describeThrown, RuntimeError } from '../errors.js';
 import type { Logger } from '../logging.js';
-import type { WorkerPools } from '../pool.js';
 import { BodyState, Reason, clockUs, type ControlTable } from '../shm/table.js';
+import type { BodySeat, BodyThreads } from './body-threads.js';
 import type { Execution } from './executions.js';
-import type { BodyEndMarker, CheckedBodyReport } from './protocol.js';
+import type { BodyKind } from './protocol.js';
 
-/** A body as the main thread tracks it. */
+/** A dispatched body as the main thread tracks it. */
 export class BodyRun {
-  /** Settles when the body ended (any way) and its last reports were delivered. */
+  readonly kind: BodyKind;
+  /** Resolves when the body's code began, or the run settled without beginning. */
+  readonly began: Promise<void>;
+  /** Resolves when the body ended (any way) and all its reports were delivered. */
   readonly done: Promise<void>;
-  /** Message of the error the body threw, once known. */
+  /** Message of the error the body threw (or why its thread was lost), once known. */
   error: string | undefined;
-  /** Shared-clock µs at which the body's code ended (from its end marker). */
+  /** Shared-clock µs at which the body's code ended, when its thread said so. */
   endedAtUs: number | undefined;
-  /** Terminates the body's worker (hard kill); set when the body is dispatched. */
-  kill: () => void = () => undefined;
-  /** The state the body receives. */
-  readonly state: JsonObject;
-  private resolveDone!: () => void;
+  /** True once {@link done} resolved. */
+  settled = false;
+  readonly seat: BodySeat;
+  private markBegan!: () => void;
+  private markDone!: () => void;
 
-  constructor(state: JsonObject) {
-    this.state = state;
-    this.done = new Promise<void>((resolve) => (this.resolveDone = resolve));
+  constructor(seat: BodySeat) {
+    this.seat = seat;
+    this.kind = seat.kind;
+    this.began = new Promise<void>((resolve) => (this.markBegan = resolve));
+    this.done = new Promise<void>((resolve) => (this.markDone = resolve));
   }
 
-  /** True once {@link done} resolved: the body ended and all its reports were delivered. */
-  settled = false;
+  /** The body's code runs. */
+  begin(): void {
+    this.markBegan();
+  }
 
-  /** Mark the body as ended. */
+  /** The run is over; nothing of it runs any more. */
   settle(): void {
     this.settled = true;
-    this.resolveDone();
+    this.markBegan();
+    this.markDone();
   }
 }
 
 /** How a body ended when its execution was stopped. */
 export interface BodyEnd {
   phase: BodyPhase;
-  /** ms (fractional, µs resolution) from the stop request to the body's end (cooperative) or to its worker's termination (killed). */
+  /** ms (fractional, µs resolution) from the stop request to the body's end (cooperative) or to its thread's termination (killed). */
   stopMs?: number;
 }
 
@@ -67,43 +77,75 @@ const PHASES: Record<BodyState, BodyPhase> = {
   [BodyState.Skipped]: 'skipped',
 };
 
-/** Bound on waiting for a finished body's end marker (it is normally there already). */
-const END_MARKER_WAIT_MS = 250;
-
-/** Runs bodies on the body threads. */
+/** Runs executions' bodies on the body threads. */
 export class BodyLane {
-  private readonly waiting = new Set<Execution>();
-  private running = 0;
   private readonly table: ControlTable;
-  private readonly pools: WorkerPools;
+  private readonly threads: BodyThreads;
   private readonly logger: Logger;
 
-  constructor(table: ControlTable, pools: WorkerPools, logger: Logger) {
+  constructor(table: ControlTable, threads: BodyThreads, logger: Logger) {
     this.table = table;
-    this.pools = pools;
+    this.threads = threads;
     this.logger = logger;
   }
 
-  /** Bodies waiting for a thread. */
-  get queued(): number {
-    return this.waiting.size;
-  }
-
-  /** Queue the body of a just-started execution; it receives `state` (the state after start). */
-  enqueue(execution: Execution, state: JsonObject): void {
-    if (!this.table.transitionBody(execution.slot, BodyState.None, BodyState.Queued)) return;
-    execution.body = new BodyRun(state);
-    this.waiting.add(execution);
-    this.pump();
+  /** A seat for a body of `kind` (see {@link BodyThreads.reserve}): taken before the author's start runs, so a full lane fails the start before it changed anything. */
+  reserve(kind: BodyKind): Promise<BodySeat> {
+    return this.threads.reserve(kind);
   }
 
   /**
-   * What status and stop report about the body. A body whose thread already ended but whose last
-   * reports are still in flight counts as running, so a status that sees `returned` has seen every
-   * report the body sent.
+   * Hand the body of a just-started execution (CONTROL Running) to its seat; it receives `state`,
+   * the state after start. Sets `execution.body`.
+   */
+  dispatch(execution: Execution, seat: BodySeat, state: JsonObject): BodyRun {
+    const { slot, generation } = execution;
+    const run = new BodyRun(seat);
+    execution.body = run;
+    if (!this.table.transitionBody(slot, generation, BodyState.None, BodyState.Queued)) {
+      // Cannot happen: only a dispatch moves a block's body out of None, once per generation.
+      seat.release();
+      run.error = 'the body was dispatched twice';
+      run.settle();
+      return run;
+    }
+    seat.run(
+      { actionId: execution.action.id, executionId: execution.id, slot, generation, state },
+      {
+        began: () => run.begin(),
+        report: (report) => {
+          if (!run.settled) execution.reports.add(report.messages, report.metrics);
+        },
+        ended: (phase, error, endedAtUs) => {
+          run.endedAtUs = endedAtUs;
+          if (error !== undefined) run.error = error.message;
+          if (phase === 'failed') this.logger.warn({ executionId: execution.id, err: error }, 'action body failed');
+          run.settle();
+        },
+        killed: () => run.settle(),
+        lost: (reason) => {
+          run.error ??= reason;
+          const wasRunning =
+            this.table.transitionBody(slot, generation, BodyState.Running, BodyState.Failed) ||
+            this.table.transitionBody(slot, generation, BodyState.Queued, BodyState.Failed);
+          if (wasRunning) {
+            // The body could not request its own stop: do it for it, through the one entry point.
+            this.logger.error({ executionId: execution.id, reason }, 'body thread lost');
+            this.table.requestStop(slot, generation, Reason.BodyFailed);
+          }
+          run.settle();
+        },
+      },
+    );
+    return run;
+  }
+
+  /**
+   * What status and stop report about the body. A body whose code ended but whose last reports
+   * are still in flight counts as running, so a status that sees `returned` has seen every report.
    */
   info(execution: Execution): BodyInfo {
-    const word = this.table.bodyState(execution.slot);
+    const word = this.table.bodyState(execution.slot, execution.generation);
     const ended = word !== BodyState.Queued && word !== BodyState.Running && word !== BodyState.None;
     const phase = ended && execution.body?.settled === false ? 'running' : PHASES[word];
     const info: BodyInfo = { phase, progress: this.table.progress(execution.slot) };
@@ -112,105 +154,35 @@ export class BodyLane {
   }
 
   /**
-   * End the body of a stopping execution: nothing to do if it never started or was still queued
-   * (Skipped); otherwise wait up to `graceMs` for it to observe the stop, then kill its worker.
+   * End the body of a stopping execution, whose stop was requested at `stopAtUs` (shared clock):
+   * wait for it up to what is left of `graceMs`, then kill its thread. Resolves once nothing of the
+   * body runs any more.
    */
-  async stop(execution: Execution, graceMs: number): Promise<BodyEnd> {
-    const body = execution.body;
-    if (body === undefined) return { phase: 'none' };
-    if (this.table.transitionBody(execution.slot, BodyState.Queued, BodyState.Skipped)) {
-      this.waiting.delete(execution);
-      body.settle();
-      return { phase: 'skipped' };
-    }
-    const stopAtUs = this.table.stopRequestedAtUs(execution.slot);
-    // The stop's winner stamps STOP_AT_US just after its CAS, so a fast body can end before the
-    // stamp: the signed difference is then ≤ 0 and the body stopped "at once".
+  async end(execution: Execution, graceMs: number, stopAtUs: number): Promise<BodyEnd> {
+    const run = execution.body;
+    if (run === undefined) return { phase: 'none' };
+    const { slot, generation } = execution;
+    // A fast body can end before the stop's winner stamped its time: the signed difference is then ≤ 0.
     const sinceStopMs = (nowUs: number): number => Math.max(0, (nowUs - stopAtUs) | 0) / 1000;
     const remainingMs = Math.max(0, graceMs - sinceStopMs(clockUs()));
     let timer: NodeJS.Timeout | undefined;
     const graceOver = new Promise<'grace over'>((resolve) => (timer = setTimeout(resolve, remainingMs, 'grace over')));
-    const first = await Promise.race([body.done.then(() => 'ended' as const), graceOver]);
+    const first = await Promise.race([run.done.then(() => 'ended' as const), graceOver]);
     clearTimeout(timer);
-    if (first === 'grace over' && this.table.transitionBody(execution.slot, BodyState.Running, BodyState.Killed)) {
+    if (
+      first === 'grace over' &&
+      (this.table.transitionBody(slot, generation, BodyState.Running, BodyState.Killed) ||
+        this.table.transitionBody(slot, generation, BodyState.Queued, BodyState.Killed))
+    ) {
       const killedAfterMs = sinceStopMs(clockUs());
-      body.kill();
-      await body.done;
+      this.logger.warn({ executionId: execution.id, graceMs, kind: run.kind }, 'action body did not stop within the grace period; terminating its thread');
+      await run.seat.kill(
+        `its shared io body thread was terminated to end the body of execution ${execution.id}, which did not stop within the ${graceMs} ms grace period`,
+      );
+      await run.done;
       return { phase: 'killed', stopMs: killedAfterMs };
     }
-    await body.done;
-    return { phase: PHASES[this.table.bodyState(execution.slot)], stopMs: sinceStopMs(body.endedAtUs ?? clockUs()) };
-  }
-
-  private pump(): void {
-    while (this.running < this.pools.bodyThreads && this.waiting.size > 0) {
-      const next = this.waiting.values().next().value as Execution;
-      this.waiting.delete(next);
-      if (this.table.bodyState(next.slot) !== BodyState.Queued) continue;
-      this.dispatch(next);
-    }
-  }
-
-  private dispatch(execution: Execution): void {
-    const body = execution.body!;
-    const { port1, port2 } = new MessageChannel();
-    let markerSeen!: () => void;
-    const marker = new Promise<void>((resolve) => (markerSeen = resolve));
-    port1.on('message', (message: CheckedBodyReport | BodyEndMarker) => {
-      if ('endedAtUs' in message) {
-        body.endedAtUs = message.endedAtUs;
-        markerSeen();
-      } else {
-        execution.reports.add(message.messages, message.metrics);
-      }
-    });
-    const killSwitch = new AbortController();
-    body.kill = () => killSwitch.abort();
-    this.running++;
-    this.pools
-      .runBody(
-        {
-          actionId: execution.action.id,
-          executionId: execution.id,
-          slot: execution.slot,
-          generation: execution.generation,
-          state: body.state,
-          reports: port2,
-        },
-        killSwitch.signal,
-      )
-      .then(
-        (reply) => {
-          if (reply.error !== undefined) body.error = reply.error.message;
-          if (reply.phase === 'failed') this.logger.warn({ executionId: execution.id, err: reply.error }, 'action body failed');
-          return true;
-        },
-        (error: unknown) => {
-          // The worker died (crash, exit, OOM) or was killed; a body that was still running fails its execution.
-          body.error ??= error instanceof RuntimeError ? (error.detail ?? error.message) : describeThrown(error);
-          const wasRunning =
-            this.table.transitionBody(execution.slot, BodyState.Running, BodyState.Failed) ||
-            this.table.transitionBody(execution.slot, BodyState.Queued, BodyState.Failed);
-          if (wasRunning) {
-            // The body could not request its own stop: do it for it, through the one entry point.
-            this.logger.error({ executionId: execution.id, err: error }, 'body worker thread lost');
-            this.table.requestStop(execution.slot, execution.generation, Reason.BodyFailed);
-          }
-          return false;
-        },
-      )
-      .then(async (workerAlive) => {
-        // piscina's reply and the body's reports travel on different ports: wait for the end
-        // marker, after which every report is in. A dead worker sends nothing more.
-        if (workerAlive) {
-          let timer: NodeJS.Timeout | undefined;
-          await Promise.race([marker, new Promise((resolve) => (timer = setTimeout(resolve, END_MARKER_WAIT_MS)))]);
-          clearTimeout(timer);
-        }
-        port1.close();
-        this.running--;
-        body.settle();
-        this.pump();
-      });
+    await run.done;
+    return { phase: PHASES[this.table.bodyState(slot, generation)], stopMs: sinceStopMs(run.endedAtUs ?? clockUs()) };
   }
 }

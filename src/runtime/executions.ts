@@ -8,8 +8,8 @@
  */
 import type { JsonObject, Message, Metric } from '../action.js';
 import { ErrorCode, RuntimeError } from '../errors.js';
-import { ControlTable, type Reason } from '../shm/table.js';
-import type { BodyRun } from './bodies.js';
+import { clockMs, ControlTable, type Reason } from '../shm/table.js';
+import type { BodyEnd, BodyRun } from './bodies.js';
 import type { RegisteredAction } from './registry.js';
 
 /** How a stop ended; shared by every request that waited for it. */
@@ -24,6 +24,8 @@ export interface StopOutcome {
   finishedAtMs: number;
   /** For reason `action body failed`: the body's error message (status answers carry it as detail). */
   bodyError?: string;
+  /** Every attempt failed and the extension gave the stop up: the rollback did not happen. */
+  givenUp?: boolean;
 }
 
 /** A stop outcome remembered after its execution's slot was released. */
@@ -32,6 +34,8 @@ export interface RecentStop {
   outcome: StopOutcome;
   /** `Date.now()` when it was recorded. */
   recordedAt: number;
+  /** Approximate memory it holds (its answer's JSON length plus a fixed overhead). */
+  bytes: number;
 }
 
 /** Serialises the handler calls of one execution (no prepare/start/status/stop overlap). */
@@ -61,6 +65,14 @@ export class PendingReports {
   add(messages: readonly Message[] | undefined, metrics: readonly Metric[] | undefined): void {
     if (messages !== undefined) this.droppedMessages += PendingReports.append(this.messages, messages);
     if (metrics !== undefined) this.droppedMetrics += PendingReports.append(this.metrics, metrics);
+  }
+
+  /** Put back what {@link drain} took (a failed stop did not deliver it), in front of anything newer. */
+  putBack(reports: { messages: Message[]; metrics: Metric[] }): void {
+    this.droppedMessages += PendingReports.append(reports.messages, this.messages);
+    this.droppedMetrics += PendingReports.append(reports.metrics, this.metrics);
+    this.messages = reports.messages;
+    this.metrics = reports.metrics;
   }
 
   /** Take everything pending (oldest first); a note says how much was dropped. */
@@ -101,12 +113,16 @@ export function prependReports(result: JsonObject, reports: { messages: readonly
   return out;
 }
 
-/** One active execution of a stoppable action. */
+/** One active execution of a stoppable action. Its lifecycle is `./lifecycle.ts`'s. */
 export interface Execution {
   readonly id: string;
   readonly action: RegisteredAction;
   readonly slot: number;
   readonly generation: number;
+  /** Shared-clock ms when the control block was allocated (prepare), for `ACTIONKIT_PREPARED_TTL`. */
+  readonly createdAtMs: number;
+  /** The author's prepare succeeded (or the execution was adopted at start): there may be something to roll back. */
+  prepared: boolean;
   /** Latest state a handler returned. */
   state: JsonObject;
   /** `<uploadDir>/<id>` when files were uploaded. */
@@ -114,10 +130,18 @@ export interface Execution {
   readonly lock: ExecutionLock;
   readonly reports: PendingReports;
   body: BodyRun | undefined;
+  /** How the body ended, from the first stop attempt (a retried stop does not end it again). */
+  bodyEnd: BodyEnd | undefined;
+  /** Stop attempts so far (author stops that ran or were skipped). */
+  stopAttempts: number;
+  /** The next automatic retry of a failed stop. */
+  retryTimer: NodeJS.Timeout | undefined;
   /** The state the agent sent with the stop request that won (agent stops use the agent's state). */
   agentStopState: JsonObject | undefined;
   /** Resolvers of the stop in progress, created by the first waiter. */
   pendingStop: { promise: Promise<StopOutcome>; resolve: (outcome: StopOutcome) => void } | undefined;
+  /** How it ended, set when its control block was released after a stop. */
+  outcome: StopOutcome | undefined;
 }
 
 /** Keeps active executions and recent stop outcomes. */
@@ -133,6 +157,11 @@ export class ExecutionStore {
   static readonly RETAIN_AT_LEAST = 1000;
   /** Never keep more than this many, whatever their age (memory bound under extreme storms). */
   static readonly RETAIN_AT_MOST = 200_000;
+  /** Never hold more than this many bytes of outcomes, whatever their count and age (one outcome may carry thousands of messages). */
+  static readonly RETAIN_AT_MOST_BYTES = 64 * 1024 ** 2;
+  /** What an outcome costs besides its answer's JSON (map entry, objects, id). */
+  private static readonly ENTRY_OVERHEAD_BYTES = 300;
+  private recentBytes = 0;
 
   constructor(table: ControlTable, retentionMs: number) {
     this.table = table;
@@ -164,13 +193,19 @@ export class ExecutionStore {
       action,
       slot,
       generation,
+      createdAtMs: clockMs(),
+      prepared: false,
       state: {},
       uploadFolder: undefined,
       lock: new ExecutionLock(),
       reports: new PendingReports(),
       body: undefined,
+      bodyEnd: undefined,
+      stopAttempts: 0,
+      retryTimer: undefined,
       agentStopState: undefined,
       pendingStop: undefined,
+      outcome: undefined,
     };
     this.active.set(id, execution);
     this.bySlot[slot] = execution;
@@ -199,24 +234,42 @@ export class ExecutionStore {
 
   /**
    * Free the execution's control block (generation + 1) and forget it; with `outcome`, remember
-   * how its stop ended so late requests get the same answer.
+   * how its stop ended so late requests get the same answer. False, and nothing changed, when the
+   * block is not in a releasable state of this generation (Prepared, Stopped, StopFailed) — e.g. a
+   * stop took a Prepared block first.
    */
-  release(execution: Execution, outcome?: StopOutcome): void {
-    if (this.active.get(execution.id) !== execution) return;
-    if (!this.table.release(execution.slot, execution.generation)) {
-      throw new Error(`control block ${execution.slot} of execution ${execution.id} could not be released`);
-    }
+  release(execution: Execution, outcome?: StopOutcome): boolean {
+    if (this.active.get(execution.id) !== execution) return false;
+    if (!this.table.release(execution.slot, execution.generation)) return false;
     this.active.delete(execution.id);
     this.bySlot[execution.slot] = undefined;
     this.freeSlots.push(execution.slot);
-    if (outcome !== undefined) this.remember(execution.id, execution.action.id, outcome);
+    if (outcome !== undefined) {
+      execution.outcome = outcome;
+      this.remember(execution.id, execution.action.id, outcome);
+    }
+    return true;
   }
 
   /** Remember a stop outcome for an execution that has no control block (stateless stop). */
   remember(id: string, actionId: string, outcome: StopOutcome): void {
-    this.recent.delete(id);
-    this.recent.set(id, { actionId, outcome, recordedAt: Date.now() });
+    this.forgetRecent(id);
+    const bytes = ExecutionStore.ENTRY_OVERHEAD_BYTES + JSON.stringify(outcome.body).length;
+    this.recent.set(id, { actionId, outcome, recordedAt: Date.now(), bytes });
+    this.recentBytes += bytes;
     this.evict();
+  }
+
+  /** Bytes held by remembered outcomes (approximate). */
+  get recentStopBytes(): number {
+    return this.recentBytes;
+  }
+
+  private forgetRecent(id: string): void {
+    const entry = this.recent.get(id);
+    if (entry === undefined) return;
+    this.recent.delete(id);
+    this.recentBytes -= entry.bytes;
   }
 
   /** The remembered stop of this execution, if any. */
@@ -224,14 +277,17 @@ export class ExecutionStore {
     return this.recent.get(id);
   }
 
-  /** Keep outcomes younger than the retention, and at least the last RETAIN_AT_LEAST (Map order is insertion order). */
+  /**
+   * Keep outcomes younger than the retention, and at least the last RETAIN_AT_LEAST — within the
+   * bounds of count and bytes, which win over both (Map order is insertion order: oldest first).
+   */
   private evict(): void {
     const cutoff = Date.now() - this.retentionMs;
     for (const [id, entry] of this.recent) {
-      const tooMany = this.recent.size > ExecutionStore.RETAIN_AT_MOST;
+      const tooMany = this.recent.size > ExecutionStore.RETAIN_AT_MOST || this.recentBytes > ExecutionStore.RETAIN_AT_MOST_BYTES;
       const expendable = this.recent.size > ExecutionStore.RETAIN_AT_LEAST && entry.recordedAt < cutoff;
       if (!tooMany && !expendable) break;
-      this.recent.delete(id);
+      this.forgetRecent(id);
     }
   }
 }

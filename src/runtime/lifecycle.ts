@@ -1,9 +1,52 @@
 /**
- * The lifecycle operations — prepare, start, status, stop, query — independent of HTTP: they take
- * validated wire bodies and return the HTTP status and body to answer with, or throw a
- * {@link RuntimeError}. Parity with the reference SDK (§1.5, §1.6): handler failures of
- * prepare/start/status are HTTP 200 with `error` and the latest state; stop and query failures are
- * HTTP 500 with an ActionKitError body.
+ * The execution lifecycle: every operation on an execution — prepare, start, status, stop from the
+ * agent, stops from anywhere else, retries, expiry — and who may run what when. The HTTP layer
+ * hands validated wire bodies in and gets the HTTP status and body to answer with (or a thrown
+ * {@link RuntimeError}). Handler failures of prepare/start/status are HTTP 200 with `error` and
+ * the latest state; stop and query failures are HTTP 500 (reference §1.5, §1.6).
+ *
+ * ```
+ *                 prepare ok                    start ok: markRunning, body dispatched, began
+ *   (none) ──create──▶ Prepared ─────────────────────────────────────────────▶ Running
+ *                        │  prepare failed: release (nothing to roll back)        │ status: heartbeat
+ *                        ▼                                                        │
+ *                      Free ◀──release── Stopped ◀──ok── Stopping ◀──take── StopRequested
+ *                        ▲                                  │               ▲   ▲   ▲
+ *                        │                              failed            stop  │   │
+ *                        │                                  ▼           (any    │   │
+ *                        └────release (given up)──────── StopFailed ──retry─────┘   │
+ *                                                                      trigger)─────┘
+ *                                                     from Prepared, Running, StopFailed
+ * ```
+ *
+ * The CONTROL word in the shared table (`src/shm/table.ts`) is the authority on where an
+ * execution is; it changes only by CAS, so every race between triggers (agent stops, heartbeat
+ * timeout, signals, a failing body, expiry, retries) has exactly one winner. On top of it, each
+ * execution has a lock that serialises its author handlers (`prepare`, `start`, `status`, `stop`)
+ * — never its body, and never a stop's body ladder.
+ *
+ * | step | runs when | under the lock | what it does |
+ * |---|---|---|---|
+ * | prepare | id unknown, not shutting down, a block free | yes | author prepare; ok → `prepared`; failed → uploads removed, block released unless a stop took it (that stop then calls no author stop) |
+ * | start | block Prepared, same generation, after taking the lock | yes | a body seat is reserved first (full → start fails, nothing ran); author start; `markRunning`; lost to a stop → answer "stopped"; else the body is dispatched and start answers once it runs |
+ * | status | block Running (else the stopped answer) | yes (handler) | heartbeat; author status with the body's phase and reports |
+ * | stop trigger | any thread, any time | no | `requestStop` CAS; only the winner enqueues |
+ * | stop run | the queue loop took the event (Stopping) | author stop only | body ended (cooperative → grace → kill), author stop (skipped if nothing was prepared), uploads removed, Stopped + release, or StopFailed + retry timer |
+ * | retry | timer after a failed stop | — | `requestStop` with the same reason; after `stopRetryAttempts` the block is released and the failure remembered (given up, logged as an error) |
+ * | expiry | Prepared longer than `preparedTtlMs` | — | `requestStop(prepared but not started in time)` |
+ *
+ * Invariants and where they are kept:
+ * - the author's stop runs at most once at a time and exactly once successfully: the CAS lets one
+ *   stop be taken per StopRequested episode, a taken block leaves the stoppable states until it
+ *   failed, and a Stopped block is released at once;
+ * - no author start after the author's stop: start re-checks its block (generation and state)
+ *   after taking the lock, and the author's stop runs under the same lock;
+ * - an agent's start answered without error means its body runs: the seat is reserved before, and
+ *   the answer waits for the body's `began`;
+ * - a block is released only after its body no longer runs (`BodyLane.end`), so nothing of an old
+ *   execution reaches a reused block;
+ * - every stop is answered: every StopRequested block is taken (queue or orphan sweep), every stop
+ *   run settles its waiters, failed ones retry and are finally given up.
  */
 import * as os from 'node:os';
 import type { JsonObject, Message } from '../action.js';
@@ -17,12 +60,13 @@ import type {
 import { ErrorCode, handlerErrorToWire, RuntimeError, type ActionKitErrorBody } from '../errors.js';
 import type { Logger } from '../logging.js';
 import type { WorkerPools } from '../pool.js';
-import { clockMs, Reason, reasonOf, reasonText, State, stateOf, type ControlTable } from '../shm/table.js';
-import type { BodyLane } from './bodies.js';
+import { clockMs, clockUs, elapsedMs, generationOf, Reason, reasonOf, reasonText, State, stateOf, type ControlTable } from '../shm/table.js';
+import type { BodyEnd, BodyLane } from './bodies.js';
+import type { BodySeat } from './body-threads.js';
 import { prependReports, type Execution, type ExecutionStore, type StopOutcome } from './executions.js';
 import type { HandlerReply, HandlerTask } from './protocol.js';
 import type { RegisteredAction } from './registry.js';
-import { runAuthorStop, type StopCoordinator } from './stop-coordinator.js';
+import { testPoint, type TestPoint } from './test-points.js';
 
 /** An answer: HTTP status and JSON body. */
 export interface Reply {
@@ -45,17 +89,53 @@ export interface UploadedFiles {
   files: Map<string, string>;
 }
 
-/** What the operations need. */
+/** Automatic retries of a failed stop. */
+export interface StopRetrySettings {
+  /** Delay before the first retry; each further one waits four times longer. */
+  baseMs: number;
+  /** Retries before the stop is given up. */
+  attempts: number;
+}
+
+/** What the lifecycle needs. */
 export interface LifecycleDeps {
   table: ControlTable;
   store: ExecutionStore;
   bodies: BodyLane;
-  coordinator: StopCoordinator;
   pools: WorkerPools;
   logger: Logger;
   handlerTimeoutMs: number;
+  stopGraceMs: number;
+  stopRetry: StopRetrySettings;
+  /** Prepared executions never started are stopped after this long. */
+  preparedTtlMs: number;
   /** Remove `<uploadDir>/<executionId>` if it exists (never throws). */
   removeUploads(executionId: string): Promise<void>;
+  /** Told when a stop attempt finished, before its waiters are answered (metrics; must be cheap). */
+  onStopFinished?: (execution: Execution, reason: Reason, bodyEnd: BodyEnd, succeeded: boolean) => void;
+  /** Told when a failed stop is given up (metrics). */
+  onStopGivenUp?: (execution: Execution, reason: Reason) => void;
+}
+
+/** Result of {@link Lifecycle.stopAll}. */
+export interface StopAllResult {
+  requested: number;
+  succeeded: number;
+  failed: number;
+  /** Stops still running when the deadline passed. */
+  unfinished: number;
+}
+
+/** Counters for metrics and benchmarks. */
+export interface StopStats {
+  /** Author stop handler invocations (successful or not). */
+  stopHandlerCalls: number;
+  succeeded: number;
+  failed: number;
+  /** Failed stops whose retries were all used up: their rollback did not happen. */
+  givenUp: number;
+  bodiesCooperative: number;
+  bodiesKilled: number;
 }
 
 /**
@@ -67,22 +147,92 @@ const UNAME_MESSAGE: Message | undefined =
     ? { level: 'info', message: `OS information: sysname=${os.type()}; release=${os.release()}; version=${os.version()}; machine=${os.machine()}` }
     : undefined;
 
-/** Implements the five lifecycle endpoints. */
+/**
+ * Author stops in flight at once, per handler thread. A stop storm (SIGUSR1 with thousands of
+ * executions) would otherwise put every author stop into the handler lane's FIFO queue at once,
+ * and each status request — the agent's heartbeat — would wait behind all of them. Bounded, the
+ * queue holds a few stops at a time and status requests interleave; the lane stays just as busy.
+ */
+const STOPS_IN_FLIGHT_PER_HANDLER_THREAD = 2;
+
+/** Each retry of a failed stop waits this many times longer than the one before. */
+const STOP_RETRY_FACTOR = 4;
+
+/** The expiry sweep of prepared executions runs at least this often (and at a quarter of the TTL when shorter). */
+const EXPIRY_SWEEP_MAX_MS = 60_000;
+
+/** FIFO admission: at most `limit` callers inside {@link Admission.run} at once. */
+class Admission {
+  private active = 0;
+  private readonly waiting: (() => void)[] = [];
+
+  constructor(private readonly limit: number) {}
+
+  async run<T>(task: () => Promise<T>): Promise<T> {
+    if (this.active >= this.limit) await new Promise<void>((resolve) => this.waiting.push(resolve));
+    else this.active++;
+    try {
+      return await task();
+    } finally {
+      // Hand the place straight to the next waiter (active stays the same), or free it.
+      const next = this.waiting.shift();
+      if (next === undefined) this.active--;
+      else next();
+    }
+  }
+}
+
+/** Wait at a test point if a test holds it (production: nothing, not even an await). */
+async function hold(point: TestPoint, executionId: string): Promise<void> {
+  const held = testPoint(point, executionId);
+  if (held !== undefined) await held;
+}
+
+/** The lifecycle of every execution of this extension. */
 export class Lifecycle {
+  readonly stats: StopStats = { stopHandlerCalls: 0, succeeded: 0, failed: 0, givenUp: 0, bodiesCooperative: 0, bodiesKilled: 0 };
   private readonly deps: LifecycleDeps;
   /** Set on shutdown: no new executions. */
   private closed = false;
   /** Stops of executions this process does not know, de-duplicated while they run. */
   private readonly statelessStops = new Map<string, Promise<StopOutcome>>();
+  /** Stop runs in progress (taken from the queue, not yet settled). */
+  private readonly stopRuns = new Set<Promise<void>>();
+  private readonly authorStops: Admission;
+  private readonly expirySweep: NodeJS.Timeout;
 
   constructor(deps: LifecycleDeps) {
     this.deps = deps;
+    this.authorStops = new Admission(Math.max(1, deps.pools.handlerThreads) * STOPS_IN_FLIGHT_PER_HANDLER_THREAD);
+    this.expirySweep = setInterval(() => this.expirePrepared(), Math.max(10, Math.min(EXPIRY_SWEEP_MAX_MS, deps.preparedTtlMs / 4)));
+    this.expirySweep.unref();
   }
 
-  /** Refuse new executions from now on (shutdown). */
+  /** Refuse new executions from now on (shutdown). Idempotent. */
   close(): void {
     this.closed = true;
   }
+
+  /** True once {@link close} was called. */
+  get isClosed(): boolean {
+    return this.closed;
+  }
+
+  /**
+   * Wait for the stop runs in progress, until `deadlineMs` (`Date.now()` scale); then stop the
+   * timers (retries, expiry). Returns how many stop runs were still going at the deadline.
+   */
+  async drain(deadlineMs: number): Promise<number> {
+    clearInterval(this.expirySweep);
+    let timer: NodeJS.Timeout | undefined;
+    const deadline = new Promise<void>((resolve) => (timer = setTimeout(resolve, Math.max(0, deadlineMs - Date.now()))));
+    await Promise.race([Promise.allSettled([...this.stopRuns]), deadline]);
+    clearTimeout(timer);
+    for (const execution of this.deps.store.all()) clearTimeout(execution.retryTimer);
+    return this.stopRuns.size;
+  }
+
+  // ---- the agent's operations ---------------------------------------------------------------
 
   /** `POST prepare`. */
   async prepare(action: RegisteredAction, request: PrepareActionRequestBody, upload: UploadedFiles | undefined, scope: RequestScope): Promise<Reply> {
@@ -103,22 +253,19 @@ export class Lifecycle {
 
     const owned = execution;
     owned.uploadFolder = upload?.folder;
-    // Book-keeping happens under the execution's lock, so a stop queued behind this prepare sees its state.
+    // Book-keeping happens under the execution's lock, so a stop queued behind this prepare sees its outcome.
     return owned.lock.run(async () => {
       const reply = await this.runHandler(task);
-      const failed = !reply.ok || reply.result.error !== undefined;
-      if (failed) {
-        // The agent never calls stop after a failed prepare: clean up here (unless a signal already took it).
-        if (stateOf(this.deps.table.control(owned.slot)) === State.Prepared) {
-          if (owned.uploadFolder !== undefined) await this.deps.removeUploads(id);
-          this.deps.store.release(owned);
-        }
+      await hold('prepare.settled', id);
+      if (!reply.ok || reply.result.error !== undefined) {
+        await this.discardFailedPrepare(owned);
       } else {
         owned.state = reply.state ?? {};
+        owned.prepared = true;
         if (scope.abandoned()) {
           // The agent gave up waiting and will never start or stop it: roll back what prepare did.
           this.deps.logger.warn({ executionId: id }, 'prepare finished after the agent gave up; stopping the execution');
-          void this.deps.coordinator.request(owned, Reason.PrepareAbandoned);
+          void this.request(owned, Reason.PrepareAbandoned);
         }
       }
       return prepareReply(reply);
@@ -139,20 +286,11 @@ export class Lifecycle {
       // Prepared by a previous process of this extension (restart): adopt it with the agent's state.
       execution = this.deps.store.create(id, action);
       execution.state = state;
+      execution.prepared = true;
     }
     const owned = execution;
-    return owned.lock.run(async () => {
-      const control = this.deps.table.control(owned.slot);
-      if (stateOf(control) === State.Running) throw new RuntimeError(ErrorCode.Conflict, 409, `Execution ${id} was already started`);
-      if (stateOf(control) !== State.Prepared) return { status: 200, body: { state, error: stoppedByExtensionForStatus(reasonOf(control)) } };
-      const reply = await this.runHandler(this.task('start', action, id, scope, { state }));
-      const newState = reply.state ?? state;
-      owned.state = newState;
-      // Like the reference, the heartbeat is armed even when start failed: the agent will call stop.
-      const running = this.deps.table.markRunning(owned.slot, owned.generation, action.heartbeatExpiryMs);
-      if (running && action.hasBody && reply.ok && reply.result.error === undefined) this.deps.bodies.enqueue(owned, newState);
-      return stateReply(reply, newState, 'Failed to start action.');
-    });
+    await hold('start.before-lock', id);
+    return owned.lock.run(() => this.startLocked(owned, state, scope));
   }
 
   /** `POST status`. Every status request is a heartbeat. */
@@ -195,18 +333,14 @@ export class Lifecycle {
     for (let round = 0; round < 2; round++) {
       const execution = this.deps.store.get(id);
       if (execution === undefined) break;
-      const outcome = await this.deps.coordinator.request(execution, Reason.Agent, state);
-      if (outcome.reason === Reason.Agent) return { status: outcome.httpStatus, body: outcome.body };
+      const outcome = await this.request(execution, Reason.Agent, state);
+      if (outcome.reason === Reason.Agent || outcome.givenUp === true) return stopReplyFor(outcome);
       if (outcome.succeeded) return stoppedByExtensionForStop(outcome.reason);
     }
     const recent = this.deps.store.recentStop(id);
-    if (recent !== undefined) {
-      return recent.outcome.reason === Reason.Agent
-        ? { status: recent.outcome.httpStatus, body: recent.outcome.body }
-        : stoppedByExtensionForStop(recent.outcome.reason);
-    }
+    if (recent !== undefined) return stopReplyFor(recent.outcome);
     const live = this.deps.store.get(id);
-    if (live !== undefined) return stoppedByExtensionForStop(reasonOf(this.deps.table.control(live.slot)));
+    if (live !== undefined) return stoppedByExtensionForStop(this.stopReasonOf(live) ?? Reason.Agent);
     return this.statelessStop(action, id, state);
   }
 
@@ -216,6 +350,245 @@ export class Lifecycle {
     const reply = await this.runHandler(this.task('query', action, id, scope, { request: request as JsonObject }));
     if (!reply.ok) return { status: 500, body: { ...handlerErrorToWire(reply.error, 'Failed to query metrics.') } };
     return { status: 200, body: reply.result as JsonObject };
+  }
+
+  // ---- stops ---------------------------------------------------------------------------------
+
+  /**
+   * Request the stop of an execution (main thread) and wait for the outcome that applies to this
+   * request: the one of this stop if it won, else the one of the stop already under way, else how
+   * it already ended. `agentState` is the state the agent sent (used when the agent's request wins).
+   */
+  request(execution: Execution, reason: Reason, agentState?: JsonObject): Promise<StopOutcome> {
+    const { won, stale } = this.deps.table.requestStop(execution.slot, execution.generation, reason);
+    if (stale) {
+      // Its block was released: by a stop (outcome kept) or by a failed prepare (nothing to stop).
+      return Promise.resolve(execution.outcome ?? { reason, succeeded: true, httpStatus: 200, body: {}, finishedAtMs: clockMs() });
+    }
+    if (won && reason === Reason.Agent) execution.agentStopState = agentState;
+    if (execution.pendingStop === undefined) {
+      let resolve!: (outcome: StopOutcome) => void;
+      const promise = new Promise<StopOutcome>((r) => (resolve = r));
+      execution.pendingStop = { promise, resolve };
+    }
+    return execution.pendingStop.promise;
+  }
+
+  /** Stop every active execution in parallel, bounded by `timeoutMs`. */
+  async stopAll(reason: Reason, timeoutMs: number): Promise<StopAllResult> {
+    const executions = this.deps.store.all();
+    const result: StopAllResult = { requested: executions.length, succeeded: 0, failed: 0, unfinished: executions.length };
+    if (executions.length === 0) return result;
+    this.deps.logger.warn({ count: executions.length, reason: reasonText(reason) }, 'stopping active executions');
+    const outcomes = executions.map((execution) =>
+      this.request(execution, reason).then((outcome) => {
+        result.unfinished--;
+        if (outcome.succeeded) result.succeeded++;
+        else result.failed++;
+      }),
+    );
+    let timer: NodeJS.Timeout | undefined;
+    await Promise.race([Promise.all(outcomes), new Promise((resolve) => (timer = setTimeout(resolve, timeoutMs)))]);
+    clearTimeout(timer);
+    if (result.unfinished > 0) this.deps.logger.error({ ...result, timeoutMs }, 'stop-all deadline passed with stops still running');
+    return { ...result };
+  }
+
+  /**
+   * The stop queue loop took the stop of `slot` (CONTROL now Stopping): run it in the background.
+   * `fromSweep`: taken by the orphan sweep, whose stops may carry no request time.
+   */
+  onStopTaken(slot: number, control: number, fromSweep: boolean): void {
+    const execution = this.deps.store.atSlot(slot);
+    if (execution === undefined || execution.generation !== generationOf(control)) {
+      this.deps.logger.error({ slot, control }, 'stop event for a control block without its execution');
+      return;
+    }
+    const stopAtUs = fromSweep ? undefined : this.deps.table.stopRequestedAtUs(slot);
+    const run = this.runStop(execution, reasonOf(control), stopAtUs).catch((error: unknown) => {
+      this.deps.logger.fatal({ err: error, executionId: execution.id }, 'stop run failed: runtime bug');
+    });
+    this.stopRuns.add(run);
+    void run.finally(() => this.stopRuns.delete(run));
+  }
+
+  // ---- internals -------------------------------------------------------------------------------
+
+  /** The part of start that runs under the execution's lock. */
+  private async startLocked(execution: Execution, agentState: JsonObject, scope: RequestScope): Promise<Reply> {
+    const { table, bodies } = this.deps;
+    const { action, slot, generation } = execution;
+    // While this request waited for the lock, a stop (or a failed prepare) may have ended the
+    // execution and even handed its block to another: look again, by generation.
+    const control = table.control(slot);
+    const ended = generationOf(control) !== generation || !execution.prepared;
+    if (!ended && stateOf(control) === State.Running) throw new RuntimeError(ErrorCode.Conflict, 409, `Execution ${execution.id} was already started`);
+    if (ended || stateOf(control) !== State.Prepared) {
+      const reason = this.stopReasonOf(execution);
+      if (reason === undefined) return { status: 200, body: { state: agentState, error: { title: 'Failed to start action.', detail: 'its prepare failed' } } };
+      return { status: 200, body: { state: agentState, error: stoppedByExtensionForStatus(reason) } };
+    }
+    let seat: BodySeat | undefined;
+    if (action.bodyKind !== undefined) {
+      try {
+        seat = await bodies.reserve(action.bodyKind);
+      } catch (error) {
+        // No thread for the body: fail before the author's start changed anything. Like any failed
+        // start, the heartbeat is armed and the agent will stop it.
+        const failure = error instanceof RuntimeError ? error : new RuntimeError(ErrorCode.Internal, 500, 'Body thread could not start', String(error));
+        table.markRunning(slot, generation, action.heartbeatExpiryMs);
+        this.deps.logger.error({ executionId: execution.id, detail: failure.detail }, failure.message);
+        return { status: 200, body: { state: agentState, error: failure.toWire() } };
+      }
+    }
+    const reply = await this.runHandler(this.task('start', action, execution.id, scope, { state: agentState }));
+    await hold('start.settled', execution.id);
+    const newState = reply.state ?? agentState;
+    execution.state = newState;
+    // Like the reference, the heartbeat is armed even when start failed: the agent will call stop.
+    if (!table.markRunning(slot, generation, action.heartbeatExpiryMs)) {
+      // A stop won while the author's start ran: the body never starts; the stop runs after us.
+      seat?.release();
+      return { status: 200, body: { state: newState, error: stoppedByExtensionForStatus(this.stopReasonOf(execution) ?? Reason.None) } };
+    }
+    if (seat === undefined || !reply.ok || reply.result.error !== undefined) {
+      seat?.release();
+      return stateReply(reply, newState, 'Failed to start action.');
+    }
+    // markRunning and dispatch in one synchronous step: a stop run that starts after this sees the body.
+    const run = bodies.dispatch(execution, seat, newState);
+    await run.began;
+    return stateReply(reply, newState, 'Failed to start action.');
+  }
+
+  /**
+   * A failed prepare: nothing was prepared, so nothing is rolled back and the agent will never
+   * stop it. Remove its uploads and release its block — unless a stop took the block meanwhile;
+   * that stop sees `prepared` false, calls no author stop and releases it.
+   */
+  private async discardFailedPrepare(execution: Execution): Promise<void> {
+    if (execution.uploadFolder !== undefined) {
+      await hold('prepare.removing-uploads', execution.id);
+      await this.deps.removeUploads(execution.id);
+    }
+    this.deps.store.release(execution);
+  }
+
+  private async runStop(execution: Execution, reason: Reason, stopAtUs: number | undefined): Promise<void> {
+    const { table, store, bodies, logger } = this.deps;
+    execution.stopAttempts++;
+    clearTimeout(execution.retryTimer);
+    let bodyEnd = execution.bodyEnd;
+    if (bodyEnd === undefined) {
+      bodyEnd = await bodies.end(execution, this.deps.stopGraceMs, stopAtUs ?? clockUs());
+      execution.bodyEnd = bodyEnd;
+      if (bodyEnd.phase === 'killed') this.stats.bodiesKilled++;
+      if (bodyEnd.phase === 'stopped') this.stats.bodiesCooperative++;
+    }
+    await hold('stop.body-ended', execution.id);
+    let outcome = await execution.lock.run(() => this.invokeStop(execution, reason, bodyEnd));
+    if (outcome.succeeded && execution.uploadFolder !== undefined) await this.deps.removeUploads(execution.id);
+    await hold('stop.decided', execution.id);
+    // Publish the end, release the block and answer every waiter in one synchronous step, so no
+    // request can observe a finished stop whose execution is still registered.
+    table.finish(execution.slot, execution.generation, outcome.succeeded);
+    this.deps.onStopFinished?.(execution, reason, bodyEnd, outcome.succeeded);
+    if (outcome.succeeded) {
+      this.stats.succeeded++;
+      if (!store.release(execution, outcome)) throw new Error(`control block ${execution.slot} of execution ${execution.id} could not be released after its stop`);
+    } else {
+      this.stats.failed++;
+      outcome = this.afterFailedStop(execution, reason, outcome);
+    }
+    const pending = execution.pendingStop;
+    execution.pendingStop = undefined;
+    pending?.resolve(outcome);
+  }
+
+  private async invokeStop(execution: Execution, reason: Reason, bodyEnd: BodyEnd): Promise<StopOutcome> {
+    const { action } = execution;
+    const requestedBy = reason === Reason.Agent ? 'agent' : 'extension';
+    const reports = execution.reports.drain();
+    const bodyError = reason === Reason.BodyFailed ? execution.body?.error : undefined;
+    let answer: AuthorStopAnswer = { succeeded: true, httpStatus: 200, body: {} };
+    // Nothing was prepared (the prepare failed while this stop waited for it): nothing to roll back.
+    if (action.hasStopHandler && execution.prepared) {
+      this.stats.stopHandlerCalls++;
+      answer = await this.authorStops.run(() =>
+        runAuthorStop(this.deps.pools, this.deps.handlerTimeoutMs, {
+          actionId: action.id,
+          executionId: execution.id,
+          state: (requestedBy === 'agent' ? execution.agentStopState : undefined) ?? execution.state,
+          body: {
+            ...this.deps.bodies.info(execution),
+            ...(bodyEnd.stopMs === undefined ? {} : { stopMs: bodyEnd.stopMs }),
+            reports,
+          },
+          stop: { reason: reasonText(reason), requestedBy },
+        }),
+      );
+    }
+    // A failed stop delivered nothing to the agent: its retry gets the reports again.
+    if (!answer.succeeded) execution.reports.putBack(reports);
+    const notes = { messages: [...reports.messages, ...bodyEndMessages(bodyEnd, execution, this.deps.stopGraceMs)], metrics: reports.metrics };
+    return {
+      reason,
+      succeeded: answer.succeeded,
+      httpStatus: answer.httpStatus,
+      body: answer.succeeded ? prependReports(answer.body, notes) : answer.body,
+      finishedAtMs: clockMs(),
+      ...(bodyError === undefined ? {} : { bodyError }),
+    };
+  }
+
+  /**
+   * A stop failed (its block is StopFailed): retry it later with the same reason, or give it up
+   * once the retries are used up. The agent may retry sooner; the CAS decides who runs it.
+   * Returns the outcome to answer the stop's waiters with.
+   */
+  private afterFailedStop(execution: Execution, reason: Reason, outcome: StopOutcome): StopOutcome {
+    const { logger, stopRetry } = this.deps;
+    const retriesSoFar = execution.stopAttempts - 1;
+    if (retriesSoFar >= stopRetry.attempts) return this.giveUp(execution, reason, outcome);
+    const delayMs = stopRetry.baseMs * STOP_RETRY_FACTOR ** retriesSoFar;
+    logger.warn(
+      { executionId: execution.id, reason: reasonText(reason), error: outcome.body['title'], retryInMs: delayMs, attempt: execution.stopAttempts },
+      'stop failed; retrying it later',
+    );
+    execution.retryTimer = setTimeout(() => {
+      execution.retryTimer = undefined;
+      void this.request(execution, reason, execution.agentStopState);
+    }, delayMs);
+    execution.retryTimer.unref();
+    return outcome;
+  }
+
+  /** Every attempt failed: free the block and the uploads, remember the failure, say so loudly. */
+  private giveUp(execution: Execution, reason: Reason, outcome: StopOutcome): StopOutcome {
+    const givenUp: StopOutcome = { ...outcome, givenUp: true };
+    // Called synchronously after finish(StopFailed); should another thread's stop request have
+    // won the block in between (StopFailed → StopRequested), that retry runs and decides again.
+    if (!this.deps.store.release(execution, givenUp)) return outcome;
+    this.stats.givenUp++;
+    this.deps.onStopGivenUp?.(execution, reason);
+    this.deps.logger.error(
+      { executionId: execution.id, action: execution.action.id, reason: reasonText(reason), attempts: execution.stopAttempts, error: outcome.body['title'] },
+      'gave up stopping an execution: every attempt of its stop failed, so its rollback did not happen',
+    );
+    if (execution.uploadFolder !== undefined) void this.deps.removeUploads(execution.id);
+    return givenUp;
+  }
+
+  /** Stop every prepared execution that was never started within the TTL. */
+  private expirePrepared(): void {
+    const nowMs = clockMs();
+    for (const execution of this.deps.store.all()) {
+      if (!execution.prepared || elapsedMs(nowMs, execution.createdAtMs) < this.deps.preparedTtlMs) continue;
+      const control = this.deps.table.control(execution.slot);
+      if (stateOf(control) !== State.Prepared || generationOf(control) !== execution.generation) continue;
+      this.deps.logger.warn({ executionId: execution.id, preparedTtlMs: this.deps.preparedTtlMs }, 'prepared execution was never started; rolling it back');
+      void this.request(execution, Reason.PreparedExpired);
+    }
   }
 
   /**
@@ -240,16 +613,26 @@ export class Lifecycle {
         if (outcome.succeeded) this.deps.store.remember(id, action.id, outcome);
       });
     }
-    const outcome = await running;
-    return { status: outcome.httpStatus, body: outcome.body };
+    return stopReplyFor(await running);
+  }
+
+  /**
+   * Why the execution is no longer running: undefined while it is Prepared or Running; the reason
+   * of the stop requested or done (from its block while it holds it, else from how it ended).
+   */
+  private stopReasonOf(execution: Execution): Reason | undefined {
+    const control = this.deps.table.control(execution.slot);
+    if (generationOf(control) === execution.generation) {
+      const state = stateOf(control);
+      return state === State.Prepared || state === State.Running ? undefined : reasonOf(control);
+    }
+    return execution.outcome?.reason;
   }
 
   /** The status answer for an execution whose stop was requested, or undefined if it runs. */
   private stoppedStatusOf(execution: Execution): Reply | undefined {
-    const control = this.deps.table.control(execution.slot);
-    const state = stateOf(control);
-    if (state === State.Prepared || state === State.Running) return undefined;
-    return stoppedStatus(reasonOf(control), execution.body?.error);
+    const reason = this.stopReasonOf(execution);
+    return reason === undefined ? undefined : stoppedStatus(reason, execution.body?.error);
   }
 
   private task(phase: HandlerTask['phase'], action: RegisteredAction, executionId: string, scope: RequestScope, extra: Partial<HandlerTask>): HandlerTask {
@@ -274,6 +657,58 @@ export class Lifecycle {
       return { ok: false, error: { code: error.code, message: error.detail ?? error.message, details: {} }, ...(state === undefined ? {} : { state }) };
     }
   }
+}
+
+/** The answer to a stop request, decided by the author's stop handler. */
+export interface AuthorStopAnswer {
+  succeeded: boolean;
+  httpStatus: number;
+  body: JsonObject;
+}
+
+/**
+ * Run the author's stop on a handler thread. Success → 200 with its result; a handler error or a
+ * lost worker → 500 `Failed to stop action.` (an ExtensionError passes through), as the reference.
+ */
+export async function runAuthorStop(
+  pools: WorkerPools,
+  handlerTimeoutMs: number,
+  task: Omit<HandlerTask, 'phase' | 'deadlineMs'>,
+): Promise<AuthorStopAnswer> {
+  try {
+    const reply = await pools.runHandler({ ...task, phase: 'stop', deadlineMs: Date.now() + handlerTimeoutMs }, handlerTimeoutMs);
+    if (reply.ok) return { succeeded: true, httpStatus: 200, body: reply.result as JsonObject };
+    return { succeeded: false, httpStatus: 500, body: { ...handlerErrorToWire(reply.error, 'Failed to stop action.') } };
+  } catch (error) {
+    const detail = error instanceof RuntimeError ? (error.detail ?? error.message) : String(error);
+    return { succeeded: false, httpStatus: 500, body: { title: 'Failed to stop action.', detail } };
+  }
+}
+
+/** The stop result says how the body ended. */
+function bodyEndMessages(end: BodyEnd, execution: Execution, graceMs: number): Message[] {
+  switch (end.phase) {
+    case 'stopped':
+      return [{ level: 'info', message: `Action body stopped cooperatively ${formatMs(end.stopMs ?? 0)} after the stop request` }];
+    case 'killed':
+      return [
+        {
+          level: 'warn',
+          message: `Action body did not stop within the ${graceMs} ms grace period; its thread was terminated ${formatMs(end.stopMs ?? graceMs)} after the stop request`,
+        },
+      ];
+    case 'skipped':
+      return [{ level: 'info', message: 'Action body had not begun yet; it never ran' }];
+    case 'failed':
+      return [{ level: 'error', message: `Action body failed: ${execution.body?.error ?? 'unknown error'}` }];
+    default:
+      return [];
+  }
+}
+
+/** 0.042 ms → "42 µs"; 12.3456 → "12.3 ms". */
+function formatMs(ms: number): string {
+  return ms < 1 ? `${Math.round(ms * 1000)} µs` : `${Number(ms.toFixed(1))} ms`;
 }
 
 function prepareReply(reply: HandlerReply): Reply {
@@ -312,6 +747,26 @@ function stoppedByExtensionForStatus(reason: Reason): ActionKitErrorBody {
 /** Agent stop after an extension-initiated stop (reference §1.5.4 step 3: no colon, no status). */
 function stoppedByExtensionForStop(reason: Reason): Reply {
   return { status: 200, body: { error: { title: `Action was stopped by extension ${reasonText(reason)}` } } };
+}
+
+/**
+ * The answer to an agent's stop from a finished outcome: the agent's own stop gets the author's
+ * answer; a stop the extension gave up says that the rollback failed; another extension-initiated
+ * stop gets the reference's "stopped by extension".
+ */
+function stopReplyFor(outcome: StopOutcome): Reply {
+  if (outcome.givenUp === true) {
+    const cause = [outcome.body['title'], outcome.body['detail']].filter((part) => typeof part === 'string').join(': ');
+    return {
+      status: 500,
+      body: {
+        title: 'Failed to stop action.',
+        detail: `the stop (${reasonText(outcome.reason)}) failed on every attempt and was given up, so the action was not rolled back; last error: ${cause}`,
+      },
+    };
+  }
+  if (outcome.reason === Reason.Agent) return { status: outcome.httpStatus, body: outcome.body };
+  return stoppedByExtensionForStop(outcome.reason);
 }
 
 function executionNotFound(id: string): RuntimeError {

@@ -2,7 +2,6 @@
  * Messages between the main thread and the worker threads. Everything here is plain,
  * structured-cloneable data; errors travel as {@link ErrorData}.
  */
-import type { MessagePort } from 'node:worker_threads';
 import type { BodyInfo, BodyReports, JsonObject, Message, Metric, ResultExtras } from '../action.js';
 import type { ErrorData } from '../errors.js';
 import type { LogSettings } from '../logging.js';
@@ -41,16 +40,42 @@ export type HandlerReply =
   | { ok: true; result: ResultExtras & { completed?: boolean }; state?: JsonObject }
   | { ok: false; error: ErrorData; state?: JsonObject };
 
-/** One body run. */
+/** Which kind of body thread runs a body: a thread of its own, or one shared by many bodies. */
+export type BodyKind = 'cpu' | 'io';
+
+/** Data a body thread receives at start-up. */
+export interface BodyThreadBootData extends WorkerBootData {
+  kind: BodyKind;
+  /** Nice value the thread sets on itself (Linux: per thread); 0 leaves it alone. */
+  nice: number;
+  /** Test-only hold points (`src/shm/test-gates.ts`); absent in production. */
+  gates?: SharedArrayBuffer;
+}
+
+/** One body run, as the main thread hands it to a body thread. */
 export interface BodyTask {
   actionId: string;
   executionId: string;
   slot: number;
   generation: number;
   state: JsonObject;
-  /** Receives {@link BodyReport} messages from `ctx.report()`. */
-  reports: MessagePort;
 }
+
+/** Main thread → body thread. */
+export type BodyThreadCommand = { type: 'run'; runId: number; task: BodyTask };
+
+/**
+ * Body thread → main thread, all on the thread's one port, so they arrive in order: a run's
+ * `began` and every `report` come before its `ended`.
+ */
+export type BodyThreadEvent =
+  | { type: 'ready' }
+  /** The body's code is about to run (BODY word is Running). */
+  | { type: 'began'; runId: number }
+  /** `ctx.report()`, validated on the body's thread (metric timestamps filled in). */
+  | ({ type: 'report'; runId: number } & CheckedBodyReport)
+  /** The body ended; its context is closed and it will send nothing more. */
+  | { type: 'ended'; runId: number; phase: BodyReply['phase']; error?: ErrorData; endedAtUs: number };
 
 /** A body report after validation on the body's thread (metric timestamps filled in). */
 export interface CheckedBodyReport {
@@ -58,16 +83,7 @@ export interface CheckedBodyReport {
   metrics?: Metric[];
 }
 
-/**
- * The last message on a body's report port, posted when the body ended: every report sent before
- * it has been delivered once it arrives (one port keeps order; piscina's reply travels on another).
- */
-export interface BodyEndMarker {
-  /** Shared clock µs (`clockUs()`) at which the body's code returned or threw. */
-  endedAtUs: number;
-}
-
-/** How a body run ended. */
+/** How a body run ended, as its thread saw it. */
 export interface BodyReply {
   phase: 'returned' | 'failed' | 'stopped' | 'skipped';
   error?: ErrorData;

@@ -8,6 +8,7 @@ import type { DefinedAction } from '../action.js';
 import type { ActionDescription } from '../api/schemas.js';
 import { assertUniqueRoutes, normalizeDescription, parseDurationMs, RegistrationError } from '../api/description.js';
 import { heartbeatExpiryMs } from '../config.js';
+import type { BodyKind } from './protocol.js';
 
 /** One action as the runtime serves it. */
 export interface RegisteredAction {
@@ -20,6 +21,8 @@ export interface RegisteredAction {
   readonly hasStopHandler: boolean;
   readonly hasQueryHandler: boolean;
   readonly hasBody: boolean;
+  /** Where its body runs (`cpu` by default); undefined without a body. */
+  readonly bodyKind: BodyKind | undefined;
   /** Names of top-level parameters of type `file`. */
   readonly fileParameters: ReadonlySet<string>;
   /** Silence after which the watchdog stops an execution; 0 = no heartbeat (not stoppable). */
@@ -55,6 +58,7 @@ export class ActionRegistry {
           hasStopHandler: implemented.stop,
           hasQueryHandler: implemented.query,
           hasBody: implemented.body,
+          bodyKind: implemented.body ? (definition.bodyKind ?? 'cpu') : undefined,
           fileParameters: new Set(description.parameters.filter((p) => p.type === 'file').map((p) => p.name)),
           heartbeatExpiryMs:
             stoppable && callInterval !== undefined ? heartbeatExpiryMs(parseDurationMs(callInterval), heartbeatMinIntervalMs) : 0,

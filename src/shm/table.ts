@@ -13,7 +13,7 @@
  *  │ 13 HEARTBEAT_TIMEOUTS │ 14 WATCHDOG_SCAN_NS_TOTAL │ 15 reserved               │
  *  ├──────────── control blocks: CAPACITY × 16 words (64 bytes, one cache line) ───┤
  *  │ +0 CONTROL = generation:23 | reason:5 | state:4   (changed only by CAS)       │
- *  │ +1 BODY           body lifecycle (BodyState)                                  │
+ *  │ +1 BODY    = generation:23 | 0:5 | body state:4   (changed only by CAS)       │
  *  │ +2 PROGRESS       body progress, author-defined integer                       │
  *  │ +3 reserved                                                                   │
  *  │ +4 HB_LAST_MS     shared clock (uint32 ms) of the last heartbeat              │
@@ -30,11 +30,11 @@
  * | word | written by | read by |
  * |---|---|---|
  * | CONTROL | main (allocate, start, take, finish, release); any thread via {@link ControlTable.requestStop} | everyone |
- * | BODY | main (Queued, Killed, Skipped); body worker (Running, Returned, Failed, Stopped) — CAS only | main (status, stop) |
- * | PROGRESS | body worker | main (status) |
+ * | BODY | main (None at allocate; Queued at dispatch; Killed, Failed when a body thread is lost); body thread (Running, Returned, Failed, Stopped, Skipped) — CAS only, generation in the word | main (status, stop) |
+ * | PROGRESS | body thread (after checking the BODY word's generation) | main (status) |
  * | HB_LAST_MS | main (status request) | watchdog |
  * | HB_EXPIRE_MS | main (start, before publishing Running) | watchdog |
- * | STOP_AT_US | the thread that won the stop CAS | main (escalation, metrics) |
+ * | STOP_AT_US | the thread that won the stop CAS, right after it and before enqueueing | main (escalation, metrics) — only for stops taken from the queue: a stop the orphan sweep took may never have been stamped |
  * | QUEUE_TAIL | producers (`Atomics.add` reserves a cell) | consumer |
  * | QUEUE_DOORBELL | producers (`add` + `notify` after publishing) | consumer (`waitAsync`) |
  * | QUEUE_HEAD | consumer (main) | producers (overflow check), metrics |
@@ -51,6 +51,16 @@
  * running", and publishes the winning reason in the same step — a thread that dies right after its
  * CAS can never leave a half-written stop behind. 23 generation bits wrap after 8,388,608 reuses
  * of one slot, far beyond the lifetime of a stale reference.
+ *
+ * The BODY word carries the generation too, for the same reason: a body task that reaches its
+ * thread late (its execution already stopped, its slot released and reused) must not move the new
+ * execution's body. Every BODY transition is a CAS from "this generation, that state".
+ *
+ * PROGRESS has no room for a generation (the author owns all 32 bits). Its guard is an ordering
+ * rule instead: a body thread writes PROGRESS only after seeing its generation in the BODY word,
+ * and only while the body's context is open; the context closes (on the body's thread) before the
+ * body reports its end, and the main thread releases a slot only after its body reported its end or
+ * its thread exited. So no write of an old body can follow the next `allocate` of the slot.
  */
 
 /** Counters of the heartbeat watchdog thread. */
@@ -102,6 +112,8 @@ export const Reason = {
   PrepareAbandoned: 7,
   /** `Extension.close()` or `Extension.stopAll()` called by the embedding program. */
   Shutdown: 8,
+  /** Prepared and never started within `ACTIONKIT_PREPARED_TTL`: rolled back by the extension. */
+  PreparedExpired: 9,
 } as const;
 export type Reason = (typeof Reason)[keyof typeof Reason];
 
@@ -115,6 +127,7 @@ const REASON_TEXT: Record<Reason, string> = {
   [Reason.BodyFailed]: 'action body failed',
   [Reason.PrepareAbandoned]: 'prepare request timed out',
   [Reason.Shutdown]: 'extension shutdown',
+  [Reason.PreparedExpired]: 'prepared but not started in time',
 };
 
 /** The reason as the agent sees it, e.g. `heartbeat timeout` or `received signal SIGUSR1`. */
@@ -122,11 +135,11 @@ export function reasonText(reason: Reason): string {
   return REASON_TEXT[reason];
 }
 
-/** Lifecycle of an execution's body, kept in the BODY word. */
+/** Lifecycle of an execution's body, kept in the BODY word (with the execution's generation). */
 export const BodyState = {
   /** The action has no body, or it was not started (start failed). */
   None: 0,
-  /** Waiting for a body thread. */
+  /** Handed to its body thread, which has not begun it yet (microseconds, or a thread's boot). */
   Queued: 1,
   Running: 2,
   /** Returned while the execution was still running. */
@@ -137,7 +150,7 @@ export const BodyState = {
   Stopped: 5,
   /** Did not end within the grace period; its worker was terminated. */
   Killed: 6,
-  /** Stopped before it got a thread; it never ran. */
+  /** Its execution was stopped before the body began; it never ran. */
   Skipped: 7,
 } as const;
 export type BodyState = (typeof BodyState)[keyof typeof BodyState];
@@ -194,9 +207,17 @@ export function stateOf(control: number): State {
 export function reasonOf(control: number): Reason {
   return ((control >>> STATE_BITS) & REASON_MASK) as Reason;
 }
-/** The generation part of a CONTROL word. */
+/** The generation part of a CONTROL or BODY word. */
 export function generationOf(control: number): number {
   return (control >>> GEN_SHIFT) & GEN_MASK;
+}
+/** Pack a BODY word: the body state of one generation of a slot. */
+export function packBody(generation: number, state: BodyState): number {
+  return ((generation & GEN_MASK) << GEN_SHIFT) | state;
+}
+/** The body state part of a BODY word. */
+export function bodyStateOf(body: number): BodyState {
+  return (body & STATE_MASK) as BodyState;
 }
 
 /**
@@ -244,6 +265,8 @@ export interface DrainResult {
   taken: number;
   /** A producer reserved the head cell but has not published it yet. */
   headPending: boolean;
+  /** Queue position of the head after the pass (wraps at 2^32): which cell `headPending` is about. */
+  head: number;
 }
 
 /** Sizes of the buffer for a capacity. */
@@ -272,8 +295,9 @@ function queueCapacityFor(capacity: number): number {
  * Free ──allocate(main)──▶ Prepared ──markRunning(main)──▶ Running
  * Prepared | Running | StopFailed ──requestStop(any thread)──▶ StopRequested   (winner enqueues)
  * StopRequested ──take(consumer)──▶ Stopping ──finish(main)──▶ Stopped | StopFailed
- * Stopped | Prepared ──release(main)──▶ Free with generation + 1
+ * Stopped | Prepared | StopFailed ──release(main)──▶ Free with generation + 1
  * ```
+ * (Release from StopFailed is the give-up of a stop whose retries all failed.)
  */
 export class ControlTable {
   /** The shared buffer; pass it to other threads with `workerData` or `postMessage`. */
@@ -335,7 +359,7 @@ export class ControlTable {
     const current = Atomics.load(this.words, at + B_CONTROL);
     if (stateOf(current) !== State.Free) return -1;
     const generation = generationOf(current);
-    Atomics.store(this.words, at + B_BODY, BodyState.None);
+    Atomics.store(this.words, at + B_BODY, packBody(generation, BodyState.None));
     Atomics.store(this.words, at + B_PROGRESS, 0);
     Atomics.store(this.words, at + B_HB_EXPIRE_MS, 0);
     Atomics.store(this.words, at + B_STOP_AT_US, 0);
@@ -411,14 +435,16 @@ export class ControlTable {
   }
 
   /**
-   * Stopped | Prepared → Free with the next generation (main thread). After this, every stale
-   * reference to the old execution fails its generation check.
+   * Stopped | Prepared | StopFailed → Free with the next generation (main thread). After this,
+   * every stale reference to the old execution fails its generation check. From StopFailed it is
+   * the give-up of a failed stop; a concurrent retry (`requestStop`) and the release race by CAS,
+   * and exactly one of them wins.
    */
   release(slot: number, generation: number): boolean {
     const at = this.base(slot) + B_CONTROL;
     const current = Atomics.load(this.words, at);
     const state = stateOf(current);
-    if (generationOf(current) !== (generation & GEN_MASK) || (state !== State.Stopped && state !== State.Prepared)) {
+    if (generationOf(current) !== (generation & GEN_MASK) || (state !== State.Stopped && state !== State.Prepared && state !== State.StopFailed)) {
       return false;
     }
     const next = packControl(generation + 1, Reason.None, State.Free);
@@ -470,14 +496,16 @@ export class ControlTable {
     }
   }
 
-  /** The BODY word. */
-  bodyState(slot: number): BodyState {
-    return Atomics.load(this.words, this.base(slot) + B_BODY) as BodyState;
+  /** The body state of `generation` in `slot`; None if the slot holds another generation. */
+  bodyState(slot: number, generation: number): BodyState {
+    const word = Atomics.load(this.words, this.base(slot) + B_BODY);
+    return generationOf(word) === (generation & GEN_MASK) ? bodyStateOf(word) : BodyState.None;
   }
 
-  /** CAS the BODY word; false if it was not `from`. */
-  transitionBody(slot: number, from: BodyState, to: BodyState): boolean {
-    return Atomics.compareExchange(this.words, this.base(slot) + B_BODY, from, to) === from;
+  /** CAS the BODY word from (`generation`, `from`) to (`generation`, `to`); false if it was anything else. */
+  transitionBody(slot: number, generation: number, from: BodyState, to: BodyState): boolean {
+    const expected = packBody(generation, from);
+    return Atomics.compareExchange(this.words, this.base(slot) + B_BODY, expected, packBody(generation, to)) === expected;
   }
 
   /** Body progress (written by the body, read by status). */
@@ -485,9 +513,16 @@ export class ControlTable {
     return Atomics.load(this.words, this.base(slot) + B_PROGRESS);
   }
 
-  /** Store the body's progress. */
-  setProgress(slot: number, value: number): void {
-    Atomics.store(this.words, this.base(slot) + B_PROGRESS, value);
+  /**
+   * Store the progress of the body of `generation` (body thread); false, and nothing written, if
+   * the slot's BODY word holds another generation. See the module comment for why this check and
+   * the body context's closing together keep an old body from writing a reused slot.
+   */
+  setProgress(slot: number, generation: number, value: number): boolean {
+    const at = this.base(slot);
+    if (generationOf(Atomics.load(this.words, at + B_BODY)) !== (generation & GEN_MASK)) return false;
+    Atomics.store(this.words, at + B_PROGRESS, value);
+    return true;
   }
 
   /** A status request arrived: stamp the heartbeat (main thread). */
@@ -577,9 +612,9 @@ export class ControlTable {
     let taken = 0;
     for (;;) {
       const tail = Atomics.load(this.words, H_QUEUE_TAIL) >>> 0;
-      if (head === tail) return { taken, headPending: false };
+      if (head === tail) return { taken, headPending: false, head };
       const cell = Atomics.load(this.words, this.queueBase + (head & this.queueMask));
-      if (cell >>> CELL_SLOT_BITS !== this.lapTag(head)) return { taken, headPending: true };
+      if (cell >>> CELL_SLOT_BITS !== this.lapTag(head)) return { taken, headPending: true, head };
       head = (head + 1) >>> 0;
       Atomics.store(this.words, H_QUEUE_HEAD, head | 0);
       taken++;
@@ -597,11 +632,12 @@ export class ControlTable {
     if (head !== Atomics.load(this.words, H_QUEUE_TAIL) >>> 0) Atomics.store(this.words, H_QUEUE_HEAD, (head + 1) | 0);
   }
 
-  /** Visit every slot in StopRequested with the {@link clockUs} time its stop was requested (orphan sweep). */
-  forEachStopRequested(visit: (slot: number, requestedAtUs: number) => void): void {
+  /** Visit every slot in StopRequested with its CONTROL word (orphan sweep). */
+  forEachStopRequested(visit: (slot: number, control: number) => void): void {
     const highWater = Atomics.load(this.words, H_HIGH_WATER);
     for (let slot = 0; slot < highWater; slot++) {
-      if (stateOf(this.control(slot)) === State.StopRequested) visit(slot, this.stopRequestedAtUs(slot));
+      const control = this.control(slot);
+      if (stateOf(control) === State.StopRequested) visit(slot, control);
     }
   }
 

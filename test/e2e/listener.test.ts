@@ -49,7 +49,6 @@ function options(extra: Partial<ExtensionOptions>): ExtensionOptions {
     handleSignals: false,
     logLevel: 'fatal',
     handlerThreads: 1,
-    bodyThreads: 1,
     ...extra,
   };
 }
@@ -267,7 +266,6 @@ describe('mutual TLS and rotation (environment, child process)', () => {
       STEADYBIT_EXTENSION_TLS_CLIENT_CAS: `${otherCa.certFile}, ${join(live.path, 'cas')}`,
       ACTIONKIT_TLS_RELOAD_CHECK: '50ms',
       ACTIONKIT_HANDLER_THREADS: '1',
-      ACTIONKIT_BODY_THREADS: '1',
     });
   });
   after(async () => {

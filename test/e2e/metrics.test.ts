@@ -117,7 +117,8 @@ const stops = (s: Scrape, reason: string, result = 'succeeded'): number | undefi
 describe('GET /metrics', () => {
   let running: Running;
   before(async () => {
-    running = await start({ actions: [fixture('behave')], handlerThreads: 2, bodyThreads: 2, stopGraceMs: 300, heartbeatMinIntervalMs: 200 });
+    // Failed stops are not retried during these tests (their counts are asserted).
+    running = await start({ actions: [fixture('behave'), fixture('behave-io')], handlerThreads: 2, stopGraceMs: 300, heartbeatMinIntervalMs: 200, stopRetryBaseMs: 3_600_000 });
   });
   after(() => running.close());
 
@@ -127,19 +128,26 @@ describe('GET /metrics', () => {
     assert.equal(value(s, 'actionkit_stop_queue_depth'), 0);
     assert.equal(value(s, 'actionkit_stop_events_total'), 0);
     assert.equal(value(s, 'actionkit_heartbeat_timeouts_total'), 0);
-    for (const pool of ['handlers', 'bodies']) {
-      assert.equal(value(s, 'actionkit_pool_threads', { pool }), 2, `${pool} threads`);
-      assert.equal(value(s, 'actionkit_pool_busy_threads', { pool }), 0, `${pool} busy`);
-      assert.equal(value(s, 'actionkit_pool_queued_tasks', { pool }), 0, `${pool} queued`);
-      const utilization = value(s, 'actionkit_pool_utilization_ratio', { pool });
-      assert.ok(utilization !== undefined && utilization >= 0 && utilization <= 1, `${pool} utilization ${utilization}`);
-    }
+    const pool = 'handlers';
+    assert.equal(value(s, 'actionkit_pool_threads', { pool }), 2, 'handler threads');
+    assert.equal(value(s, 'actionkit_pool_busy_threads', { pool }), 0, 'handlers busy');
+    assert.equal(value(s, 'actionkit_pool_queued_tasks', { pool }), 0, 'handlers queued');
+    const utilization = value(s, 'actionkit_pool_utilization_ratio', { pool });
+    assert.ok(utilization !== undefined && utilization >= 0 && utilization <= 1, `handler utilization ${utilization}`);
+    // The fixture has cpu and io bodies: the spare cpu threads and the io threads are up, idle.
+    assert.equal(value(s, 'actionkit_body_threads', { kind: 'cpu' }), 2, 'spare cpu body threads');
+    assert.equal(value(s, 'actionkit_body_spare_threads'), 2);
+    assert.equal(value(s, 'actionkit_body_threads', { kind: 'io' }), 2, 'io body threads');
+    for (const kind of ['cpu', 'io']) assert.equal(value(s, 'actionkit_bodies_running', { kind }), 0, `${kind} bodies running`);
+    assert.equal(value(s, 'actionkit_body_threads_lost_total'), 0);
     // Known label sets start at 0, so a first stop of a kind shows as an increase.
-    for (const reason of ['agent', 'heartbeat_timeout', 'sigint', 'sigterm', 'sigusr1', 'body_failed', 'prepare_abandoned', 'shutdown']) {
+    const reasons = ['agent', 'heartbeat_timeout', 'sigint', 'sigterm', 'sigusr1', 'body_failed', 'prepare_abandoned', 'shutdown', 'prepared_expired'];
+    for (const reason of reasons) {
       assert.equal(stops(s, reason), 0, reason);
       assert.equal(stops(s, reason, 'failed'), 0, reason);
+      assert.equal(value(s, 'actionkit_stops_given_up_total', { reason }), 0, reason);
     }
-    assert.equal(s.samples.get('actionkit_stops_total')?.length, 16);
+    assert.equal(s.samples.get('actionkit_stops_total')?.length, 2 * reasons.length);
     for (const outcome of ['none', 'skipped', 'cooperative', 'killed', 'returned', 'failed']) assert.equal(bodyStops(s, outcome), 0, outcome);
     assert.equal(s.samples.get('actionkit_handler_duration_seconds_count'), undefined, 'no handler ran yet');
     assert.equal(s.types.get('actionkit_stops_total'), 'counter');
@@ -155,7 +163,9 @@ describe('GET /metrics', () => {
   test('a lifecycle: active gauge 1 → 0, handler histograms per phase, an agent stop with a cooperative body', async () => {
     const id = randomUUID();
     const state = await running.agent.run(ACTION, id, { body: 'spin' });
-    const during = await scrapeUntil(running, 'the body to occupy a body thread', (s) => value(s, 'actionkit_pool_busy_threads', { pool: 'bodies' }) === 1);
+    // A started body runs at once: no waiting for it.
+    const during = await scrape(running);
+    assert.equal(value(during, 'actionkit_bodies_running', { kind: 'cpu' }), 1);
     assert.equal(active(during), 1);
     await running.agent.status(ACTION, id, state);
     await running.agent.status(ACTION, id, state);
@@ -176,7 +186,8 @@ describe('GET /metrics', () => {
     assert.ok((value(s, 'actionkit_body_stop_duration_seconds_sum', { outcome: 'cooperative' }) ?? Infinity) < 0.3, 'a cooperative stop ends within the grace period');
     assert.equal(value(s, 'actionkit_stop_events_total'), 1);
     assert.equal(value(s, 'actionkit_stop_queue_depth'), 0);
-    assert.equal(value(s, 'actionkit_pool_busy_threads', { pool: 'bodies' }), 0);
+    assert.equal(value(s, 'actionkit_bodies_running', { kind: 'cpu' }), 0);
+    assert.equal(value(s, 'actionkit_body_spare_threads'), 2, 'its thread went back to the spares');
     assert.equal(value(s, 'actionkit_http_requests_total', { route: `/${ACTION}/status`, method: 'POST', status: '200' }), 2);
     assert.equal(value(s, 'actionkit_http_requests_total', { route: `/${ACTION}/prepare`, method: 'POST', status: '200' }), 1);
     assert.equal(value(s, 'actionkit_http_request_duration_seconds_count', { route: `/${ACTION}/stop`, method: 'POST' }), 1);
@@ -212,19 +223,21 @@ describe('GET /metrics', () => {
     assert.equal(active(s), 1, 'only the execution with the failing stop is left');
   });
 
-  test('a body that ignores the stop is killed after the grace period and its worker replaced', async () => {
+  test('a body that ignores the stop is killed after the grace period, with its thread', async () => {
     const id = randomUUID();
     const state = await running.agent.run(ACTION, id, { body: 'ignore-stop' });
-    await scrapeUntil(running, 'the body to occupy a body thread', (s) => value(s, 'actionkit_pool_busy_threads', { pool: 'bodies' }) === 1);
+    assert.equal(value(await scrape(running), 'actionkit_bodies_running', { kind: 'cpu' }), 1);
     const stopped = await running.agent.stop(ACTION, id, state);
     assert.equal(stopped.status, 200);
-    const s = await scrapeUntil(running, 'the killed worker to be replaced', (current) => value(current, 'actionkit_pool_workers_replaced_total') === 1);
+    const s = await scrape(running);
+    assert.equal(value(s, 'actionkit_body_threads_lost_total'), 1, 'its thread was terminated');
+    assert.equal(value(s, 'actionkit_bodies_running', { kind: 'cpu' }), 0);
     assert.equal(bodyStops(s, 'killed'), 1);
     assert.equal(value(s, 'actionkit_body_stop_duration_seconds_count', { outcome: 'killed' }), 1);
     const killedAfter = value(s, 'actionkit_body_stop_duration_seconds_sum', { outcome: 'killed' }) ?? 0;
     assert.ok(killedAfter >= 0.29 && killedAfter < 5, `killed ${killedAfter} s after the stop request (grace 0.3 s)`);
     assert.equal(stops(s, 'agent'), 2);
-    assert.equal(value(s, 'actionkit_pool_threads', { pool: 'bodies' }), 2, 'the pool is back to full strength');
+    await scrapeUntil(running, 'the spares to be back to full strength', (current) => value(current, 'actionkit_body_spare_threads') === 2);
   });
 
   test('route labels are bounded: unknown paths and methods are collapsed', async () => {

@@ -40,7 +40,7 @@ for (const [signal, exitCode] of [
 ] as const) {
   test(`${signal} stops every active execution, then exits with ${exitCode}`, async () => {
     const log = join(logs.path, `${signal}.log`);
-    const child = await spawnExtension([fixture('behave')], { ACTIONKIT_BODY_THREADS: '2' });
+    const child = await spawnExtension([fixture('behave')]);
     try {
       assert.equal(await probe(child, '/health/readiness'), 200);
       assert.equal(await probe(child, '/health/liveness'), 200);
@@ -90,7 +90,6 @@ test('stop storm: 200 executions × 3 concurrent agent stops + SIGUSR1 + heartbe
   const log = join(logs.path, 'storm.log');
   // Heartbeat: callInterval 100ms, minimum 1s → I = 1000, E = 1050, T = 4000: expiry after 4200 ms of silence.
   const child = await spawnExtension([fixture('behave')], {
-    ACTIONKIT_BODY_THREADS: '2',
     ACTIONKIT_STOP_GRACE: '2s',
     ACTIONKIT_HEARTBEAT_MIN_INTERVAL: '1s',
   });

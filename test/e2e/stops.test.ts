@@ -40,7 +40,7 @@ function newLog(): string {
 describe('exactly-once stop', () => {
   let running: Running;
   before(async () => {
-    running = await start({ actions: [fixture('behave')], bodyThreads: 2, stopGraceMs: 2000 });
+    running = await start({ actions: [fixture('behave')], stopGraceMs: 2000 });
   });
   after(() => running.close());
 
@@ -148,7 +148,6 @@ describe('bodies and worker failures', () => {
   before(async () => {
     running = await start({
       actions: [fixture('behave')],
-      bodyThreads: 2,
       handlerThreads: 2,
       stopGraceMs: 300,
       handlerTimeoutMs: 1500,
@@ -162,13 +161,13 @@ describe('bodies and worker failures', () => {
     const id = randomUUID();
     const state = await running.agent.run(ACTION, id, { body: 'ignore-stop', stopLog: log });
     await bodyPhase(running, id, state, 'running');
-    const replacedBefore = running.extension.stats().pools.workersReplaced;
+    const lostBefore = running.extension.stats().bodies.threadsLost;
     const stop = await running.agent.stop(ACTION, id, state);
     assert.equal(stop.status, 200);
-    assert.match(JSON.stringify(stop.body), /did not stop within the 300 ms grace period; its worker thread was terminated/);
+    assert.match(JSON.stringify(stop.body), /did not stop within the 300 ms grace period; its thread was terminated/);
     assert.deepEqual(stopCalls(log).get(id), ['agent stop killed']);
     assert.equal(running.extension.stats().stops.bodiesKilled >= 1, true);
-    assert.ok(running.extension.stats().pools.workersReplaced > replacedBefore);
+    assert.equal(running.extension.stats().bodies.threadsLost, lostBefore + 1, 'its thread was terminated');
     // The lane recovered: a new body runs and stops cooperatively.
     const next = randomUUID();
     const nextState = await running.agent.run(ACTION, next, { body: 'spin' });

@@ -194,6 +194,11 @@ class Violations {
   }
 }
 
+/** The fields of a drain result a test asserts (the head position is checked where it matters). */
+function takenAndPending(result: { taken: number; headPending: boolean }): { taken: number; headPending: boolean } {
+  return { taken: result.taken, headPending: result.headPending };
+}
+
 // ---- 0. the raw layout the fault injection relies on ---------------------------------------------
 
 test('layout: the raw offsets used for fault injection match the table accessors', () => {
@@ -213,7 +218,7 @@ test('layout: the raw offsets used for fault injection match the table accessors
     assert.ok(table.requestStop(slot, generation, Reason.Agent).won);
     assert.equal(Atomics.load(words, RAW_QUEUE_TAIL), 1, 'QUEUE_TAIL word');
     assert.equal(Atomics.load(words, rawCellIndex(capacity, 0)), rawCell(queueCapacity, 0, slot), 'cell encoding and queue base');
-    assert.deepEqual(table.drainQueue(() => {}), { taken: 1, headPending: false });
+    assert.deepEqual(takenAndPending(table.drainQueue(() => {})), { taken: 1, headPending: false });
     assert.equal(Atomics.load(words, RAW_QUEUE_HEAD), 1, 'QUEUE_HEAD word');
   }
 });
@@ -262,7 +267,7 @@ function driveTo(table: ControlTable, slot: number, state: State): number {
   assert.ok(table.markRunning(slot, generation, 0));
   assert.ok(table.requestStop(slot, generation, Reason.Agent).won);
   if (state === State.StopRequested) return generation;
-  assert.deepEqual(table.drainQueue((s) => assert.notEqual(table.take(s), -1)), { taken: 1, headPending: false });
+  assert.deepEqual(takenAndPending(table.drainQueue((s) => assert.notEqual(table.take(s), -1))), { taken: 1, headPending: false });
   if (state === State.Stopping) return generation;
   assert.ok(table.finish(slot, generation, state === State.Stopped));
   return generation;
@@ -330,7 +335,6 @@ test('finish and release: only from their states, release bumps the generation, 
     table.drainQueue((s) => assert.notEqual(table.take(s), -1));
     assert.equal(table.release(slot, generation), false, 'release from Stopping');
     assert.ok(table.finish(slot, generation, false));
-    assert.equal(table.release(slot, generation), false, 'release from StopFailed');
     assert.ok(table.requestStop(slot, generation, Reason.Shutdown).won, 'a later request retries a failed stop');
     table.drainQueue((s) => assert.equal(table.take(s), packControl(generation, Reason.Shutdown, State.Stopping)));
     assert.equal(table.finish(slot, generation + 1, true), false, 'finish with a wrong generation');
@@ -339,6 +343,26 @@ test('finish and release: only from their states, release bumps the generation, 
     assert.ok(table.release(slot, generation));
     assert.equal(table.control(slot), packControl(generation + 1, Reason.None, State.Free));
   }
+  // Giving a failed stop up: StopFailed → Free with the next generation; a retry of the old
+  // generation then loses as stale, and the give-up loses to a retry that came first.
+  generation = table.allocate(slot);
+  assert.ok(table.markRunning(slot, generation, 0));
+  assert.ok(table.requestStop(slot, generation, Reason.HeartbeatTimeout).won);
+  table.drainQueue((s) => assert.notEqual(table.take(s), -1));
+  assert.ok(table.finish(slot, generation, false));
+  assert.ok(table.release(slot, generation), 'release from StopFailed (give-up)');
+  assert.equal(table.control(slot), packControl(generation + 1, Reason.None, State.Free));
+  assert.deepEqual(table.requestStop(slot, generation, Reason.Agent), { won: false, control: packControl(generation + 1, Reason.None, State.Free), stale: true });
+  generation = table.allocate(slot);
+  assert.ok(table.markRunning(slot, generation, 0));
+  assert.ok(table.requestStop(slot, generation, Reason.HeartbeatTimeout).won);
+  table.drainQueue((s) => assert.notEqual(table.take(s), -1));
+  assert.ok(table.finish(slot, generation, false));
+  assert.ok(table.requestStop(slot, generation, Reason.Agent).won, 'a retry before the give-up');
+  assert.equal(table.release(slot, generation), false, 'the give-up loses to the retry');
+  table.drainQueue((s) => assert.notEqual(table.take(s), -1));
+  assert.ok(table.finish(slot, generation, true));
+  assert.ok(table.release(slot, generation));
   assert.equal(table.queueDepth(), 0);
   assert.equal(table.control(0), 0, 'the other slot was never touched');
 });
@@ -413,7 +437,7 @@ test('lap tags: capacity 3 (8 cells) over 1,000+ laps, and across the 2^32 posit
         assert.notEqual(table.take(slot), -1);
       });
       assert.deepEqual(drained, order, `FIFO order at position ${(Atomics.load(words, RAW_QUEUE_HEAD) >>> 0) - order.length}`);
-      assert.deepEqual(result, { taken: order.length, headPending: false });
+      assert.deepEqual(takenAndPending(result), { taken: order.length, headPending: false });
       // Half of the stops fail (StopFailed → retried next round), half are released and reused.
       for (const slot of order) {
         const generation = generations[slot]!;
@@ -428,7 +452,7 @@ test('lap tags: capacity 3 (8 cells) over 1,000+ laps, and across the 2^32 posit
         }
       }
       // Nothing left behind: a second drain sees an empty queue (no stale cell matches its lap).
-      assert.deepEqual(table.drainQueue(() => assert.fail('phantom event')), { taken: 0, headPending: false });
+      assert.deepEqual(takenAndPending(table.drainQueue(() => assert.fail('phantom event'))), { taken: 0, headPending: false });
     }
     assert.equal(table.enqueuedTotal(), published);
     assert.equal(Atomics.load(words, RAW_QUEUE_TAIL) >>> 0, (startPosition + published) % 2 ** 32);
@@ -580,7 +604,7 @@ test('recovery: a producer that dies between reserving and publishing its cell; 
   const injected = await injectFault('die-after-reserve', table, 1, generations[1]!, Reason.BodyFailed);
   assert.equal(injected.tail, 0, 'the dead producer reserved position 0');
   assert.ok(table.requestStop(2, generations[2]!, Reason.Agent).won);
-  assert.deepEqual(table.drainQueue(() => assert.fail('nothing may pass the unpublished head')), { taken: 0, headPending: true });
+  assert.deepEqual(takenAndPending(table.drainQueue(() => assert.fail('nothing may pass the unpublished head'))), { taken: 0, headPending: true });
   assert.equal(table.queueDepth(), 2);
 
   const consumed = await consumeLikeCoordinator(table, 300, 50);
@@ -595,14 +619,14 @@ test('recovery: a producer that dies between reserving and publishing its cell; 
 
   // The dead producer's write arriving late (after the skip) is ignored: its lap tag is old.
   Atomics.store(words, rawCellIndex(capacity, 0), rawCell(queueCapacity, 0, 1));
-  assert.deepEqual(table.drainQueue(() => assert.fail('phantom event from a late publication')), { taken: 0, headPending: false });
+  assert.deepEqual(takenAndPending(table.drainQueue(() => assert.fail('phantom event from a late publication'))), { taken: 0, headPending: false });
   // ... and the queue keeps working for several laps over that cell.
   for (const slot of [1, 2]) assert.ok(table.finish(slot, generations[slot]!, false));
   for (let i = 0; i < queueCapacity * 3; i++) {
     const slot = 1 + (i % 2);
     assert.ok(table.requestStop(slot, generations[slot]!, Reason.Shutdown).won);
     const taken: number[] = [];
-    assert.deepEqual(table.drainQueue((s) => taken.push(table.take(s))), { taken: 1, headPending: false });
+    assert.deepEqual(takenAndPending(table.drainQueue((s) => taken.push(table.take(s)))), { taken: 1, headPending: false });
     assert.deepEqual(taken, [packControl(generations[slot]!, Reason.Shutdown, State.Stopping)]);
     assert.ok(table.finish(slot, generations[slot]!, false));
   }
@@ -673,10 +697,11 @@ test('recovery keeps the queue bound: two producers die mid-enqueue, their stops
   await injectFault('die-after-reserve', table, 0, g[0]!, Reason.Agent);
   await injectFault('die-after-reserve', table, 1, g[1]!, Reason.Agent);
   // The consumer stalls on position 0 and skips it, then on position 1; with the queue empty the
-  // orphan sweep takes both blocks.
+  // orphan sweep takes both blocks (once it has seen them orphaned for the orphan age).
   const consumed = await consumeLikeCoordinator(table, 5_000, 50, 2);
   assert.equal(consumed.stalls, 2);
-  assert.deepEqual([...consumed.fromRecovery].sort(), [0, 1]);
+  const swept = await consumeLikeCoordinator(table, 300, 50);
+  assert.deepEqual([...consumed.fromRecovery, ...swept.fromRecovery].sort(), [0, 1]);
   assert.equal(table.queueDepth(), 0, 'both dead reservations were skipped');
   // Both author stops fail; the agent retries both stops (what the reference agent does).
   assert.ok(table.finish(0, g[0]!, false));
@@ -863,7 +888,6 @@ async function runStorm(t: TestContext, cfg: StormConfig): Promise<void> {
     recoveries: 0,
     duplicateEvents: 0,
     orphans: 0,
-    maxPendingMs: 0,
     /** Heartbeat timeouts on executions main kept heartbeating. */
     hbTakesKeptAlive: 0,
     /** Smallest (longest possible silence − expiry) among those: negative beyond −2 ms is a violation. */
@@ -872,7 +896,11 @@ async function runStorm(t: TestContext, cfg: StormConfig): Promise<void> {
   let settling = false;
   let killed: TestThread | undefined;
   let inDoubt: { slot: number; gen: number; reason: number } | undefined;
-  let pendingSince: number | undefined;
+  // The production consumer. While producers run, no orphan sweep (a live producer is never an
+  // orphan, and a lost event must stay visible to the final checks); a stalled head is skipped
+  // after 2 s (100 ms once a producer was killed); in the settle phase, with every producer gone,
+  // both rules apply at once.
+  const consumer = new StopEventConsumer(table, { stallMs: 2_000, orphanAgeMs: 3_600_000 });
   const delay = (): number => (rng.chance(0.5) ? 0 : rng.next() * 3);
   const modelLine = (slot: number): string => {
     const m = models[slot]!;
@@ -892,21 +920,21 @@ async function runStorm(t: TestContext, cfg: StormConfig): Promise<void> {
     throw new assert.AssertionError({ message: lines.join('\n') });
   };
 
-  const onEvent = (slot: number): void => {
+  const onTaken = (slot: number, control: number, source: 'queue' | 'sweep'): void => {
     stats.events++;
     const m = models[slot];
     if (m === undefined) {
       violations.add(`event for slot ${slot} outside the table (capacity ${cfg.capacity})`);
       return;
     }
-    const control = table.take(slot);
-    if (control === -1) {
-      if (stats.recoveries > 0) {
-        stats.duplicateEvents++; // the recovery scan took it already
-        return;
+    if (source === 'sweep') {
+      // Only a killed producer can leave a stop without an event (it won the CAS and died).
+      if (inDoubt !== undefined && inDoubt.slot === slot && inDoubt.gen === generationOf(control)) {
+        stats.orphans++;
+        t.diagnostic(`orphan: slot ${slot} ${describeControl(control)} — the killed producer won the CAS and died before publishing; recovered by the orphan sweep`);
+      } else {
+        violations.add(`lost stop: slot ${slot} was taken by the orphan sweep (${describeControl(control)}): its event never arrived (${modelLine(slot)})`);
       }
-      violations.add(`phantom or duplicate event: slot ${slot} is ${describeControl(table.control(slot))} (${modelLine(slot)})`);
-      return;
     }
     stats.takes++;
     const gen = generationOf(control);
@@ -1145,31 +1173,24 @@ async function runStorm(t: TestContext, cfg: StormConfig): Promise<void> {
     }
   };
 
-  const consume = (now: number, stallMs: number): boolean => {
-    const drained = table.drainQueue(onEvent);
+  /** One pass of the production consumer; true if it moved anything. */
+  const consume = (stallMs: number): boolean => {
+    consumer.timing.stallMs = stallMs;
+    const pass = consumer.pass(onTaken);
     const depth = table.queueDepth();
     stats.maxDepth = Math.max(stats.maxDepth, depth);
     if (stats.recoveries === 0 && depth > cfg.capacity) {
       violations.add(`queue depth ${depth} exceeds capacity ${cfg.capacity}: more events in flight than slots`);
     }
-    if (!drained.headPending) {
-      pendingSince = undefined;
-      return drained.taken > 0;
-    }
-    pendingSince ??= now;
-    stats.maxPendingMs = Math.max(stats.maxPendingMs, now - pendingSince);
-    if (now - pendingSince > stallMs) {
-      const head = Atomics.load(words, RAW_QUEUE_HEAD) >>> 0;
-      if (killed === undefined) {
-        violations.add(`head cell at position ${head} stayed reserved but unpublished for ${(now - pendingSince).toFixed(0)} ms while every producer was alive`);
-      }
-      table.skipPendingHead();
+    if (pass.skipped) {
       stats.recoveries++;
-      table.forEachStopRequested(onEvent);
-      pendingSince = undefined;
-      table.drainQueue(onEvent);
+      if (killed === undefined) violations.add(`the consumer skipped a head cell that stayed reserved but unpublished for ${stallMs} ms while every producer was alive`);
     }
-    return true;
+    if (pass.stale > 0) {
+      if (stats.recoveries === 0 && stats.orphans === 0) violations.add(`${pass.stale} phantom or duplicate events without any recovery`);
+      stats.duplicateEvents += pass.stale;
+    }
+    return pass.taken + pass.recovered > 0 || pass.headPending;
   };
 
   const workersLine = (): string =>
@@ -1209,7 +1230,7 @@ async function runStorm(t: TestContext, cfg: StormConfig): Promise<void> {
       const seen = table.doorbell();
       drainJournals();
       const now = performance.now();
-      consume(now, killed ? 100 : 2_000);
+      consume(killed ? 100 : 2_000);
       for (let slot = 0; slot < cfg.capacity; slot++) if (models[slot]!.dueAt <= now) act(slot, now);
       let requests = cfg.mainRequests;
       while (requests > 0 && rng.chance(Math.min(1, requests))) {
@@ -1245,7 +1266,7 @@ async function runStorm(t: TestContext, cfg: StormConfig): Promise<void> {
       if (fatal.length > 0) fail('a thread failed');
       drainJournals();
       const now = performance.now();
-      consume(now, killed ? 100 : 2_000);
+      consume(killed ? 100 : 2_000);
       for (let slot = 0; slot < cfg.capacity; slot++) if (models[slot]!.dueAt <= now) act(slot, now);
       await sleep(1);
     }
@@ -1258,7 +1279,8 @@ async function runStorm(t: TestContext, cfg: StormConfig): Promise<void> {
       for (;;) {
         if (performance.now() > settleEnd) fail('settle phase did not converge within 10 s');
         const now = performance.now();
-        const moved = consume(now, 0);
+        consumer.timing.orphanAgeMs = 0;
+        const moved = consume(0);
         let busy = moved;
         for (let slot = 0; slot < cfg.capacity; slot++) {
           const m = models[slot]!;
@@ -1272,30 +1294,15 @@ async function runStorm(t: TestContext, cfg: StormConfig): Promise<void> {
       }
     };
     await settle();
-    // A stop whose event is gone: only the killed producer may have left one (died after its CAS).
-    const orphans: number[] = [];
-    table.forEachStopRequested((slot) => orphans.push(slot));
-    for (const slot of orphans) {
-      const word = table.control(slot);
-      if (inDoubt !== undefined && inDoubt.slot === slot && inDoubt.gen === generationOf(word)) {
-        stats.orphans++;
-        t.diagnostic(`orphan: slot ${slot} ${describeControl(word)} — the killed producer won the CAS and died before reserving a cell; recovered by forEachStopRequested`);
-      } else {
-        violations.add(`lost stop: slot ${slot} is ${describeControl(word)} with no event left in the queue (${modelLine(slot)})`);
-      }
-      onEvent(slot);
-    }
-    if (orphans.length > 0) {
-      for (const m of models) if (m.phase === 'stopFailed') m.dueAt = 0;
-      await settle();
-    }
+    // A stop whose event is gone (only the killed producer may leave one: it won the CAS and died)
+    // was taken by the orphan sweep during the settle phase, and checked in onTaken.
 
     // ---- final checks
     const check = (condition: boolean, message: string): void => {
       if (!condition) violations.add(message);
     };
     check(table.queueDepth() === 0, `queue depth ${table.queueDepth()} at the end`);
-    const last = table.drainQueue(onEvent);
+    const last = table.drainQueue((slot) => violations.add(`event for slot ${slot} after the settle phase`));
     check(last.taken === 0 && !last.headPending, `final drain: ${JSON.stringify(last)}`);
     let leftRequested = 0;
     table.forEachStopRequested(() => leftRequested++);
@@ -1362,7 +1369,7 @@ async function runStorm(t: TestContext, cfg: StormConfig): Promise<void> {
     t.diagnostic(
       `consumer: ${stats.takes} takes (${(stats.takes / seconds).toFixed(0)}/s) of ${stats.events} events, ${stats.hbTakes} heartbeat timeouts (${stats.hbTakesKeptAlive} on kept-alive executions, min silence−expiry ${stats.minHbSlackMs} ms; watchdog scans ${watchdog.done?.scans ?? '?'}, last scan ${table.watchdogStats().lastScanMicros} µs), ${stats.retryRounds} retry rounds after ${stats.failures} failed stops, ${multiRound} executions with >1 round, ${stats.releases} releases + ${stats.abandonedPrepares} abandoned prepares (max generation advance ${Math.max(...models.map((m, slot) => (m.gen - (startGen + slot) + 2 ** 23) % 2 ** 23))}), ${stats.markRunningLost} markRunning and ${stats.releaseLost} release lost to a stop`,
     );
-    t.diagnostic(`queue: max depth ${stats.maxDepth}/${cfg.capacity}, longest pending head ${stats.maxPendingMs.toFixed(1)} ms, recoveries ${stats.recoveries}, duplicate events after recovery ${stats.duplicateEvents}, orphans ${stats.orphans}; ${stats.loops} main loop turns, ${stats.heartbeats} heartbeats`);
+    t.diagnostic(`queue: max depth ${stats.maxDepth}/${cfg.capacity}, recoveries ${stats.recoveries}, stale events after recovery ${stats.duplicateEvents}, orphans ${stats.orphans}; ${stats.loops} main loop turns, ${stats.heartbeats} heartbeats`);
     if (violations.total > 0) fail(`${violations.total} invariant violation(s)`);
   };
 

@@ -1,0 +1,361 @@
+/**
+ * The body threads: where execution bodies run. This module owns the threads — spawning, spares,
+ * the cap, routing messages, terminating — and knows nothing of executions; `./bodies.ts` drives
+ * it per execution.
+ *
+ * Two kinds of thread, chosen by the action (`bodyKind`):
+ * - **cpu**: one body per thread, so a body that never yields still runs at once and is stopped
+ *   by terminating its own thread without touching anyone else. Threads are created on demand up
+ *   to `maxThreads`; `spares` idle threads are kept booted so a burst's first bodies do not wait for
+ *   a boot (~30–100 ms). At the cap, {@link BodyThreads.reserve} fails: nothing ever waits in a
+ *   queue, so a started body is a running body.
+ * - **io**: `ioThreads` threads shared by every async body, round the least loaded. Thousands of
+ *   bodies that mostly await fit on one thread. Terminating one (a body that ignored its stop for
+ *   the whole grace period) ends every body on it; those are reported lost, with the reason.
+ *
+ * Body threads are plain `worker_threads` Workers, not a piscina pool: a pool queues tasks it
+ * cannot place (the silent queueing this replaces), and its idle workers sleep in `Atomics.wait`
+ * with their event loops frozen. Ours wait for messages, so an idle thread's timers and sockets
+ * keep being serviced.
+ *
+ * Lifecycle of a thread: booting → idle (cpu spares) ⇄ seated (a reserved or running body) →
+ * exiting (terminate) → gone. Every run ends with exactly one call of its listener's `ended`,
+ * `killed` or `lost`, also when its thread dies.
+ */
+import { Worker } from 'node:worker_threads';
+import { ErrorCode, RuntimeError, type ErrorData } from '../errors.js';
+import type { Logger } from '../logging.js';
+import type { BodyKind, BodyTask, BodyThreadBootData, BodyThreadCommand, BodyThreadEvent, CheckedBodyReport, WorkerBootData } from './protocol.js';
+import type { TestGates } from '../shm/test-gates.js';
+
+/** What happens to one run, told by its thread. Exactly one of `ended`, `killed`, `lost` is called. */
+export interface BodyRunListener {
+  began(): void;
+  report(report: CheckedBodyReport): void;
+  /** The body ended on its own terms (`returned`, `stopped`, `failed`, `skipped`). */
+  ended(phase: 'returned' | 'stopped' | 'failed' | 'skipped', error: ErrorData | undefined, endedAtUs: number): void;
+  /** Its thread was terminated by {@link BodySeat.kill} for this run. */
+  killed(): void;
+  /** Its thread died under it: crashed, exited, ran out of memory, or was terminated to kill another body. */
+  lost(reason: string): void;
+}
+
+/** A reserved place on a body thread, for one run. */
+export interface BodySeat {
+  readonly kind: BodyKind;
+  /** Hand the body to the thread. At most once per seat. */
+  run(task: BodyTask, listener: BodyRunListener): void;
+  /** Give the seat back without running anything. */
+  release(): void;
+  /**
+   * Terminate the thread to end this seat's run; resolves once the thread has exited (its code no
+   * longer runs). Other runs on an io thread are lost with the reason.
+   */
+  kill(reason: string): Promise<void>;
+}
+
+/** Settings of the body threads. */
+export interface BodyThreadSettings {
+  boot: WorkerBootData;
+  /** Cap of cpu threads (busy, idle and booting). */
+  maxThreads: number;
+  /** Idle cpu threads kept booted. */
+  spares: number;
+  /** Threads shared by io bodies. */
+  ioThreads: number;
+  /** Nice value of cpu threads (0: unchanged). */
+  nice: number;
+  maxOldGenerationMb: number | undefined;
+  gates: TestGates | undefined;
+  logger: Logger;
+}
+
+/** Counters of the body threads. */
+export interface BodyThreadStats {
+  /** cpu threads alive (running a body, idle spares, booting). */
+  cpuThreads: number;
+  /** cpu threads running (or reserved for) a body. */
+  cpuBusy: number;
+  /** Booted idle cpu threads. */
+  cpuSpares: number;
+  ioThreads: number;
+  /** Bodies running (or reserved) on io threads. */
+  ioBodies: number;
+  /** Threads that ended while carrying bodies — crashed, exited, out of memory, or terminated to kill one — since start. */
+  threadsLost: number;
+}
+
+interface Thread {
+  readonly id: number;
+  readonly kind: BodyKind;
+  readonly worker: Worker;
+  /** Settles when the thread loaded the action modules (rejects if it failed to). */
+  readonly ready: Promise<void>;
+  booted: boolean;
+  /** Seats handed out and not yet released or ended (cpu: 0 or 1). */
+  seats: number;
+  readonly runs: Map<number, BodyRunListener>;
+  /** Why it is being terminated, for the runs it carries; undefined while healthy. */
+  ending: { reason: string; killedRunId: number | undefined } | undefined;
+  /** The error that killed it, if one was reported before its exit. */
+  error: unknown;
+  readonly exited: Promise<void>;
+}
+
+const threadsFile = new URL('../../workers/bodies.js', import.meta.url);
+
+/** The body threads of one extension. */
+export class BodyThreads {
+  private readonly settings: BodyThreadSettings;
+  private readonly cpu = new Set<Thread>();
+  /** Booted idle cpu threads, most recently used last. */
+  private readonly idle: Thread[] = [];
+  /** cpu threads booting as spares, not yet claimed by a reservation. */
+  private readonly bootingSpares: Thread[] = [];
+  private readonly io: Thread[] = [];
+  private nextThreadId = 1;
+  private nextRunId = 1;
+  private threadsLost = 0;
+  private closed = false;
+
+  constructor(settings: BodyThreadSettings) {
+    this.settings = settings;
+  }
+
+  /**
+   * Boot the spare cpu threads (when some action has a cpu body) and the io threads (when some
+   * has an io body), and wait until they loaded the actions: a module that fails on a thread fails
+   * start-up, not the first start.
+   */
+  async warmUp(kinds: ReadonlySet<BodyKind>): Promise<void> {
+    const booting: Promise<void>[] = [];
+    if (kinds.has('cpu')) {
+      this.topUpSpares();
+      booting.push(...this.bootingSpares.map((thread) => thread.ready));
+    }
+    if (kinds.has('io')) {
+      while (this.io.length < this.settings.ioThreads) booting.push(this.spawn('io').ready);
+    }
+    await Promise.all(booting);
+  }
+
+  /**
+   * A seat for one body: a cpu thread of its own (a spare, or a new one once it booted), or a
+   * place on the least loaded io thread. Rejects with a 503-class {@link RuntimeError} naming
+   * `ACTIONKIT_MAX_BODY_THREADS` when every cpu thread is taken, and with a `WORKER_LOST` one when
+   * a thread could not boot.
+   */
+  async reserve(kind: BodyKind): Promise<BodySeat> {
+    if (this.closed) throw new RuntimeError(ErrorCode.ShuttingDown, 503, 'Extension is shutting down', 'no new bodies are started');
+    const thread = kind === 'cpu' ? this.cpuThreadFor() : this.ioThreadFor();
+    thread.seats++;
+    try {
+      await thread.ready;
+    } catch (error) {
+      thread.seats--;
+      throw new RuntimeError(ErrorCode.WorkerLost, 500, 'Body thread could not start', describeLoss(error));
+    }
+    if (thread.ending !== undefined) {
+      // It died (or was terminated) between booting and now.
+      thread.seats--;
+      throw new RuntimeError(ErrorCode.WorkerLost, 500, 'Body thread lost', thread.ending.reason);
+    }
+    if (kind === 'cpu') this.topUpSpares();
+    return this.seatOn(thread);
+  }
+
+  /** Counters. */
+  stats(): BodyThreadStats {
+    let cpuBusy = 0;
+    for (const thread of this.cpu) if (thread.seats > 0) cpuBusy++;
+    return {
+      cpuThreads: this.cpu.size,
+      cpuBusy,
+      cpuSpares: this.idle.length,
+      ioThreads: this.io.length,
+      ioBodies: this.io.reduce((sum, thread) => sum + thread.seats, 0),
+      threadsLost: this.threadsLost,
+    };
+  }
+
+  /** Terminate every thread (runs still on them are lost); resolves when all have exited. */
+  async close(): Promise<void> {
+    this.closed = true;
+    const all = [...this.cpu, ...this.io];
+    for (const thread of all) this.terminate(thread, 'the extension is shutting down', undefined);
+    await Promise.all(all.map((thread) => thread.exited));
+  }
+
+  private cpuThreadFor(): Thread {
+    const spare = this.idle.pop() ?? this.bootingSpares.shift();
+    if (spare !== undefined) return spare;
+    if (this.cpu.size >= this.settings.maxThreads) {
+      throw new RuntimeError(
+        ErrorCode.CapacityExhausted,
+        503,
+        'Too many running bodies',
+        `all ${this.settings.maxThreads} cpu body threads are running bodies (ACTIONKIT_MAX_BODY_THREADS); stop executions or raise the limit`,
+      );
+    }
+    return this.spawn('cpu');
+  }
+
+  private ioThreadFor(): Thread {
+    let least: Thread | undefined;
+    for (const thread of this.io) if (least === undefined || thread.seats < least.seats) least = thread;
+    // Spread over the configured number of threads before doubling up.
+    if (least === undefined || (least.seats > 0 && this.io.length < this.settings.ioThreads)) return this.spawn('io');
+    return least;
+  }
+
+  /** Keep `spares` idle (or booting) cpu threads, within the cap. */
+  private topUpSpares(): void {
+    while (!this.closed && this.idle.length + this.bootingSpares.length < this.settings.spares && this.cpu.size < this.settings.maxThreads) {
+      this.bootingSpares.push(this.spawn('cpu'));
+    }
+  }
+
+  private spawn(kind: BodyKind): Thread {
+    const { settings } = this;
+    const boot: BodyThreadBootData = {
+      ...settings.boot,
+      kind,
+      nice: kind === 'cpu' ? settings.nice : 0,
+      ...(settings.gates === undefined ? {} : { gates: settings.gates.buffer }),
+    };
+    const worker = new Worker(threadsFile, {
+      workerData: boot,
+      ...(settings.maxOldGenerationMb === undefined ? {} : { resourceLimits: { maxOldGenerationSizeMb: settings.maxOldGenerationMb } }),
+    });
+    let markReady!: () => void;
+    let failBoot!: (error: unknown) => void;
+    const ready = new Promise<void>((resolve, reject) => {
+      markReady = resolve;
+      failBoot = reject;
+    });
+    ready.catch(() => undefined); // a spare nobody claimed may fail to boot: logged below
+    let markExited!: () => void;
+    const exited = new Promise<void>((resolve) => (markExited = resolve));
+    const thread: Thread = { id: this.nextThreadId++, kind, worker, ready, booted: false, seats: 0, runs: new Map(), ending: undefined, error: undefined, exited };
+    if (kind === 'cpu') this.cpu.add(thread);
+    else this.io.push(thread);
+
+    worker.on('message', (event: BodyThreadEvent) => {
+      if (event.type === 'ready') {
+        thread.booted = true;
+        markReady();
+        const booting = this.bootingSpares.indexOf(thread);
+        if (booting >= 0) {
+          this.bootingSpares.splice(booting, 1);
+          this.idle.push(thread);
+        }
+        return;
+      }
+      const listener = thread.runs.get(event.runId);
+      if (listener === undefined) return;
+      switch (event.type) {
+        case 'began':
+          listener.began();
+          return;
+        case 'report':
+          listener.report(event);
+          return;
+        case 'ended':
+          thread.runs.delete(event.runId);
+          thread.seats--;
+          listener.ended(event.phase, event.error, event.endedAtUs);
+          this.afterRun(thread);
+      }
+    });
+    worker.on('error', (error) => {
+      thread.error ??= error;
+      if (!thread.booted) failBoot(error);
+    });
+    worker.on('exit', (code) => {
+      if (!thread.booted) failBoot(thread.error ?? new Error(`body thread exited with code ${code} while loading the actions`));
+      this.forget(thread);
+      this.cpu.delete(thread);
+      const ending = thread.ending;
+      const reason = ending?.reason ?? describeLoss(thread.error ?? new Error(`worker exited with code ${code}`));
+      if (thread.runs.size > 0 && !this.closed) this.threadsLost++;
+      if (ending === undefined && thread.runs.size === 0 && thread.booted && !this.closed) {
+        settings.logger.error({ kind, err: thread.error, code }, 'an idle body thread exited');
+      }
+      for (const [runId, listener] of thread.runs) {
+        if (runId === ending?.killedRunId) listener.killed();
+        else listener.lost(reason);
+      }
+      thread.runs.clear();
+      thread.seats = 0;
+      markExited();
+      if (kind === 'cpu') this.topUpSpares();
+    });
+    return thread;
+  }
+
+  private seatOn(thread: Thread): BodySeat {
+    let runId: number | undefined;
+    let released = false;
+    return {
+      kind: thread.kind,
+      run: (task, listener) => {
+        if (runId !== undefined || released) throw new Error('a body seat runs one body');
+        runId = this.nextRunId++;
+        if (thread.ending !== undefined) {
+          // The thread died after the reservation: the run is lost before it started.
+          thread.seats--;
+          listener.lost(thread.ending.reason);
+          return;
+        }
+        thread.runs.set(runId, listener);
+        const command: BodyThreadCommand = { type: 'run', runId, task };
+        thread.worker.postMessage(command);
+      },
+      release: () => {
+        if (runId !== undefined || released) return;
+        released = true;
+        if (thread.ending !== undefined) return;
+        thread.seats--;
+        this.afterRun(thread);
+      },
+      kill: (reason) => {
+        // A run that already ended (or never started) has nothing left to kill.
+        if (runId === undefined || !thread.runs.has(runId)) return Promise.resolve();
+        this.terminate(thread, reason, runId);
+        return thread.exited;
+      },
+    };
+  }
+
+  /** A run ended or a seat was released: an idle cpu thread becomes a spare or goes. */
+  private afterRun(thread: Thread): void {
+    if (thread.kind !== 'cpu' || thread.seats > 0 || thread.ending !== undefined) return;
+    if (!this.closed && this.idle.length < this.settings.spares) this.idle.push(thread);
+    else this.terminate(thread, 'surplus spare', undefined);
+  }
+
+  private terminate(thread: Thread, reason: string, killedRunId: number | undefined): void {
+    if (thread.ending !== undefined) return;
+    thread.ending = { reason, killedRunId };
+    this.forget(thread);
+    void thread.worker.terminate();
+  }
+
+  /** Take a thread out of the lists seats come from; it still counts against the cap until it exited. */
+  private forget(thread: Thread): void {
+    for (const list of [this.idle, this.bootingSpares, this.io]) {
+      const at = list.indexOf(thread);
+      if (at >= 0) list.splice(at, 1);
+    }
+  }
+}
+
+/** Explain a body thread's death in words an operator can act on. */
+function describeLoss(error: unknown): string {
+  const message = error instanceof Error ? error.message : String(error);
+  const code = (error as { code?: unknown } | null)?.code;
+  if (code === 'ERR_WORKER_OUT_OF_MEMORY') return 'the body thread ran out of memory (ACTIONKIT_WORKER_MAX_OLD_GENERATION_MB)';
+  const exit = /exited with code (-?\d+)/.exec(message);
+  if (exit !== null) return `the body thread exited with code ${exit[1]} (process.exit() in author code?)`;
+  return `the body thread crashed: ${message}`;
+}
