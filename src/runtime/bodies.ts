@@ -35,6 +35,8 @@ export class BodyRun {
   endedAtUs: number | undefined;
   /** True once {@link done} resolved. */
   settled = false;
+  /** True once the body's code began (false for a run that settled without beginning). */
+  hasBegun = false;
   readonly seat: BodySeat;
   private markBegan!: () => void;
   private markDone!: () => void;
@@ -48,6 +50,7 @@ export class BodyRun {
 
   /** The body's code runs. */
   begin(): void {
+    this.hasBegun = true;
     this.markBegan();
   }
 

@@ -458,6 +458,11 @@ export class Lifecycle {
     // markRunning and dispatch in one synchronous step: a stop run that starts after this sees the body.
     const run = bodies.dispatch(execution, seat, newState);
     await run.began;
+    // The extension stopped it before its body could begin: say so rather than "started".
+    const reason = this.stopReasonOf(execution);
+    if (!run.hasBegun && reason !== undefined && reason !== Reason.Agent) {
+      return { status: 200, body: { state: newState, error: stoppedByExtensionForStatus(reason) } };
+    }
     return stateReply(reply, newState, 'Failed to start action.');
   }
 
@@ -475,7 +480,8 @@ export class Lifecycle {
   }
 
   private async runStop(execution: Execution, reason: Reason, stopAtUs: number | undefined): Promise<void> {
-    const { table, store, bodies, logger } = this.deps;
+    const { table, store, bodies } = this.deps;
+    await hold('stop.taken', execution.id);
     execution.stopAttempts++;
     clearTimeout(execution.retryTimer);
     let bodyEnd = execution.bodyEnd;

@@ -22,6 +22,8 @@ export type TestPoint =
   | 'start.before-lock'
   /** The author's start settled; the body is not dispatched yet. */
   | 'start.settled'
+  /** The stop queue loop took a stop; the stop run is about to end the body. */
+  | 'stop.taken'
   /** A stop ended the body and is about to wait for the execution's lock to run the author's stop. */
   | 'stop.body-ended'
   /** A stop's outcome is decided; the control block is not finished yet. */
@@ -47,9 +49,7 @@ export function installTestHooks(hooks: TestHooks): () => void {
 
 /** The flow reached `point` for `executionId`: a promise to await if a test holds it, else undefined. */
 export function testPoint(point: TestPoint, executionId: string): Promise<void> | undefined {
-  if (installed?.at === undefined) return undefined;
-  const held = installed.at(point, executionId);
-  return held === undefined ? undefined : held;
+  return installed?.at?.(point, executionId) ?? undefined;
 }
 
 /** The body threads' gates, when a test installed them. */
