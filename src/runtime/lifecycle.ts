@@ -457,7 +457,18 @@ export class Lifecycle {
     }
     // markRunning and dispatch in one synchronous step: a stop run that starts after this sees the body.
     const run = bodies.dispatch(execution, seat, newState);
-    await run.began;
+    // A body begins within microseconds on its seat — unless an io thread is blocked by another
+    // body (which its stop will kill). Bounded by the request's deadline.
+    const beginWithinMs = Math.max(0, this.task('start', action, execution.id, scope, {}).deadlineMs - Date.now());
+    if (!(await settlesWithin(run.began, beginWithinMs))) {
+      return {
+        status: 200,
+        body: {
+          state: newState,
+          error: { title: 'Failed to start action.', detail: `the body did not begin within ${beginWithinMs} ms: its shared io body thread is blocked (by a body that does not await?)` },
+        },
+      };
+    }
     // The extension stopped it before its body could begin: say so rather than "started".
     const reason = this.stopReasonOf(execution);
     if (!run.hasBegun && reason !== undefined && reason !== Reason.Agent) {
@@ -663,6 +674,15 @@ export class Lifecycle {
       return { ok: false, error: { code: error.code, message: error.detail ?? error.message, details: {} }, ...(state === undefined ? {} : { state }) };
     }
   }
+}
+
+/** True if `promise` settles within `ms`. */
+async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<false>((resolve) => (timer = setTimeout(resolve, ms, false)));
+  const settled = await Promise.race([promise.then(() => true), late]);
+  clearTimeout(timer);
+  return settled;
 }
 
 /** The answer to a stop request, decided by the author's stop handler. */

@@ -566,12 +566,7 @@ async function injectFault(role: 'die-after-reserve' | 'die-after-cas', table: C
   return injected;
 }
 
-/**
- * The consumer protocol of the stop coordinator, with a short stall bound: drain; if the head cell
- * stays reserved-but-unpublished for `stallMs`, skip it and take every StopRequested block.
- * Returns what it took, per path.
- */
-/** Run the production consumer (`StopEventConsumer`, as the stop coordinator does) for a while. */
+/** Run the production consumer (`StopEventConsumer`, as the stop queue loop does) for a while; returns what it took, per path. */
 async function consumeLikeCoordinator(table: ControlTable, durationMs: number, stallMs: number, maxStalls = Infinity): Promise<{ fromQueue: number[]; fromRecovery: number[]; stalls: number; sawPending: boolean }> {
   const consumer = new StopEventConsumer(table, { stallMs, orphanAgeMs: stallMs });
   const fromQueue: number[] = [];
@@ -683,6 +678,82 @@ test('recovery: a stop whose winner dies right after its CAS (before reserving a
     consumed.fromQueue.includes(3) || consumed.fromRecovery.includes(3),
     `the stop of slot 3 was never delivered: drainQueue kept returning { taken: 0, headPending: false } for 500 ms while the block is ${describeControl(table.control(3))}; only an unconditional forEachStopRequested would find it`,
   );
+});
+
+/** A producer frozen between the steps of `requestStop`, played by the test on the raw words. */
+function rawProducer(table: ControlTable, slot: number, generation: number, reason: Reason) {
+  const words = new Int32Array(table.buffer);
+  const queueCapacity = rawQueueCapacity(table.capacity);
+  let position = -1;
+  return {
+    /** Its CAS won: the block is StopRequested; STOP_AT_US not stamped yet, no cell reserved. */
+    cas(): void {
+      const running = packControl(generation, Reason.None, State.Running);
+      assert.equal(Atomics.compareExchange(words, rawControlIndex(slot), running, packControl(generation, reason, State.StopRequested)), running);
+    },
+    /** It reserved its queue cell (not published yet). */
+    reserve(): void {
+      position = Atomics.add(words, RAW_QUEUE_TAIL, 1) >>> 0;
+    },
+    /** It published the cell. */
+    publish(): void {
+      Atomics.store(words, rawCellIndex(table.capacity, position & (queueCapacity - 1)), rawCell(queueCapacity, position, slot));
+    },
+  };
+}
+
+test('consumer: the stall clock follows the head position — a live producer that just reserved the next cell is not skipped for the stall of an earlier one', async () => {
+  const table = ControlTable.create(4);
+  const g = [0, 1, 2, 3].map((slot) => table.allocate(slot));
+  for (let slot = 0; slot < 4; slot++) assert.ok(table.markRunning(slot, g[slot]!, 0));
+  const consumer = new StopEventConsumer(table, { stallMs: 100, orphanAgeMs: 3_600_000 });
+  const taken: [number, string][] = [];
+  const onTaken = (slot: number, _control: number, source: string): void => void taken.push([slot, source]);
+  // A slow producer reserved position 0 and has not published it yet.
+  const slow = rawProducer(table, 1, g[1]!, Reason.Agent);
+  slow.cas();
+  slow.reserve();
+  assert.equal(consumer.pass(onTaken).headPending, true);
+  await sleep(150);
+  // Longer than the stall bound later, it publishes; meanwhile another producer reserved position 1.
+  slow.publish();
+  const next = rawProducer(table, 2, g[2]!, Reason.HeartbeatTimeout);
+  next.cas();
+  next.reserve();
+  const pass = consumer.pass(onTaken);
+  assert.deepEqual(taken, [[1, 'queue']]);
+  assert.equal(pass.skipped, false, 'position 1 just became the head: its stall clock starts now, not at the stall of position 0');
+  assert.equal(pass.headPending, true);
+  next.publish();
+  consumer.pass(onTaken);
+  assert.deepEqual(taken, [[1, 'queue'], [2, 'queue']], 'both stops delivered through the queue');
+});
+
+test('consumer: the orphan sweep takes a block only after finding it orphaned for the orphan age, never because its stop has no time stamp yet', async () => {
+  const table = ControlTable.create(4);
+  const g = [0, 1, 2, 3].map((slot) => table.allocate(slot));
+  for (let slot = 0; slot < 4; slot++) assert.ok(table.markRunning(slot, g[slot]!, 0));
+  const consumer = new StopEventConsumer(table, { stallMs: 3_600_000, orphanAgeMs: 200 });
+  const taken: [number, string][] = [];
+  const onTaken = (slot: number, _control: number, source: string): void => void taken.push([slot, source]);
+  // A live producer between its CAS and its stamp (STOP_AT_US still 0), with an empty queue.
+  const live = rawProducer(table, 1, g[1]!, Reason.Agent);
+  live.cas();
+  assert.equal(table.stopRequestedAtUs(1), 0);
+  assert.equal(consumer.pass(onTaken).recovered, 0, 'a stop without a stamp is not ancient');
+  live.reserve();
+  live.publish();
+  consumer.pass(onTaken);
+  assert.deepEqual(taken, [[1, 'queue']], 'its own event delivered it');
+  // A producer that died right after its CAS: found by sweeps at least the orphan age apart.
+  const dead = rawProducer(table, 2, g[2]!, Reason.BodyFailed);
+  dead.cas();
+  await sleep(120); // the sweep runs at most twice per orphan age
+  assert.equal(consumer.pass(onTaken).recovered, 0, 'first seen now');
+  await sleep(250);
+  assert.equal(consumer.pass(onTaken).recovered, 1);
+  assert.deepEqual(taken, [[1, 'queue'], [2, 'sweep']]);
+  assert.equal(table.control(2), packControl(g[2]!, Reason.BodyFailed, State.Stopping));
 });
 
 test('recovery keeps the queue bound: two producers die mid-enqueue, their stops fail and are retried', { timeout: 30_000 }, async (t) => {
