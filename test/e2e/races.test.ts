@@ -292,3 +292,19 @@ test('an agent stop retried after a failure reports how the body ended the first
   assert.equal(stops.bodiesCooperative, 1);
   assert.deepEqual(linesOf(stopLog, id), ['agent stop stopped', 'agent stop stopped']);
 });
+
+// ---- finding 3: close() of an embedded extension is bounded --------------------------------------
+
+test('close() with an author stop that hangs resolves within stopAllTimeoutMs + 5 s', async () => {
+  const { running: closing } = await setUp({ stopAllTimeoutMs: 500 });
+  running = undefined; // closed by the test itself
+  const id = randomUUID();
+  const state = await closing.agent.run(CPU, id, { body: 'sleep', stop: 'hang' });
+  const hungStop = closing.agent.stop(CPU, id, state).catch(() => undefined); // its answer never comes; its connection is dropped
+  const startedAt = Date.now();
+  await closing.close();
+  const tookMs = Date.now() - startedAt;
+  // 0.5 s + 5 s is the bound; the rest is slack for a busy machine. Unbounded, it took the handler timeout (5 min).
+  assert.ok(tookMs < 10_000, `close() took ${tookMs} ms`);
+  await hungStop;
+});

@@ -86,78 +86,250 @@ test('SIGUSR1 stops every execution and the extension keeps serving', async () =
   }
 });
 
-test('stop storm: 200 executions × 3 concurrent agent stops + SIGUSR1 + heartbeat expiry run each author stop exactly once', async (t) => {
-  const log = join(logs.path, 'storm.log');
-  // Heartbeat: callInterval 100ms, minimum 1s → I = 1000, E = 1050, T = 4000: expiry after 4200 ms of silence.
-  const child = await spawnExtension([fixture('behave')], {
-    ACTIONKIT_STOP_GRACE: '2s',
-    ACTIONKIT_HEARTBEAT_MIN_INTERVAL: '1s',
-  });
+/** Poll readiness until the process exits; every answer (or refusal) after `since` is collected. */
+function watchReadiness(child: Child): Promise<(number | 'refused')[]> {
+  const seen: (number | 'refused')[] = [];
+  let exited = false;
+  void child.exited.then(() => (exited = true));
+  return (async () => {
+    while (!exited) {
+      seen.push(await probe(child, '/health/readiness').catch(() => 'refused' as const));
+      await sleep(25);
+    }
+    return seen;
+  })();
+}
+
+test('SIGTERM with an author stop that hangs and a shutdown hook that hangs exits within ACTIONKIT_STOP_ALL_TIMEOUT + 5 s, not ready from the signal on', async () => {
+  const log = join(logs.path, 'hung-stop.log');
+  const child = await spawnExtension([fixture('behave')], { ACTIONKIT_STOP_ALL_TIMEOUT: '1s', TEST_HANGING_SHUTDOWN_HOOK: '1' });
   try {
-    // Poll every started execution (the agent would) while the rest start.
-    const executions: { id: string; state: Record<string, unknown> }[] = [];
-    const statusAnswers: Answer[] = [];
+    const [hung] = await startMany(child, 1, { body: 'spin', stop: 'hang', stopLog: log });
+    const readiness = watchReadiness(child);
+    const sentAt = Date.now();
+    child.process.kill('SIGTERM');
+    assert.equal(await child.exited, 143);
+    const tookMs = Date.now() - sentAt;
+    // The bound is 1 s + 5 s; the rest is slack for a busy machine. Without the bound the hung
+    // stop held the exit for the handler timeout (5 minutes) and the hook forever.
+    assert.ok(tookMs < 12_000, `exit ${tookMs} ms after SIGTERM`);
+    assert.ok(tookMs >= 1_000, `exit ${tookMs} ms after SIGTERM: before the stop-all deadline`);
+    assert.deepEqual(stopLines(log), [`${hung!.id} received signal SIGTERM stopped`], 'the author stop was called once');
+    assert.ok((await readiness).every((answer) => answer !== 200), 'never ready again after SIGTERM');
+    const messages = child.logs.map((line) => (JSON.parse(line) as { message?: string }).message);
+    assert.ok(messages.includes('stop-all deadline passed with stops still running'), messages.join('\n'));
+    assert.ok(messages.includes('signal hook still running at the shutdown deadline; going on without it'), messages.join('\n'));
+  } finally {
+    child.process.kill('SIGKILL');
+  }
+});
+
+test('SIGTERM during a SIGUSR1 stop-all that hangs does not wait for it: bounded exit, not ready and no new execution from SIGTERM on', async () => {
+  const log = join(logs.path, 'usr1-then-term.log');
+  const child = await spawnExtension([fixture('behave')], { ACTIONKIT_STOP_ALL_TIMEOUT: '2s' });
+  try {
+    await startMany(child, 2, { body: 'sleep', stop: 'hang', stopLog: log });
+    child.process.kill('SIGUSR1');
+    // The SIGUSR1 run is stuck in its stop-all (the author stops hang).
+    for (let seen = 0; seen < 2; seen = stopLines(log).length) await sleep(20);
+    const readiness = watchReadiness(child);
+    const sentAt = Date.now();
+    child.process.kill('SIGTERM');
+    // From the signal on: a new execution is refused (503), or the server is already closed.
+    await sleep(100);
+    const late = await child.agent.prepare(ACTION, randomUUID(), {}).catch(() => undefined);
+    if (late !== undefined) assert.equal(late.status, 503, JSON.stringify(late.body));
+    assert.equal(await child.exited, 143);
+    const tookMs = Date.now() - sentAt;
+    assert.ok(tookMs < 13_000, `exit ${tookMs} ms after SIGTERM (bound 2 s + 5 s)`);
+    assert.ok((await readiness).every((answer) => answer !== 200), 'the SIGUSR1 run did not make it ready again');
+  } finally {
+    child.process.kill('SIGKILL');
+  }
+});
+
+/** One execution of the storm: which action, and the config its prepare got. */
+interface StormExecution {
+  id: string;
+  action: string;
+  state: Record<string, unknown>;
+  failOnce: boolean;
+}
+
+/** Lines of a fixture log, per execution id (without the id), in file order. */
+function linesById(log: string): Map<string, string[]> {
+  const byId = new Map<string, string[]>();
+  for (const line of stopLines(log)) {
+    const id = line.slice(0, line.indexOf(' '));
+    byId.set(id, [...(byId.get(id) ?? []), line.slice(id.length + 1)]);
+  }
+  return byId;
+}
+
+test('stop storm: 200 executions — cpu bodies that stop cooperatively or must be killed, io bodies, stops that fail once — × 3 concurrent agent stops + SIGUSR1 + heartbeat expiry + starts racing SIGUSR1 + blocks reused; every author stop succeeds exactly once and never before its start; then SIGTERM exits within its bound', { timeout: 180_000 }, async (t) => {
+  const stopLog = join(logs.path, 'storm-stops.log');
+  const callLog = join(logs.path, 'storm-calls.log');
+  // Heartbeat: callInterval 100ms, minimum 1s → I = 1000, E = 1050, T = 4000: expiry after 4200 ms of silence.
+  const child = await spawnExtension([fixture('behave'), fixture('behave-io')], {
+    ACTIONKIT_STOP_GRACE: '1s',
+    ACTIONKIT_HEARTBEAT_MIN_INTERVAL: '1s',
+    ACTIONKIT_MAX_EXECUTIONS: '250',
+    ACTIONKIT_STOP_RETRY_BASE: '200ms',
+    ACTIONKIT_STOP_ALL_TIMEOUT: '10s',
+  });
+  const answers: Answer[] = [];
+  const track = async (request: Promise<Answer>): Promise<Answer> => {
+    const answer = await request;
+    answers.push(answer);
+    return answer;
+  };
+  const run = async (kind: { action: string; body: string }, failOnce: boolean): Promise<StormExecution> => {
+    const id = randomUUID();
+    const config = { body: kind.body, stopLog, callLog, ...(failOnce ? { stop: 'fail-once' } : {}) };
+    return { id, action: kind.action, state: await child.agent.run(kind.action, id, config), failOnce };
+  };
+  try {
+    // 200 executions: 30 cpu bodies that stop cooperatively, 6 that ignore the stop (killed after
+    // the 1 s grace period), 164 io bodies; every tenth has an author stop that fails once.
+    const kinds = [
+      ...Array.from({ length: 30 }, () => ({ action: ACTION, body: 'spin' })),
+      ...Array.from({ length: 6 }, () => ({ action: ACTION, body: 'ignore-stop' })),
+      ...Array.from({ length: 164 }, () => ({ action: `${ACTION}-io`, body: 'async' })),
+    ];
+    // Interleaved, so the silent and the polled group both hold every kind.
+    const order = kinds.map((kind, i) => ({ kind, key: (i * 37) % kinds.length })).sort((a, b) => a.key - b.key);
+    const executions: StormExecution[] = [];
+    for (let i = 0; i < order.length; i += 20) {
+      executions.push(...(await Promise.all(order.slice(i, i + 20).map(({ kind }, j) => run(kind, (i + j) % 10 === 0)))));
+    }
+    // Executions prepared now, whose starts race the SIGUSR1.
+    const racers = await Promise.all(
+      Array.from({ length: 20 }, async () => {
+        const id = randomUUID();
+        const prepared = await child.agent.prepare(`${ACTION}-io`, id, { body: 'async', stopLog, callLog });
+        return { id, action: `${ACTION}-io`, state: prepared.body['state'] as Record<string, unknown>, failOnce: false };
+      }),
+    );
+
+    // The first 50 are silent from now on: their heartbeats lapse 4.2 s later; the others are polled.
+    const silent = executions.slice(0, 50);
+    const polled = executions.slice(50);
     let polling = true;
-    let pollFrom = 0;
     const poller = (async () => {
       while (polling) {
-        const batch = executions.slice(pollFrom);
-        statusAnswers.push(...(await Promise.all(batch.map(({ id, state }) => child.agent.status(ACTION, id, state)))));
+        await Promise.all(polled.map((e) => track(child.agent.status(e.action, e.id, e.state))));
         await sleep(200);
       }
     })();
-    for (let i = 0; i < 200; i += 20) executions.push(...(await startMany(child, 20, { body: 'spin', stopLog: log })));
-    // From now on the first 50 are silent: their heartbeats lapse 4.2 s later; the others stay polled.
-    pollFrom = 50;
+    // Meanwhile, short executions come and go: 250 blocks, 280+ executions, so blocks are reused during the storm.
+    const churned: StormExecution[] = [];
+    let churning = true;
+    const churn = (async () => {
+      while (churning) {
+        const execution = await run({ action: `${ACTION}-io`, body: 'async' }, false).catch(() => undefined);
+        if (execution === undefined) continue; // its start was stopped by the SIGUSR1: its stop is checked below
+        churned.push(execution);
+        await track(child.agent.stop(execution.action, execution.id, execution.state));
+      }
+    })();
     const silentSince = Date.now();
-    const silent = executions.slice(0, 50);
-    const polled = executions.slice(50);
     const at = (ms: number): Promise<void> => sleep(Math.max(0, silentSince + ms - Date.now()));
-    const stops = (group: typeof executions): Promise<Answer>[] =>
-      group.flatMap(({ id, state }) => [1, 2, 3].map(() => child.agent.stop(ACTION, id, state)));
+    const stops = (group: StormExecution[]): Promise<Answer>[] => group.flatMap((e) => [1, 2, 3].map(() => track(child.agent.stop(e.action, e.id, e.state))));
 
     await at(4100);
     polling = false;
-    const polledStops = stops(polled);
-    const statusStorm = executions.map(({ id, state }) => child.agent.status(ACTION, id, state));
-    const silentStops: Promise<Answer>[] = [];
+    const polledStops = polled.map((e, i) => Promise.all(stops(polled.slice(i, i + 1))));
+    const statusStorm = executions.map((e) => track(child.agent.status(e.action, e.id, e.state)));
+    const silentStops: Promise<Answer[]>[] = [];
+    const racerStarts: Promise<Answer>[] = [];
     for (let wave = 0; wave < 5; wave++) {
       await at(4300 + wave * 60);
-      silentStops.push(...stops(silent.slice(wave * 10, wave * 10 + 10)));
-      if (wave === 1) child.process.kill('SIGUSR1');
+      silentStops.push(...silent.slice(wave * 10, wave * 10 + 10).map((e) => Promise.all(stops([e]))));
+      if (wave === 1) {
+        // Five starts answered before the signal, five in flight when it arrives, ten right after.
+        const startRacer = (e: StormExecution): Promise<Answer> => track(child.agent.start(e.action, e.id, e.state));
+        const early = racers.slice(0, 5).map(startRacer);
+        racerStarts.push(...early);
+        await Promise.all(early);
+        racerStarts.push(...racers.slice(5, 10).map(startRacer));
+        child.process.kill('SIGUSR1');
+        racerStarts.push(...racers.slice(10).map(startRacer));
+      }
     }
-    const answers = await Promise.all([...polledStops, ...silentStops, ...statusStorm]);
+    const stopAnswers = [...(await Promise.all(polledStops)), ...(await Promise.all(silentStops))];
+    const starts = await Promise.all(racerStarts);
+    await Promise.all(statusStorm);
     await poller;
+    churning = false;
+    await churn;
+    // The racers that did start are stopped by the agent (the SIGUSR1 may have taken them first).
+    await Promise.all(racers.map((e) => track(child.agent.stop(e.action, e.id, e.state))));
 
-    const all = [...statusAnswers, ...answers];
-    assert.equal(all.filter((a) => a.status >= 500).length, 0, 'no 5xx');
-    const lines = stopLines(log);
+    const everyone = [...executions, ...racers, ...churned];
+    t.diagnostic(`${executions.length} storm executions, ${racers.length} racing starts, ${churned.length} churned executions (250 blocks)`);
+    assert.ok(everyone.length > 250, 'more executions than blocks: blocks were reused during the storm');
+    // Failed stops are retried on their own: wait until every execution's author stop succeeded.
+    const calls = await (async () => {
+      for (let tries = 0; ; tries++) {
+        const byId = linesById(callLog);
+        if (everyone.every((e) => byId.get(e.id)?.includes('stop-ok'))) return byId;
+        if (tries > 300) assert.fail(`executions without a successful author stop: ${everyone.filter((e) => !byId.get(e.id)?.includes('stop-ok')).length}`);
+        await sleep(50);
+      }
+    })();
+
+    // Exactly one successful author stop per execution, at most one failure (fail-once), never a start after its stop.
+    const bodies = new Map<string, number>();
     const reasons = new Map<string, number>();
-    for (const { id } of executions) {
-      const calls = lines.filter((line) => line.startsWith(id));
-      assert.equal(calls.length, 1, `execution ${id}: ${calls.length} author stop calls`);
-      const reason = calls[0]!.slice(id.length + 1).replace(/ \w+$/, '');
+    const stopsById = linesById(stopLog);
+    for (const e of everyone) {
+      const lines = calls.get(e.id) ?? [];
+      assert.equal(lines.filter((l) => l === 'stop-ok').length, 1, `${e.id}: ${lines.join(', ')}`);
+      assert.equal(lines.filter((l) => l === 'stop-failed').length, e.failOnce ? 1 : 0, `${e.id}: ${lines.join(', ')}`);
+      const firstStop = lines.findIndex((l) => l.startsWith('stop'));
+      assert.ok(!lines.slice(firstStop).includes('start'), `${e.id}: an author start after its stop: ${lines.join(', ')}`);
+      const last = (stopsById.get(e.id) ?? []).at(-1) ?? '';
+      const body = last.slice(last.lastIndexOf(' ') + 1);
+      bodies.set(body, (bodies.get(body) ?? 0) + 1);
+      const reason = (stopsById.get(e.id) ?? [])[0]?.replace(/ \w+$/, '') ?? 'none';
       reasons.set(reason, (reasons.get(reason) ?? 0) + 1);
     }
-    assert.equal(lines.length, executions.length, 'no stop for anything else');
-    // Every stop answer is either the agent's own stop result or the reference's extension-stop answer.
-    const stopAnswers = answers.slice(0, polledStops.length + silentStops.length);
-    for (const answer of stopAnswers) {
-      const error = answer.body['error'] as { title: string } | undefined;
+    t.diagnostic(`bodies at their stop: ${JSON.stringify(Object.fromEntries(bodies))}; first stop reasons: ${JSON.stringify(Object.fromEntries(reasons))}`);
+    // The bodies really ran and were stopped: cooperatively, or killed after the grace period.
+    assert.equal(bodies.get('killed'), 6, 'the 6 bodies deaf to stops were killed');
+    assert.ok((bodies.get('stopped') ?? 0) >= 150, 'the others stopped cooperatively (a few racers never began)');
+    for (const reason of ['agent stop', 'heartbeat timeout', 'received signal SIGUSR1']) assert.ok((reasons.get(reason) ?? 0) > 0, `${reason} won some stops`);
+
+    // Answers: 5xx only for an agent's stop whose author stop failed (the reference's 500), and the
+    // three concurrent agent stops of one execution share one answer.
+    for (const answer of answers.filter((a) => a.status >= 500)) {
+      assert.equal(answer.status, 500);
+      assert.deepEqual(answer.body, { title: 'Failed to stop action.', detail: 'stop failed once on purpose' });
+    }
+    for (const group of stopAnswers) {
+      for (const answer of group) assert.deepEqual(answer.body, group[0]!.body);
+      const error = group[0]!.body['error'] as { title: string } | undefined;
       if (error !== undefined) assert.match(error.title, /^Action was stopped by extension (received signal SIGUSR1|heartbeat timeout)$/);
-      else assert.ok(Array.isArray(answer.body['messages']));
     }
-    // The three concurrent agent stops of one execution all got the same answer.
-    for (let i = 0; i < stopAnswers.length; i += 3) {
-      assert.deepEqual(stopAnswers[i + 1]!.body, stopAnswers[i]!.body);
-      assert.deepEqual(stopAnswers[i + 2]!.body, stopAnswers[i]!.body);
+    // A start racing the SIGUSR1 started, or says it was stopped by the signal: never a 409, never "none".
+    assert.ok(starts.slice(0, 5).every((start) => start.body['error'] === undefined), 'the starts answered before the signal started');
+    for (const start of starts) {
+      assert.equal(start.status, 200);
+      const error = start.body['error'] as { title: string } | undefined;
+      if (error !== undefined) assert.deepEqual(error, { title: 'Action was stopped by extension: received signal SIGUSR1', status: 'errored' });
     }
-    // Afterwards every execution reports completed.
-    for (const { id, state } of executions) assert.equal((await child.agent.status(ACTION, id, state)).body['completed'], true);
-    t.diagnostic(`winning reasons: ${JSON.stringify(Object.fromEntries(reasons))}`);
-    for (const reason of ['agent stop', 'heartbeat timeout']) assert.ok((reasons.get(reason) ?? 0) > 0, `${reason} won some stops: ${JSON.stringify([...reasons])}`);
+    for (const e of executions) assert.equal((await child.agent.status(e.action, e.id, e.state)).body['completed'], true);
+
+    // SIGTERM with running executions: each is stopped once, and the process exits within the bound.
+    const last = await Promise.all(Array.from({ length: 10 }, (_, i) => run({ action: i < 5 ? ACTION : `${ACTION}-io`, body: 'spin' }, false)));
+    const sentAt = Date.now();
     child.process.kill('SIGTERM');
     assert.equal(await child.exited, 143);
+    const tookMs = Date.now() - sentAt;
+    t.diagnostic(`exit ${tookMs} ms after SIGTERM`);
+    assert.ok(tookMs < 10_000 + 5_000, `exit ${tookMs} ms after SIGTERM (bound: ACTIONKIT_STOP_ALL_TIMEOUT 10 s + 5 s)`);
+    const finalStops = linesById(stopLog);
+    for (const e of last) assert.deepEqual(finalStops.get(e.id), ['received signal SIGTERM stopped']);
   } finally {
     child.process.kill('SIGKILL');
   }
