@@ -6,6 +6,7 @@
  *   npm run bench -- --json             … and one JSON summary as the last line of stdout
  *   npm run bench -- --results          … and record the tables in bench/RESULTS.md and README.md
  *   npm run bench -- --only storm,scaling --seed 7 --charts <dir>
+ *   npm run bench -- --only oversubscribed,cpuStorm   CPU bodies outnumbering the cores
  *   BENCH_PROFILE_DIR=<dir> npm run bench -- --only httpOverhead   server threads under --cpu-prof
  *
  * Exit code: 1 when a correctness figure is violated (duplicate or lost stop, 5xx) or a scenario
@@ -16,16 +17,19 @@ import { availableParallelism, cpus, totalmem } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
+import { quantile as quantileOf } from './stats.js';
 import { cdf, chart } from './svg.js';
 import { httpOverhead } from './scenarios/http-overhead.js';
+import { oversubscribed } from './scenarios/oversubscribed.js';
 import { responsiveness } from './scenarios/responsiveness.js';
 import { scaling } from './scenarios/scaling.js';
 import { stopLatency } from './scenarios/stop-latency.js';
-import { storm } from './scenarios/storm.js';
+import { cpuStorm, storm, type StormResult } from './scenarios/storm.js';
 import type { BenchSize } from './scenarios/common.js';
+import type { OversubscribedLevel, OversubscribedResult } from './scenarios/oversubscribed.js';
 import type { ScalingPoint } from './scenarios/scaling.js';
 
-const SCENARIOS = { storm, stopLatency, responsiveness, httpOverhead, scaling } as const;
+const SCENARIOS = { storm, cpuStorm, stopLatency, responsiveness, oversubscribed, httpOverhead, scaling } as const;
 type ScenarioName = keyof typeof SCENARIOS;
 type Results = { [K in ScenarioName]?: Awaited<ReturnType<(typeof SCENARIOS)[K]>> };
 
@@ -64,7 +68,7 @@ function parseCommandLine() {
 const args = parseCommandLine();
 if (args.help) {
   process.stdout.write(
-    'usage: npm run bench -- [--quick] [--json] [--results] [--only storm,stopLatency,responsiveness,httpOverhead,scaling] [--seed N] [--charts DIR]\n',
+    `usage: npm run bench -- [--quick] [--json] [--results] [--only ${Object.keys(SCENARIOS).join(',')}] [--seed N] [--charts DIR]\n`,
   );
   process.exit(0);
 }
@@ -112,7 +116,9 @@ const correctnessViolated = failures.length > 0 || bars.some((b) => b.correctnes
 const barsMissed = bars.some((b) => !b.correctness && !b.pass);
 for (const failure of failures) process.stdout.write(`FAILED ${failure}\n`);
 if (args.json) {
+  // Raw samples feed the charts; the summary keeps the figures.
   const { samples: _samples, ...latency } = results.stopLatency ?? { samples: undefined };
+  const { samples: _statusSamples, ...oversubscribedFigures } = results.oversubscribed ?? { samples: undefined };
   const summary = {
     mode: size.quick ? 'quick' : 'full',
     seed: size.seed,
@@ -120,6 +126,7 @@ if (args.json) {
     durationS: Math.round((performance.now() - benchStarted) / 1000),
     ...results,
     ...(results.stopLatency === undefined ? {} : { stopLatency: latency }),
+    ...(results.oversubscribed === undefined ? {} : { oversubscribed: oversubscribedFigures }),
     bars,
     failures,
     ok: !correctnessViolated && !barsMissed,
@@ -128,20 +135,45 @@ if (args.json) {
 }
 process.exitCode = correctnessViolated ? 1 : barsMissed ? 2 : 0;
 
+/** oversubscribed: status p99 with 8 × cores CPU-spinning bodies at most this multiple of the p99 without bodies. */
+const STATUS_P99_OVER_IDLE_BAR = 10;
+/** oversubscribed: status p99 under those spinners with nice 0 at least this multiple of the default nice 10's. */
+const NICE_GAIN_BAR = 2;
+/** oversubscribed: duty-cycled bodies burn what they add up to, within this range. */
+const BURN_RATIO_BAR: [number, number] = [0.8, 1.2];
+/** oversubscribed: 8 × cores spinners keep at least this share of the cores busy. */
+const SATURATION_BAR = 0.9;
+
 function evaluateBars(r: Results): Bar[] {
   const bars: Bar[] = [];
   const add = (scenario: ScenarioName, figure: string, value: number, bar: string, pass: boolean, correctness = false): void =>
     void bars.push({ scenario, figure, value, bar, pass, correctness });
-  if (r.storm) {
-    add('storm', 'duplicateStops', r.storm.duplicateStops, '= 0', r.storm.duplicateStops === 0, true);
-    add('storm', 'lostStops', r.storm.lostStops, '= 0', r.storm.lostStops === 0, true);
-    add('storm', 'http5xx', r.storm.http5xx, '= 0', r.storm.http5xx === 0, true);
+  for (const name of ['storm', 'cpuStorm'] as const) {
+    const s = r[name];
+    if (s === undefined) continue;
+    add(name, 'duplicateStops', s.duplicateStops, '= 0', s.duplicateStops === 0, true);
+    add(name, 'lostStops', s.lostStops, '= 0', s.lostStops === 0, true);
+    add(name, 'http5xx', s.http5xx, '= 0', s.http5xx === 0, true);
   }
   if (r.stopLatency) {
     add('stopLatency', 'sabP99Us', r.stopLatency.sabP99Us, '< 1000', r.stopLatency.sabP99Us < 1000);
     add('stopLatency', 'killOverSab', r.stopLatency.killOverSab, '≥ 10', r.stopLatency.killOverSab >= 10);
   }
   if (r.responsiveness) add('responsiveness', 'inlineOverRuntime', r.responsiveness.inlineOverRuntime, '≥ 10', r.responsiveness.inlineOverRuntime >= 10);
+  const o = r.oversubscribed;
+  if (o) {
+    // Correctness: every execution asked for runs (no queue, no refusal below the cap), every request answered, every stop drained.
+    add('oversubscribed', 'startFailures', o.startFailures, '= 0', o.startFailures === 0, true);
+    add('oversubscribed', 'errors', o.errors, '= 0', o.errors === 0, true);
+    add('oversubscribed', 'http5xx', o.http5xx, '= 0', o.http5xx === 0, true);
+    add('oversubscribed', 'leftActive', o.leftActive, '= 0', o.leftActive === 0, true);
+    // Speed: ratios within this run.
+    add('oversubscribed', 'statusP99OverIdle', o.statusP99OverIdle, `≤ ${STATUS_P99_OVER_IDLE_BAR}`, o.statusP99OverIdle <= STATUS_P99_OVER_IDLE_BAR);
+    add('oversubscribed', 'nice0OverNice10', o.nice0OverNice10, `≥ ${NICE_GAIN_BAR}`, o.nice0OverNice10 >= NICE_GAIN_BAR);
+    add('oversubscribed', 'burnRatio', o.burnRatio, `${BURN_RATIO_BAR[0]}–${BURN_RATIO_BAR[1]}`, o.burnRatio >= BURN_RATIO_BAR[0] && o.burnRatio <= BURN_RATIO_BAR[1]);
+    add('oversubscribed', 'saturation', o.saturation, `≥ ${SATURATION_BAR}`, o.saturation >= SATURATION_BAR);
+    add('oversubscribed', 'bodiesKilled', o.bodiesKilled, '= 0', o.bodiesKilled === 0);
+  }
   if (r.httpOverhead) add('httpOverhead', 'runtimeOverExpress', r.httpOverhead.runtimeOverExpress, '≥ 0.7', r.httpOverhead.runtimeOverExpress >= 0.7);
   const points = r.scaling ?? [];
   const from = points.find((p) => p.active === 1_000);
@@ -167,13 +199,16 @@ function tableRows(r: Results, bars: Bar[]): Row[] {
   const section = (scenario: ScenarioName, figures: object, keys: string[]): void => {
     for (const key of keys) rows.push([scenario, key, formatValue((figures as Record<string, unknown>)[key]), barOf(scenario, key)]);
   };
-  if (r.storm) {
-    section('storm', r.storm, [
+  const stormRows = (name: 'storm' | 'cpuStorm', s: StormResult): void => {
+    section(name, s, [
       'executions', 'stopRequests', 'stopHandlerCalls', 'duplicateStops', 'lostStops', 'http5xx', 'drainMs', 'stopsPerSec', 'stopP99Ms', 'statusP99Ms', 'statusRequests', 'heartbeatTimeouts',
     ]);
-    for (const [answer, count] of Object.entries(r.storm.answers)) rows.push(['storm', `answer: ${answer}`, formatValue(count), '']);
-    for (const problem of r.storm.problems) rows.push(['storm', 'PROBLEM', problem, '']);
-  }
+    if (name === 'cpuStorm') section(name, { ...s, bodiesKilled: s.bodies.killed }, ['cpuBodiesAtStorm', 'setupMs', 'rssMiB', 'bodiesKilled']);
+    for (const [answer, count] of Object.entries(s.answers)) rows.push([name, `answer: ${answer}`, formatValue(count), '']);
+    for (const problem of s.problems) rows.push([name, 'PROBLEM', problem, '']);
+  };
+  if (r.storm) stormRows('storm', r.storm);
+  if (r.cpuStorm) stormRows('cpuStorm', r.cpuStorm);
   if (r.stopLatency) {
     section('stopLatency', r.stopLatency, [
       'sabP50Us', 'sabP99Us', 'killP50Us', 'killP99Us', 'killOverSab', 'postMessageObservedPct', 'postMessageP50Us', 'httpStopToObservedP50Us', 'httpStopToObservedP99Us',
@@ -182,12 +217,46 @@ function tableRows(r: Results, bars: Bar[]): Row[] {
   if (r.responsiveness) {
     section('responsiveness', r.responsiveness, ['runtimeStatusP50Ms', 'runtimeStatusP99Ms', 'inlineStatusP50Ms', 'inlineStatusP99Ms', 'inlineOverRuntime']);
   }
+  if (r.oversubscribed) {
+    const o = r.oversubscribed;
+    const add = (figure: string, value: string): void => void rows.push(['oversubscribed', figure, value, barOf('oversubscribed', figure)]);
+    const idleLine = (i: OversubscribedResult['idle']): string =>
+      `status p50 ${formatValue(i.statusP50Ms)} / p99 ${formatValue(i.statusP99Ms)} ms (${formatValue(i.statusRequests)} requests)` +
+      (Number.isFinite(i.stopRoundTripP99Ms)
+        ? ` · stop round trip p50 ${formatValue(i.stopRoundTripP50Ms)} / p99 ${formatValue(i.stopRoundTripP99Ms)} ms · stop → observed p50 ${formatValue(i.stopToObservedP50Ms)} / p99 ${formatValue(i.stopToObservedP99Ms)} ms · ${formatValue(i.coresUsed)} cores (others ${formatValue(i.otherCores)})`
+        : '');
+    add(`no bodies, nice ${o.idle.nice}`, idleLine(o.idle));
+    for (const level of o.levels) add(levelName(level), levelLine(level));
+    for (const run of o.niceRuns) {
+      add(`no bodies, nice ${run.idle.nice}`, idleLine(run.idle));
+      add(levelName(run.level), levelLine(run.level));
+    }
+    add('burn', `${formatValue(o.burn.executions)} bodies at ${o.burn.dutyPct}% duty: ${formatValue(o.burn.measuredCores)} cores measured (idle subtracted) for ${formatValue(o.burn.expectedCores)} expected (others ${formatValue(o.burn.otherCores)})`);
+    for (const key of ['statusP99OverIdle', 'stopRoundTripP99OverIdle', 'nice0OverNice10', 'nice19OverNice10', 'burnRatio', 'saturation', 'startFailures', 'errors', 'http5xx', 'leftActive', 'bodiesKilled'] as const) {
+      add(key, formatValue(o[key]));
+    }
+  }
   if (r.httpOverhead) section('httpOverhead', r.httpOverhead, ['runtimeRps', 'expressRps', 'runtimeOverExpress', 'runtimeP99Ms', 'expressP99Ms', 'runtimeCpuUsPerRequest', 'expressCpuUsPerRequest']);
   for (const point of r.scaling ?? []) {
     rows.push(['scaling', `active ${formatValue(point.active)}`, `${formatValue(point.usPerStop)} µs/stop · ${point.watchdogUsPerScan} µs/scan · ${point.rssMiB} MiB RSS`, '']);
   }
   for (const bar of bars.filter((b) => b.scenario === 'scaling')) rows.push(['scaling', bar.figure, String(bar.value), `${bar.bar} ${bar.pass ? 'ok' : 'MISSED'}`]);
   return rows;
+}
+
+function levelName(l: OversubscribedLevel): string {
+  return `${l.perCore} × cores = ${formatValue(l.bodies)} spinning, nice ${l.nice}`;
+}
+
+function levelLine(l: OversubscribedLevel): string {
+  return [
+    `started in ${formatValue(l.startMs)} ms (${formatValue(l.msPerStart)} ms each)`,
+    `${formatValue(l.coresUsed)} cores (others ${formatValue(l.otherCores)})`,
+    `status p50 ${formatValue(l.statusP50Ms)} / p99 ${formatValue(l.statusP99Ms)} ms (${formatValue(l.statusRequests)} requests)`,
+    `stop round trip p50 ${formatValue(l.stopRoundTripP50Ms)} / p99 ${formatValue(l.stopRoundTripP99Ms)} ms`,
+    `stop → observed p50 ${formatValue(l.stopToObservedP50Ms)} / p99 ${formatValue(l.stopToObservedP99Ms)} ms`,
+    `drained in ${formatValue(l.drainMs)} ms (${formatValue(l.msPerStop)} ms each)`,
+  ].join(' · ');
 }
 
 function printTable(rows: Row[]): void {
@@ -213,16 +282,22 @@ function markdownTable(rows: Row[]): string {
 
 /** The README's headline table: each figure beside its same-run baseline and its bar. */
 function headlineTable(r: Results, bars: Bar[]): string {
-  const verdict = (scenario: ScenarioName): string =>
+  const verdict = (scenario: ScenarioName, figures?: string[]): string =>
     bars
-      .filter((b) => b.scenario === scenario)
+      .filter((b) => b.scenario === scenario && (figures === undefined || figures.includes(b.figure)))
       .map((b) => `${b.figure} ${formatValue(b.value)} (${b.bar}) ${b.pass ? '✅' : '❌'}`)
       .join('<br>');
   const rows: string[] = [];
   if (r.storm) {
     const s = r.storm;
     rows.push(
-      `| stop storm: ${formatValue(s.executions)} CPU-burning executions × 3 concurrent agent stops + status polling + SIGUSR1 + heartbeat expiry | author stop ran ${formatValue(s.stopHandlerCalls)}× for ${formatValue(s.executions)} executions; drained in ${formatValue(s.drainMs / 1000)} s (${formatValue(s.stopsPerSec)} executions stopped/s), stop p99 ${formatValue(s.stopP99Ms)} ms | — | ${verdict('storm')} |`,
+      `| stop storm: ${formatValue(s.executions)} executions (io bodies awaiting their stop) × 3 concurrent agent stops + status polling + SIGUSR1 + heartbeat expiry | author stop ran ${formatValue(s.stopHandlerCalls)}× for ${formatValue(s.executions)} executions; drained in ${formatValue(s.drainMs / 1000)} s (${formatValue(s.stopsPerSec)} executions stopped/s), stop p99 ${formatValue(s.stopP99Ms)} ms | — | ${verdict('storm')} |`,
+    );
+  }
+  if (r.cpuStorm) {
+    const s = r.cpuStorm;
+    rows.push(
+      `| CPU stop storm: ${formatValue(s.executions)} CPU-spinning executions (a thread each, ${formatValue(s.executions / machine.cpus)} per core) × 3 concurrent agent stops + status polling + SIGUSR1 + heartbeat expiry | author stop ran ${formatValue(s.stopHandlerCalls)}× for ${formatValue(s.executions)} executions; drained in ${formatValue(s.drainMs / 1000)} s (${formatValue(s.stopsPerSec)} executions stopped/s), stop p99 ${formatValue(s.stopP99Ms)} ms, status p99 ${formatValue(s.statusP99Ms)} ms; ${formatValue(s.bodies.killed)} bodies killed | — | ${verdict('cpuStorm')} |`,
     );
   }
   if (r.stopLatency) {
@@ -236,6 +311,25 @@ function headlineTable(r: Results, bars: Bar[]): string {
     rows.push(
       `| status p99 while ${x.burningBodies} bodies burn CPU | ${formatValue(x.runtimeStatusP99Ms)} ms | same action inline on the main thread (express alone): ${formatValue(x.inlineStatusP99Ms)} ms | ${verdict('responsiveness')} |`,
     );
+  }
+  if (r.oversubscribed) {
+    const o = r.oversubscribed;
+    const at8 = o.levels.find((l) => l.perCore === 8);
+    const bigger = o.levels.filter((l) => l.perCore !== 8);
+    const niceLevel = (nice: number): OversubscribedLevel | undefined => o.niceRuns.find((n) => n.level.nice === nice)?.level;
+    if (at8 !== undefined) {
+      const startDrain = (l: OversubscribedLevel): string =>
+        `${formatValue(l.bodies)} started in ${formatValue(l.startMs / 1000)} s, their stops drained in ${formatValue(l.drainMs / 1000)} s`;
+      rows.push(
+        `| status and agent stop while ${formatValue(at8.bodies)} CPU-spinning bodies (8 × cores) burn | status p99 ${formatValue(at8.statusP99Ms)} ms; stop round trip p99 ${formatValue(at8.stopRoundTripP99Ms)} ms (stop → body observed p50 ${formatValue(at8.stopToObservedP50Ms)} ms); ${startDrain(at8)}${bigger.map((l) => `<br>${l.perCore} × cores: status p99 ${formatValue(l.statusP99Ms)} ms, stop round trip p99 ${formatValue(l.stopRoundTripP99Ms)} ms; ${startDrain(l)}`).join('')} | no bodies: status p99 ${formatValue(o.idle.statusP99Ms)} ms, stop round trip p99 ${formatValue(o.idle.stopRoundTripP99Ms)} ms | ${verdict('oversubscribed', ['statusP99OverIdle', 'startFailures', 'errors', 'http5xx', 'leftActive', 'bodiesKilled'])} |`,
+      );
+      rows.push(
+        `| status p99 under ${formatValue(at8.bodies)} spinning bodies by \`ACTIONKIT_BODY_NICE\` | 10 (default): ${formatValue(at8.statusP99Ms)} ms | 0: ${formatValue(niceLevel(0)?.statusP99Ms)} ms; 19: ${formatValue(niceLevel(19)?.statusP99Ms)} ms | ${verdict('oversubscribed', ['nice0OverNice10'])} |`,
+      );
+      rows.push(
+        `| server CPU: do the bodies burn what they add up to? | ${formatValue(o.burn.executions)} bodies at ${o.burn.dutyPct}% duty: ${formatValue(o.burn.measuredCores)} cores for ${formatValue(o.burn.expectedCores)}; ${formatValue(at8.bodies)} spinning: ${formatValue(at8.coresUsed)} of ${formatValue(o.cores)} cores | — | ${verdict('oversubscribed', ['burnRatio', 'saturation'])} |`,
+      );
+    }
   }
   if (r.httpOverhead) {
     const h = r.httpOverhead;
@@ -289,6 +383,26 @@ function writeCharts(r: Results, dir: string): void {
       `${machine.cpus} cores, Node ${machine.node}; ${sab.length} / ${kill.length} / ${postMessage.length} samples`,
     );
     writeFileSync(join(dir, 'stop-latency.svg'), svg);
+  }
+  if (r.oversubscribed) {
+    const o = r.oversubscribed;
+    const bodies = o.levels.find((l) => l.perCore === 8)?.bodies ?? 0;
+    const colors: Record<string, string> = { 0: '#c0392b', 10: '#1b7f3b', 19: '#2c6fbb' };
+    const series = [
+      { name: `no bodies (p99 ${o.idle.statusP99Ms} ms)`, color: '#7f8c8d', points: cdf(o.samples.idle) },
+      ...Object.entries(o.samples.byNice)
+        .sort(([a], [b]) => Number(a) - Number(b))
+        .map(([nice, samples]) => ({
+          name: `${bodies} spinning bodies, nice ${nice}${Number(nice) === 10 ? ' (default)' : ''} (p99 ${formatValue(quantileOf(samples, 0.99))} ms)`,
+          color: colors[nice] ?? '#8e44ad',
+          points: cdf(samples),
+        })),
+    ];
+    const svg = chart(
+      [{ title: 'Status latency with CPU bodies outnumbering the cores', xLabel: 'status round trip (ms, log scale)', yLabel: 'share of requests (%)', xLog: true, yRange: [0, 100], series }],
+      `${machine.cpus} cores, Node ${machine.node}; sequential status requests, one client`,
+    );
+    writeFileSync(join(dir, 'oversubscribed.svg'), svg);
   }
   const points = r.scaling ?? [];
   if (points.length > 0) {

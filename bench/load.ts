@@ -71,15 +71,25 @@ function describeAnswer(phase: string, answer: Answer): string {
   return `${phase} → ${answer.status}${title === undefined ? '' : ` ${title}`}`;
 }
 
+/** Executions to prepare and start: `count` of `action`, with the spin action's config. */
+export interface SetupItem {
+  action: string;
+  burn: boolean;
+  count: number;
+  /** Share of each window a cpu body burns (default 100). */
+  dutyPct?: number;
+}
+
 /** Prepare and start executions (in order), `concurrency` at a time. */
-async function setup(payload: { base: string; items: { action: string; burn: boolean; count: number }[]; concurrency: number }) {
+async function setup(payload: { base: string; items: SetupItem[]; concurrency: number }) {
   const plan = payload.items.flatMap((item) => Array.from({ length: item.count }, () => item));
   const executions: AgentExecution[] = [];
   const failures: string[] = [];
   const started = performance.now();
-  await forEachLimited(plan, payload.concurrency, async ({ action, burn }) => {
+  await forEachLimited(plan, payload.concurrency, async ({ action, burn, dutyPct }) => {
     const id = randomUUID();
-    const prepared = await post(payload.base, `/${action}/prepare`, { executionId: id, config: { duration: 600_000, burn } });
+    const config = { duration: 600_000, burn, ...(dutyPct === undefined ? {} : { dutyPct }) };
+    const prepared = await post(payload.base, `/${action}/prepare`, { executionId: id, config });
     if (prepared.status !== 200 || prepared.body?.['error'] !== undefined) return void failures.push(describeAnswer('prepare', prepared));
     const startedAnswer = await post(payload.base, `/${action}/start`, { executionId: id, state: prepared.body?.['state'] });
     if (startedAnswer.status !== 200 || startedAnswer.body?.['error'] !== undefined) return void failures.push(describeAnswer('start', startedAnswer));
@@ -243,6 +253,7 @@ async function throughput(payload: { url: string; bodies: unknown[]; durationS: 
 async function sabLatency(payload: { base: string; samples: number; settleMs: number }) {
   const stopToBodyEndUs: number[] = [];
   const sendToObservedUs: number[] = [];
+  const stopRoundTripMs: number[] = [];
   const failures: string[] = [];
   let notRunning = 0;
   for (let i = 0; i < payload.samples; i++) {
@@ -269,8 +280,9 @@ async function sabLatency(payload: { base: string; samples: number; settleMs: nu
     }
     stopToBodyEndUs.push(bodyEnd);
     sendToObservedUs.push(observedAt - sentAtUs);
+    stopRoundTripMs.push(answer.ms);
   }
-  return { stopToBodyEndUs, sendToObservedUs, failures };
+  return { stopToBodyEndUs, sendToObservedUs, stopRoundTripMs, failures };
 }
 
 serveParent({ pid: process.pid }, { setup, storm, finalStatus, stopBatch, statusLatency, statusOnce, throughput, sabLatency });

@@ -20,10 +20,16 @@ export const STOP_TO_BODY_END_METRIC = 'bench_stop_to_body_end_us';
 const Config = z.object({
   /** False for a body that returns at once (HTTP overhead and scaling runs). */
   burn: z.boolean().default(true),
+  /**
+   * cpu bodies: the share of every {@link WINDOW_MS} window spent burning, the rest asleep on the
+   * stop word (`ctx.sleep`) — the example cpu-stress action's `cpuLoad`. 100 burns without pause.
+   */
+  dutyPct: z.number().int().min(1).max(100).default(100),
 });
 
 interface State {
   burn: boolean;
+  dutyPct: number;
 }
 
 const stopLog = process.env['BENCH_STOP_LOG'];
@@ -55,7 +61,7 @@ export function spinAction(id: string, callInterval: string, kind: 'cpu' | 'io' 
       status: { callInterval },
     },
     config: Config,
-    prepare: ({ config }) => ({ state: { burn: config.burn } satisfies State }),
+    prepare: ({ config }) => ({ state: { burn: config.burn, dutyPct: config.dutyPct } satisfies State }),
     status: () => ({ completed: false }),
     stop: (_state, ctx) => {
       if (stopLog !== undefined) appendFileSync(stopLog, `${ctx.executionId}\n`);
@@ -74,7 +80,21 @@ export function spinAction(id: string, callInterval: string, kind: 'cpu' | 'io' 
       kind === 'cpu'
         ? (state, ctx) => {
             if (!state.burn) return;
-            while (!ctx.shouldStop()) burnWindow(WINDOW_MS, ctx.shouldStop);
+            const dutyPct = state.dutyPct ?? 100;
+            if (dutyPct >= 100) {
+              while (!ctx.shouldStop()) burnWindow(WINDOW_MS, ctx.shouldStop);
+            } else {
+              // Windows on a fixed grid, so a late wake-up shortens the next sleep instead of drifting.
+              const busyMs = (WINDOW_MS * dutyPct) / 100;
+              let windowStart = performance.now();
+              while (!ctx.shouldStop()) {
+                burnWindow(busyMs, ctx.shouldStop);
+                windowStart += WINDOW_MS;
+                const restMs = windowStart - performance.now();
+                if (restMs > 0) ctx.sleep(restMs);
+                else windowStart = performance.now();
+              }
+            }
             ctx.progress(nowUs() % PROGRESS_MODULUS);
           }
         : async (state, ctx) => {

@@ -4,10 +4,10 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { setTimeout as sleep } from 'node:timers/promises';
 import { BenchChild } from '../ipc.js';
-import type { AgentExecution } from '../load.js';
+import type { AgentExecution, SetupItem } from '../load.js';
 import type { ServerStats } from '../server.js';
 
-export type { AgentExecution, ServerStats };
+export type { AgentExecution, ServerStats, SetupItem };
 export { sleep };
 
 /** Sizes of one bench run (`--quick` or the default). */
@@ -80,7 +80,7 @@ export async function startLoad(): Promise<LoadProcess> {
 export async function setupExecutions(
   load: LoadProcess,
   base: string,
-  items: { action: string; burn: boolean; count: number }[],
+  items: SetupItem[],
   concurrency = 32,
 ): Promise<{ executions: AgentExecution[]; elapsedMs: number }> {
   const result = await load.call<{ executions: AgentExecution[]; failures: string[]; elapsedMs: number }>('setup', { base, items, concurrency });

@@ -1,7 +1,8 @@
 /**
- * responsiveness: status latency while CPU-burning bodies occupy every body thread, versus the
- * same action written with express alone, its body burning the same loop on the main thread in
- * the same windows (yielding between them). Same client, same number of burning executions.
+ * responsiveness: status latency while as many CPU-burning bodies as there are cores run (each on
+ * a body thread of its own, so every core is busy), versus the same action written with express
+ * alone, its body burning the same loop on the main thread in the same windows (yielding between
+ * them). Same client, same number of burning executions. (More bodies than cores: oversubscribed.)
  */
 import { availableParallelism } from 'node:os';
 import { quantile, round } from '../stats.js';

@@ -1,8 +1,15 @@
 /**
- * storm: N executions with CPU-burning bodies, then at once: three concurrent agent stops for
- * every execution (seeded random order), status polling, a real SIGUSR1 stop-all part-way
- * through, and heartbeat expiry for a tenth of them (their action has a 250 ms status interval and
- * nobody polls them). Counts come from the author's stop handler's own log, not from the runtime.
+ * storm: N executions, then at once: three concurrent agent stops for every execution (seeded
+ * random order), status polling, a real SIGUSR1 stop-all part-way through, and heartbeat expiry
+ * for a tenth of them (their action has a 250 ms status interval and nobody polls them). Counts
+ * come from the author's stop handler's own log, not from the runtime.
+ *
+ * Two storms share this machinery:
+ * - `storm`: 10,000 executions (quick 1,000) whose io bodies await their stop on the shared io
+ *   threads — the stop path under volume.
+ * - `cpuStorm`: 200 executions (quick 64) whose cpu bodies burn CPU until stopped, each on a body
+ *   thread of its own, far more than there are cores — the stop path while the HTTP thread, the
+ *   handlers and the bodies that must see their stop all compete for oversubscribed cores.
  */
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
@@ -28,6 +35,10 @@ export interface StormResult {
   answers: Record<string, number>;
   bodies: { cooperative: number; killed: number };
   setupMs: number;
+  /** cpu body threads running bodies when the stops began (cpuStorm: one per burning body). */
+  cpuBodiesAtStorm: number;
+  /** Server RSS when the stops began. */
+  rssMiB: number;
   /** Executions that were not stopped exactly once, first few, for the report. */
   problems: string[];
 }
@@ -37,8 +48,33 @@ const EXPIRING_SHARE = 0.1;
 /** Asking the server for its counters costs its main thread a little: not too often. */
 const STATS_POLL_MS = 25;
 
-export async function storm(size: BenchSize): Promise<StormResult> {
-  const executionCount = size.quick ? 1_000 : 10_000;
+/** The io storm: volume. */
+export function storm(size: BenchSize): Promise<StormResult> {
+  return runStorm(size, { executionCount: size.quick ? 1_000 : 10_000, action: 'bench.wait', expiringAction: 'bench.wait-expiring' });
+}
+
+/** The cpu storm: every body burns CPU on a thread of its own, 32 (quick) to 100 per core on 2 cores. */
+export function cpuStorm(size: BenchSize): Promise<StormResult> {
+  const executionCount = size.quick ? 64 : 200;
+  return runStorm(size, {
+    executionCount,
+    action: 'bench.spin',
+    expiringAction: 'bench.spin-expiring',
+    env: { ACTIONKIT_MAX_BODY_THREADS: String(executionCount + 16) },
+  });
+}
+
+interface StormOptions {
+  executionCount: number;
+  /** The bulk, polled for status during the storm. */
+  action: string;
+  /** The share left to expire (250 ms status interval). */
+  expiringAction: string;
+  env?: Record<string, string>;
+}
+
+async function runStorm(size: BenchSize, options: StormOptions): Promise<StormResult> {
+  const { executionCount } = options;
   const expiring = Math.round(executionCount * EXPIRING_SHARE);
   const logDir = mkdtempSync(join(tmpdir(), 'actionkit-bench-storm-'));
   const stopLog = join(logDir, 'stops.log');
@@ -46,15 +82,17 @@ export async function storm(size: BenchSize): Promise<StormResult> {
     ACTIONKIT_MAX_EXECUTIONS: String(executionCount * 2),
     ACTIONKIT_HEARTBEAT_MIN_INTERVAL: '250ms',
     BENCH_STOP_LOG: stopLog,
+    ...options.env,
   });
   const load = await startLoad();
   try {
     // The expiring share is started last, so the others are all running when it begins to expire.
     const { executions, elapsedMs: setupMs } = await setupExecutions(load, server.base, [
-      { action: 'bench.wait', burn: true, count: executionCount - expiring },
-      { action: 'bench.wait-expiring', burn: true, count: expiring },
+      { action: options.action, burn: true, count: executionCount - expiring },
+      { action: options.expiringAction, burn: true, count: expiring },
     ]);
     await waitFor('the first heartbeat timeout', async () => (await server.stats()).watchdog.heartbeatTimeouts > 0, 30_000);
+    const atStorm = await server.stats();
 
     const started = performance.now();
     const storming = load.call<{
@@ -69,7 +107,7 @@ export async function storm(size: BenchSize): Promise<StormResult> {
     }>('storm', {
       base: server.base,
       executions,
-      statusTargets: executions.filter((e) => e.action === 'bench.wait'),
+      statusTargets: executions.filter((e) => e.action === options.action),
       stopsPerExecution: STOPS_PER_EXECUTION,
       concurrency: 64,
       statusPollers: 8,
@@ -131,6 +169,8 @@ export async function storm(size: BenchSize): Promise<StormResult> {
       answers: result.answers,
       bodies: { cooperative: stats.stops.bodiesCooperative, killed: stats.stops.bodiesKilled },
       setupMs: round(setupMs),
+      cpuBodiesAtStorm: atStorm.bodies.cpuBusy,
+      rssMiB: round(atStorm.rssBytes / 1_048_576),
       problems: problems.slice(0, 10),
     };
   } finally {

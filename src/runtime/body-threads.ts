@@ -107,6 +107,9 @@ const threadsFile = new URL('../../workers/bodies.js', import.meta.url);
 /** The body threads of one extension. */
 export class BodyThreads {
   private readonly settings: BodyThreadSettings;
+  /** Every thread that has not exited yet (what `close()` waits for). */
+  private readonly alive = new Set<Thread>();
+  /** cpu threads that count against the cap: booting, idle or seated — not those being terminated. */
   private readonly cpu = new Set<Thread>();
   /** Booted idle cpu threads, most recently used last. */
   private readonly idle: Thread[] = [];
@@ -181,7 +184,7 @@ export class BodyThreads {
   /** Terminate every thread (runs still on them are lost); resolves when all have exited. */
   async close(): Promise<void> {
     this.closed = true;
-    const all = [...this.cpu, ...this.io];
+    const all = [...this.alive];
     for (const thread of all) this.terminate(thread, 'the extension is shutting down', undefined);
     await Promise.all(all.map((thread) => thread.exited));
   }
@@ -237,6 +240,7 @@ export class BodyThreads {
     let markExited!: () => void;
     const exited = new Promise<void>((resolve) => (markExited = resolve));
     const thread: Thread = { id: this.nextThreadId++, kind, worker, ready, booted: false, seats: 0, runs: new Map(), ending: undefined, error: undefined, exited };
+    this.alive.add(thread);
     if (kind === 'cpu') this.cpu.add(thread);
     else this.io.push(thread);
 
@@ -274,7 +278,7 @@ export class BodyThreads {
     worker.on('exit', (code) => {
       if (!thread.booted) failBoot(thread.error ?? new Error(`body thread exited with code ${code} while loading the actions`));
       this.forget(thread);
-      this.cpu.delete(thread);
+      this.alive.delete(thread);
       const ending = thread.ending;
       const reason = ending?.reason ?? describeLoss(thread.error ?? new Error(`worker exited with code ${code}`));
       if (thread.runs.size > 0 && !this.closed) this.threadsLost++;
@@ -341,12 +345,13 @@ export class BodyThreads {
     void thread.worker.terminate();
   }
 
-  /** Take a thread out of the lists seats come from; it still counts against the cap until it exited. */
+  /** Take a thread out of the lists seats come from and out of the cap (it is ending). */
   private forget(thread: Thread): void {
     for (const list of [this.idle, this.bootingSpares, this.io]) {
       const at = list.indexOf(thread);
       if (at >= 0) list.splice(at, 1);
     }
+    this.cpu.delete(thread);
   }
 }
 

@@ -155,6 +155,9 @@ const UNAME_MESSAGE: Message | undefined =
  */
 const STOPS_IN_FLIGHT_PER_HANDLER_THREAD = 2;
 
+/** Bound on waiting for the error of a body that failed (it follows its stop request at once). */
+const BODY_ERROR_WAIT_MS = 1_000;
+
 /** Each retry of a failed stop waits this many times longer than the one before. */
 const STOP_RETRY_FACTOR = 4;
 
@@ -646,10 +649,17 @@ export class Lifecycle {
     return execution.outcome?.reason;
   }
 
-  /** The status answer for an execution whose stop was requested, or undefined if it runs. */
-  private stoppedStatusOf(execution: Execution): Reply | undefined {
+  /**
+   * The status answer for an execution whose stop was requested, or undefined if it runs. A body
+   * that failed requests its stop a moment before its error reaches this thread: the answer waits
+   * for it (microseconds), so the agent is told why.
+   */
+  private stoppedStatusOf(execution: Execution): Reply | Promise<Reply> | undefined {
     const reason = this.stopReasonOf(execution);
-    return reason === undefined ? undefined : stoppedStatus(reason, execution.body?.error);
+    if (reason === undefined) return undefined;
+    const body = execution.body;
+    if (reason !== Reason.BodyFailed || body === undefined || body.settled) return stoppedStatus(reason, body?.error);
+    return settlesWithin(body.done, BODY_ERROR_WAIT_MS).then(() => stoppedStatus(reason, body.error));
   }
 
   private task(phase: HandlerTask['phase'], action: RegisteredAction, executionId: string, scope: RequestScope, extra: Partial<HandlerTask>): HandlerTask {

@@ -40,7 +40,8 @@ for (const [signal, exitCode] of [
 ] as const) {
   test(`${signal} stops every active execution, then exits with ${exitCode}`, async () => {
     const log = join(logs.path, `${signal}.log`);
-    const child = await spawnExtension([fixture('behave')]);
+    // Nobody polls status here: heartbeats must not expire before the signal.
+    const child = await spawnExtension([fixture('behave')], { ACTIONKIT_HEARTBEAT_MIN_INTERVAL: '1h' });
     try {
       assert.equal(await probe(child, '/health/readiness'), 200);
       assert.equal(await probe(child, '/health/liveness'), 200);
