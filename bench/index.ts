@@ -43,6 +43,15 @@ interface Bar {
   correctness: boolean;
 }
 
+/** oversubscribed: status p99 with 8 × cores CPU-spinning bodies at most this multiple of the p99 without bodies. */
+const STATUS_P99_OVER_IDLE_BAR = 10;
+/** oversubscribed: status p99 under those spinners with nice 0 at least this multiple of the default nice 10's. */
+const NICE_GAIN_BAR = 2;
+/** oversubscribed: duty-cycled bodies burn what they add up to, within this range. */
+const BURN_RATIO_BAR: [number, number] = [0.8, 1.2];
+/** oversubscribed: 8 × cores spinners keep at least this share of the cores busy. */
+const SATURATION_BAR = 0.9;
+
 function usageError(message: string): never {
   process.stderr.write(`bench: ${message}\n`);
   process.exit(1);
@@ -135,15 +144,6 @@ if (args.json) {
 }
 process.exitCode = correctnessViolated ? 1 : barsMissed ? 2 : 0;
 
-/** oversubscribed: status p99 with 8 × cores CPU-spinning bodies at most this multiple of the p99 without bodies. */
-const STATUS_P99_OVER_IDLE_BAR = 10;
-/** oversubscribed: status p99 under those spinners with nice 0 at least this multiple of the default nice 10's. */
-const NICE_GAIN_BAR = 2;
-/** oversubscribed: duty-cycled bodies burn what they add up to, within this range. */
-const BURN_RATIO_BAR: [number, number] = [0.8, 1.2];
-/** oversubscribed: 8 × cores spinners keep at least this share of the cores busy. */
-const SATURATION_BAR = 0.9;
-
 function evaluateBars(r: Results): Bar[] {
   const bars: Bar[] = [];
   const add = (scenario: ScenarioName, figure: string, value: number, bar: string, pass: boolean, correctness = false): void =>
@@ -220,18 +220,28 @@ function tableRows(r: Results, bars: Bar[]): Row[] {
   if (r.oversubscribed) {
     const o = r.oversubscribed;
     const add = (figure: string, value: string): void => void rows.push(['oversubscribed', figure, value, barOf('oversubscribed', figure)]);
-    const idleLine = (i: OversubscribedResult['idle']): string =>
-      `status p50 ${formatValue(i.statusP50Ms)} / p99 ${formatValue(i.statusP99Ms)} ms (${formatValue(i.statusRequests)} requests)` +
-      (Number.isFinite(i.stopRoundTripP99Ms)
-        ? ` · stop round trip p50 ${formatValue(i.stopRoundTripP50Ms)} / p99 ${formatValue(i.stopRoundTripP99Ms)} ms · stop → observed p50 ${formatValue(i.stopToObservedP50Ms)} / p99 ${formatValue(i.stopToObservedP99Ms)} ms · ${formatValue(i.coresUsed)} cores (others ${formatValue(i.otherCores)})`
-        : '');
-    add(`no bodies, nice ${o.idle.nice}`, idleLine(o.idle));
-    for (const level of o.levels) add(levelName(level), levelLine(level));
+    const pair = (p50: number, p99: number): string => `p50 ${formatValue(p50)} / p99 ${formatValue(p99)} ms`;
+    const idleRows = (i: OversubscribedResult['idle']): void => {
+      add(`no bodies, nice ${i.nice}: status`, `${pair(i.statusP50Ms, i.statusP99Ms)} (${formatValue(i.statusRequests)} requests)`);
+      if (!Number.isFinite(i.stopRoundTripP99Ms)) return;
+      add(`no bodies, nice ${i.nice}: stop`, `round trip ${pair(i.stopRoundTripP50Ms, i.stopRoundTripP99Ms)} · stop → body observed ${pair(i.stopToObservedP50Ms, i.stopToObservedP99Ms)}`);
+      add(`no bodies, nice ${i.nice}: server CPU`, `${formatValue(i.coresUsed)} cores (other processes ${formatValue(i.otherCores)})`);
+    };
+    const levelRows = (l: OversubscribedLevel): void => {
+      const name = `${formatValue(l.bodies)} spinning (${l.perCore} × cores), nice ${l.nice}`;
+      add(`${name}: start`, `${formatValue(l.bodies)} prepared + started in ${formatValue(l.startMs)} ms (${formatValue(l.msPerStart)} ms each, 32 in flight)`);
+      add(`${name}: server CPU`, `${formatValue(l.coresUsed)} cores (other processes ${formatValue(l.otherCores)})`);
+      add(`${name}: status`, `${pair(l.statusP50Ms, l.statusP99Ms)} (${formatValue(l.statusRequests)} requests)`);
+      add(`${name}: stop`, `round trip ${pair(l.stopRoundTripP50Ms, l.stopRoundTripP99Ms)} · stop → body observed ${pair(l.stopToObservedP50Ms, l.stopToObservedP99Ms)}`);
+      add(`${name}: drain`, `all stopped in ${formatValue(l.drainMs)} ms (${formatValue(l.msPerStop)} ms each, 32 in flight)`);
+    };
+    idleRows(o.idle);
+    add('burn', `${formatValue(o.burn.executions)} bodies at ${o.burn.dutyPct}% duty: ${formatValue(o.burn.measuredCores)} cores (idle subtracted) for ${formatValue(o.burn.expectedCores)} expected (other processes ${formatValue(o.burn.otherCores)})`);
+    for (const level of o.levels) levelRows(level);
     for (const run of o.niceRuns) {
-      add(`no bodies, nice ${run.idle.nice}`, idleLine(run.idle));
-      add(levelName(run.level), levelLine(run.level));
+      idleRows(run.idle);
+      levelRows(run.level);
     }
-    add('burn', `${formatValue(o.burn.executions)} bodies at ${o.burn.dutyPct}% duty: ${formatValue(o.burn.measuredCores)} cores measured (idle subtracted) for ${formatValue(o.burn.expectedCores)} expected (others ${formatValue(o.burn.otherCores)})`);
     for (const key of ['statusP99OverIdle', 'stopRoundTripP99OverIdle', 'nice0OverNice10', 'nice19OverNice10', 'burnRatio', 'saturation', 'startFailures', 'errors', 'http5xx', 'leftActive', 'bodiesKilled'] as const) {
       add(key, formatValue(o[key]));
     }
@@ -242,21 +252,6 @@ function tableRows(r: Results, bars: Bar[]): Row[] {
   }
   for (const bar of bars.filter((b) => b.scenario === 'scaling')) rows.push(['scaling', bar.figure, String(bar.value), `${bar.bar} ${bar.pass ? 'ok' : 'MISSED'}`]);
   return rows;
-}
-
-function levelName(l: OversubscribedLevel): string {
-  return `${l.perCore} × cores = ${formatValue(l.bodies)} spinning, nice ${l.nice}`;
-}
-
-function levelLine(l: OversubscribedLevel): string {
-  return [
-    `started in ${formatValue(l.startMs)} ms (${formatValue(l.msPerStart)} ms each)`,
-    `${formatValue(l.coresUsed)} cores (others ${formatValue(l.otherCores)})`,
-    `status p50 ${formatValue(l.statusP50Ms)} / p99 ${formatValue(l.statusP99Ms)} ms (${formatValue(l.statusRequests)} requests)`,
-    `stop round trip p50 ${formatValue(l.stopRoundTripP50Ms)} / p99 ${formatValue(l.stopRoundTripP99Ms)} ms`,
-    `stop → observed p50 ${formatValue(l.stopToObservedP50Ms)} / p99 ${formatValue(l.stopToObservedP99Ms)} ms`,
-    `drained in ${formatValue(l.drainMs)} ms (${formatValue(l.msPerStop)} ms each)`,
-  ].join(' · ');
 }
 
 function printTable(rows: Row[]): void {

@@ -89,7 +89,10 @@ export interface OversubscribedResult {
   stopRoundTripP99OverIdle: number;
   /** Measured CPU of the duty-cycled bodies over what they add up to. */
   burnRatio: number;
-  /** Server CPU with 8 × cores spinners over the cores. */
+  /**
+   * Server CPU with 8 × cores spinners over the cores other processes left (all of them on a
+   * quiet machine): the bodies take whatever CPU there is.
+   */
   saturation: number;
   /** Status p99 under 8 × cores spinners, nice 0 over nice 10 (the default). */
   nice0OverNice10: number;
@@ -177,7 +180,7 @@ export async function oversubscribed(size: BenchSize): Promise<OversubscribedRes
       statusP99OverIdle: round(at8.statusP99Ms / idle.statusP99Ms, 2),
       stopRoundTripP99OverIdle: round(at8.stopRoundTripP99Ms / idle.stopRoundTripP99Ms, 2),
       burnRatio: round(burn.measuredCores / burn.expectedCores, 2),
-      saturation: round(at8.coresUsed / cores, 2),
+      saturation: round(at8.coresUsed / Math.max(cores - at8.otherCores, 0.5), 2),
       nice0OverNice10: round((niceAt(0)?.statusP99Ms ?? Number.NaN) / at8.statusP99Ms, 2),
       nice19OverNice10: round((niceAt(19)?.statusP99Ms ?? Number.NaN) / at8.statusP99Ms, 2),
       startFailures: allLevels.reduce((sum, l) => sum + l.startFailures, 0),

@@ -98,7 +98,7 @@ test('at ACTIONKIT_MAX_BODY_THREADS a start fails before the author start runs, 
   assert.deepEqual(linesOf(callLog, third), [], 'the author start did not run');
   // Like any failed start, the agent stops it; the author stop rolls back what prepare did.
   assert.equal((await running.agent.stop(CPU, third, prepared.body['state'])).status, 200);
-  assert.deepEqual(linesOf(callLog, third), ['stop-ok']);
+  assert.deepEqual(linesOf(callLog, third), ['stop-begin', 'stop-ok']);
   // A stopped body frees its thread for the next start.
   await running.agent.stop(CPU, first.id, first.state);
   const fourth = randomUUID();

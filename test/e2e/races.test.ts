@@ -148,7 +148,7 @@ for (const variant of ['left free', 'reused by a prepared execution', 'reused by
     const started = await starting;
     assert.equal(started.status, 200);
     assert.deepEqual(started.body['error'], { title: 'Action was stopped by extension: received signal SIGUSR1', status: 'errored' });
-    assert.deepEqual(linesOf(callLog, id), ['stop-ok'], 'no author start after the author stop');
+    assert.deepEqual(linesOf(callLog, id), ['stop-begin', 'stop-ok'], 'no author start after the author stop');
     if (variant !== 'left free') {
       if (variant === 'reused by a prepared execution') {
         const otherStarted = await running.agent.start(CPU, other, otherState);
@@ -157,7 +157,7 @@ for (const variant of ['left free', 'reused by a prepared execution', 'reused by
       }
       assert.equal(bodyOf(await running.agent.status(CPU, other, otherState)).body, 'running');
       assert.equal((await running.agent.stop(CPU, other, otherState)).status, 200);
-      assert.deepEqual(linesOf(callLog, other), ['start', 'stop-ok']);
+      assert.deepEqual(linesOf(callLog, other), ['start', 'stop-begin', 'stop-ok']);
     }
   });
 }
@@ -191,7 +191,7 @@ test('a failed extension-initiated stop is retried on its own and succeeds once;
   const id = randomUUID();
   const state = await running.agent.run(CPU, id, { body: 'sleep', stop: 'fail-once', stopLog, callLog });
   await eventually('the retried stop to succeed', () => (running.extension.stats().activeExecutions === 0 ? true : undefined));
-  assert.deepEqual(linesOf(callLog, id), ['start', 'stop-failed', 'stop-ok']);
+  assert.deepEqual(linesOf(callLog, id), ['start', 'stop-begin', 'stop-failed', 'stop-begin', 'stop-ok']);
   const { stops } = running.extension.stats();
   assert.equal(stops.succeeded, 1);
   assert.equal(stops.failed, 1);
@@ -272,7 +272,7 @@ test('a successful prepare racing a stop-all is rolled back with the state it pr
   assert.equal((await preparing).body['error'], undefined);
   assert.equal((await stoppingAll).succeeded, 1);
   assert.deepEqual(linesOf(stopLog, id), ['extension shutdown none']);
-  assert.deepEqual(linesOf(callLog, id), ['stop-ok'], 'the author stop got the prepared state (it fails on any other)');
+  assert.deepEqual(linesOf(callLog, id), ['stop-begin', 'stop-ok'], 'the author stop got the prepared state (it fails on any other)');
 });
 
 // ---- finding 6: a retried stop and its body ------------------------------------------------------
