@@ -49,7 +49,7 @@ const STATUS_P99_OVER_IDLE_BAR = 10;
 const NICE_GAIN_BAR = 2;
 /** oversubscribed: duty-cycled bodies burn what they add up to, within this range. */
 const BURN_RATIO_BAR: [number, number] = [0.8, 1.2];
-/** oversubscribed: 8 × cores spinners keep at least this share of the cores busy. */
+/** oversubscribed: 8 × cores spinners keep at least this share of the cores other processes left busy. */
 const SATURATION_BAR = 0.9;
 
 function usageError(message: string): never {

@@ -191,7 +191,7 @@ export interface ActionDefinition<C = JsonObject, S extends object = JsonObject>
    * Where the body runs. Default `'cpu'`.
    * - `'cpu'`: a thread of its own. For bodies that compute, loop or block (`ctx.sleep()`): they
    *   run side by side with every other body, and one that ignores its stop is ended by
-   *   terminating its own thread. Costs a thread (a few MiB) per running body, up to
+   *   terminating its own thread. Costs a thread (about 20 MiB) per running body, up to
    *   `ACTIONKIT_MAX_BODY_THREADS`.
    * - `'io'`: shares a thread with other io bodies. For bodies that mostly await (fetch, timers,
    *   `ctx.sleepAsync()`): thousands fit on one thread. They must never block — `ctx.sleep()`

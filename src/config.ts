@@ -107,7 +107,7 @@ export const OptionsSchema = z.strictObject({
   /**
    * Cap of threads running `cpu` bodies, one body each (`ACTIONKIT_MAX_BODY_THREADS`). A start that
    * would need one more fails with `Too many running bodies`; no body ever waits for a thread.
-   * Each costs a few MiB. Default 256.
+   * Each costs about 20 MiB. Default 256.
    */
   maxBodyThreads: z.number().int().min(1).max(4096).default(256),
   /** Idle `cpu` body threads kept booted, so the first bodies of a burst start at once (`ACTIONKIT_SPARE_BODY_THREADS`). Default 2. */

@@ -31,7 +31,7 @@ import { Reason } from './shm/table.js';
 export interface MetricsSnapshot {
   /** The action id of every execution this process holds (prepared or running). */
   activeActionIds: Iterable<string>;
-  /** Stop events published to the shared queue and not yet taken by the coordinator. */
+  /** Stop events published to the shared queue and not yet taken by the stop queue loop. */
   stopQueueDepth: number;
   /** Stop events ever published. */
   stopEventsEnqueued: number;

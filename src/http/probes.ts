@@ -11,7 +11,7 @@ import { createServer, type IncomingMessage, type Server, type ServerResponse } 
 export interface ProbeState {
   /** False while stopping everything on a signal, and after shutdown began. */
   ready(): boolean;
-  /** False when a core thread died (watchdog) or the stop coordinator is stuck. */
+  /** False when a core thread died (the heartbeat watchdog). */
   alive(): boolean;
 }
 

@@ -290,7 +290,7 @@ function queueCapacityFor(capacity: number): number {
  * Typed accessors over the shared buffer. Construct with {@link ControlTable.create} on the main
  * thread and {@link ControlTable.attach} on any other thread.
  *
- * Transitions of CONTROL (all by CAS; "main" = the main thread's registry and stop coordinator):
+ * Transitions of CONTROL (all by CAS; "main" = the main thread's store and lifecycle):
  * ```
  * Free ──allocate(main)──▶ Prepared ──markRunning(main)──▶ Running
  * Prepared | Running | StopFailed ──requestStop(any thread)──▶ StopRequested   (winner enqueues)

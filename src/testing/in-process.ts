@@ -1,6 +1,6 @@
 /**
  * Run an action's handlers in a test without HTTP: a real {@link Extension} (worker pools, control
- * table, watchdog, stop coordinator) that never listens, whose lifecycle operations are called
+ * table, watchdog, body threads, stop queue) that never listens, whose lifecycle operations are called
  * directly. Request bodies are validated and answers read exactly as over HTTP, so what passes here
  * passes in front of the agent, minus the HTTP envelope.
  */

@@ -567,7 +567,7 @@ async function injectFault(role: 'die-after-reserve' | 'die-after-cas', table: C
 }
 
 /** Run the production consumer (`StopEventConsumer`, as the stop queue loop does) for a while; returns what it took, per path. */
-async function consumeLikeCoordinator(table: ControlTable, durationMs: number, stallMs: number, maxStalls = Infinity): Promise<{ fromQueue: number[]; fromRecovery: number[]; stalls: number; sawPending: boolean }> {
+async function consumeLikeStopQueue(table: ControlTable, durationMs: number, stallMs: number, maxStalls = Infinity): Promise<{ fromQueue: number[]; fromRecovery: number[]; stalls: number; sawPending: boolean }> {
   const consumer = new StopEventConsumer(table, { stallMs, orphanAgeMs: stallMs });
   const fromQueue: number[] = [];
   const fromRecovery: number[] = [];
@@ -602,7 +602,7 @@ test('recovery: a producer that dies between reserving and publishing its cell; 
   assert.deepEqual(takenAndPending(table.drainQueue(() => assert.fail('nothing may pass the unpublished head'))), { taken: 0, headPending: true });
   assert.equal(table.queueDepth(), 2);
 
-  const consumed = await consumeLikeCoordinator(table, 300, 50);
+  const consumed = await consumeLikeStopQueue(table, 300, 50);
   t.diagnostic(`consumer: ${JSON.stringify(consumed)}`);
   assert.ok(consumed.sawPending, 'the consumer saw the pending head');
   assert.equal(consumed.stalls, 1, 'one stall, one skip');
@@ -655,7 +655,7 @@ test('recovery: a late publication that lands after the next lap overwrote its c
   assert.ok(table.requestStop(1, g[1]!, Reason.SignalTerm).won);
   // Now the stalled producer of position 0 wakes and publishes into cell 0, over slot 1's event.
   Atomics.store(words, rawCellIndex(capacity, 0), rawCell(queueCapacity, 0, 0));
-  const consumed = await consumeLikeCoordinator(table, 300, 50);
+  const consumed = await consumeLikeStopQueue(table, 300, 50);
   assert.deepEqual(consumed.fromQueue, [], 'the overwritten event cannot be delivered by the queue');
   assert.deepEqual(consumed.fromRecovery, [1], 'the stall recovery delivers slot 1\'s stop');
   assert.equal(table.control(1), packControl(g[1]!, Reason.SignalTerm, State.Stopping));
@@ -672,7 +672,7 @@ test('recovery: a stop whose winner dies right after its CAS (before reserving a
   await injectFault('die-after-cas', table, 3, generation, Reason.BodyFailed);
   assert.equal(stateOf(table.control(3)), State.StopRequested);
   assert.equal(table.requestStop(3, generation, Reason.Agent).won, false, 'later requests lose against the orphan');
-  const consumed = await consumeLikeCoordinator(table, 500, 50);
+  const consumed = await consumeLikeStopQueue(table, 500, 50);
   t.diagnostic(`consumer over 500 ms: ${JSON.stringify(consumed)}; block ${describeControl(table.control(3))}, queue depth ${table.queueDepth()}`);
   assert.ok(
     consumed.fromQueue.includes(3) || consumed.fromRecovery.includes(3),
@@ -769,9 +769,9 @@ test('recovery keeps the queue bound: two producers die mid-enqueue, their stops
   await injectFault('die-after-reserve', table, 1, g[1]!, Reason.Agent);
   // The consumer stalls on position 0 and skips it, then on position 1; with the queue empty the
   // orphan sweep takes both blocks (once it has seen them orphaned for the orphan age).
-  const consumed = await consumeLikeCoordinator(table, 5_000, 50, 2);
+  const consumed = await consumeLikeStopQueue(table, 5_000, 50, 2);
   assert.equal(consumed.stalls, 2);
-  const swept = await consumeLikeCoordinator(table, 300, 50);
+  const swept = await consumeLikeStopQueue(table, 300, 50);
   assert.deepEqual([...consumed.fromRecovery, ...swept.fromRecovery].sort(), [0, 1]);
   assert.equal(table.queueDepth(), 0, 'both dead reservations were skipped');
   // Both author stops fail; the agent retries both stops (what the reference agent does).
@@ -914,7 +914,7 @@ async function runStorm(t: TestContext, cfg: StormConfig): Promise<void> {
     });
   }
 
-  // ---- main: registry + coordinator model
+  // ---- main: registry + stop-run model
   const models: SlotModel[] = Array.from({ length: cfg.capacity }, (_, slot) => ({
     gen: generationOf(table.control(slot)),
     phase: 'free',
