@@ -1,8 +1,9 @@
 /**
  * The bench runs end to end (its own processes, real HTTP, real threads) and reports in the shape
- * the README promises: a table, then one JSON object as the last line. Two scenarios at quick
- * size: the storm (1,000 executions; its correctness figures must be 0 on any machine) and the stop
- * latency. Speed bars are not asserted here — CI machines are noisy; `npm run bench` judges them
+ * the README promises: a table, then one JSON object as the last line. Three scenarios at quick
+ * size: the storm (1,000 executions with io bodies), the CPU storm (64 CPU-spinning bodies, a
+ * thread each, far more than the cores) — the correctness figures of both must be 0 on any
+ * machine — and the stop latency. Speed bars are not asserted here — CI machines are noisy; `npm run bench` judges them
  * and exits 2 when one is missed, which this test accepts.
  */
 import assert from 'node:assert/strict';
@@ -19,7 +20,7 @@ function runBench(args: string[]): Promise<{ code: number | null; stdout: string
     let stderr = '';
     child.stdout.on('data', (chunk: Buffer) => (stdout += chunk.toString()));
     child.stderr.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
-    const timer = setTimeout(() => child.kill('SIGKILL'), 120_000);
+    const timer = setTimeout(() => child.kill('SIGKILL'), 180_000);
     child.once('error', reject);
     child.once('exit', (code) => {
       clearTimeout(timer);
@@ -28,8 +29,8 @@ function runBench(args: string[]): Promise<{ code: number | null; stdout: string
   });
 }
 
-test('bench --quick --only storm,stopLatency --json: table, JSON summary, no duplicate or lost stop, no 5xx', { timeout: 150_000 }, async () => {
-  const { code, stdout, stderr } = await runBench(['--quick', '--json', '--only', 'storm,stopLatency', '--seed', '7']);
+test('bench --quick --only storm,cpuStorm,stopLatency --json: table, JSON summary, no duplicate or lost stop, no 5xx', { timeout: 200_000 }, async () => {
+  const { code, stdout, stderr } = await runBench(['--quick', '--json', '--only', 'storm,cpuStorm,stopLatency', '--seed', '7']);
   assert.ok(code === 0 || code === 2, `exit ${code} (1 = correctness violated or a scenario failed)\n${stdout}\n${stderr}`);
   const lines = stdout.trim().split('\n');
   assert.match(lines[0] ?? '', /^actionkit-runtime bench \(quick, seed 7\)/);
@@ -37,6 +38,7 @@ test('bench --quick --only storm,stopLatency --json: table, JSON summary, no dup
     mode: string;
     failures: string[];
     storm: Record<string, number>;
+    cpuStorm: Record<string, number>;
     stopLatency: Record<string, number>;
     bars: { figure: string; pass: boolean; correctness: boolean }[];
   };
@@ -50,6 +52,16 @@ test('bench --quick --only storm,stopLatency --json: table, JSON summary, no dup
   assert.equal(summary.storm['http5xx'], 0);
   assert.ok(summary.storm['heartbeatTimeouts']! > 0, 'part of the storm is heartbeat expiry');
   for (const field of ['drainMs', 'stopsPerSec', 'stopP99Ms', 'statusP99Ms']) assert.ok(summary.storm[field]! > 0, field);
+  // 64 CPU-spinning bodies, each on a body thread of its own (32 per core on 2 cores).
+  assert.equal(summary.cpuStorm['executions'], 64);
+  assert.equal(summary.cpuStorm['stopRequests'], 192);
+  assert.equal(summary.cpuStorm['stopHandlerCalls'], 64);
+  assert.equal(summary.cpuStorm['duplicateStops'], 0);
+  assert.equal(summary.cpuStorm['lostStops'], 0);
+  assert.equal(summary.cpuStorm['http5xx'], 0);
+  assert.ok(summary.cpuStorm['heartbeatTimeouts']! > 0, 'part of the CPU storm is heartbeat expiry');
+  // The 58 with a 60 s status interval cannot have expired: each still runs on its own thread.
+  assert.ok(summary.cpuStorm['cpuBodiesAtStorm']! >= 58, `cpu bodies running at the storm: ${summary.cpuStorm['cpuBodiesAtStorm']}`);
   for (const field of ['sabP50Us', 'sabP99Us', 'killP50Us', 'killP99Us', 'killOverSab']) assert.ok(summary.stopLatency[field]! > 0, field);
   // A CPU-bound loop never reads its mailbox: the postMessage stop is never seen within 1 s.
   assert.equal(summary.stopLatency['postMessageObservedPct'], 0);

@@ -7,12 +7,12 @@
  */
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { existsSync, readdirSync, readFileSync } from 'node:fs';
+import { readdirSync, readFileSync } from 'node:fs';
 import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { after, afterEach, test } from 'node:test';
 import type { ExtensionOptions } from '../../src/index.js';
-import { fixture, start, tempDir, type Answer, type Running } from '../support/harness.js';
+import { fixture, logLines, start, tempDir, type Answer, type Running } from '../support/harness.js';
 
 const CPU = 'fixture.behave';
 const IO = 'fixture.behave-io';
@@ -39,13 +39,6 @@ function phaseOf(status: Answer): string {
   return phase;
 }
 
-function linesOf(file: string, id: string): string[] {
-  if (!existsSync(file)) return [];
-  return readFileSync(file, 'utf8')
-    .split('\n')
-    .filter((line) => line.startsWith(`${id} `))
-    .map((line) => line.slice(id.length + 1));
-}
 
 test('three times as many cpu bodies as cores: each is running when its start answers', async () => {
   const count = 3 * availableParallelism();
@@ -95,10 +88,10 @@ test('at ACTIONKIT_MAX_BODY_THREADS a start fails before the author start runs, 
   const error = refused.body['error'] as { title: string; detail: string };
   assert.equal(error.title, 'Too many running bodies');
   assert.match(error.detail, /all 2 cpu body threads are running bodies \(ACTIONKIT_MAX_BODY_THREADS\)/);
-  assert.deepEqual(linesOf(callLog, third), [], 'the author start did not run');
+  assert.deepEqual(logLines(callLog, third), [], 'the author start did not run');
   // Like any failed start, the agent stops it; the author stop rolls back what prepare did.
   assert.equal((await running.agent.stop(CPU, third, prepared.body['state'])).status, 200);
-  assert.deepEqual(linesOf(callLog, third), ['stop-begin', 'stop-ok']);
+  assert.deepEqual(logLines(callLog, third), ['stop-begin', 'stop-ok']);
   // A stopped body frees its thread for the next start.
   await running.agent.stop(CPU, first.id, first.state);
   const fourth = randomUUID();

@@ -9,12 +9,12 @@
  */
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { existsSync, readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, afterEach, test } from 'node:test';
 import type { ExtensionOptions } from '../../src/index.js';
 import { GatePoint } from '../../src/shm/test-gates.js';
-import { eventually, fixture, start, tempDir, type Answer, type Running } from '../support/harness.js';
+import { eventually, fixture, logLines, start, tempDir, type Answer, type Running } from '../support/harness.js';
 import { Holds } from '../support/holds.js';
 
 const CPU = 'fixture.behave';
@@ -22,14 +22,6 @@ const IO = 'fixture.behave-io';
 const logs = tempDir('actionkit-races-');
 after(() => logs.remove());
 
-/** Lines of a fixture log for one execution (without the id). */
-function linesOf(file: string, id: string): string[] {
-  if (!existsSync(file)) return [];
-  return readFileSync(file, 'utf8')
-    .split('\n')
-    .filter((line) => line.startsWith(`${id} `))
-    .map((line) => line.slice(id.length + 1));
-}
 
 function newLog(): string {
   return join(logs.path, `${randomUUID()}.log`);
@@ -83,14 +75,14 @@ test('a stop waits for a body its thread received but has not begun; the block i
   assert.equal(started.status, 200);
   assert.equal(stopped.status, 200);
   assert.match(JSON.stringify(stopped.body), /Action body had not begun yet; it never ran/);
-  assert.deepEqual(linesOf(stopLog, first), ['agent stop skipped']);
+  assert.deepEqual(logLines(stopLog, first), ['agent stop skipped']);
 
   // The next execution takes the same block; the first one's body task can no longer touch it.
   const second = randomUUID();
   const state = await running.agent.run(CPU, second, { body: 'sleep', stopLog });
   assert.deepEqual(bodyOf(await running.agent.status(CPU, second, state)).body, 'running');
   assert.equal((await running.agent.stop(CPU, second, state)).status, 200);
-  assert.deepEqual(linesOf(stopLog, second), ['agent stop stopped']);
+  assert.deepEqual(logLines(stopLog, second), ['agent stop stopped']);
   assert.equal(running.extension.stats().activeExecutions, 0);
 });
 
@@ -110,7 +102,7 @@ for (const [action, kind] of [
     const second = randomUUID();
     const secondState = await running.agent.run(action, second, { body: 'async', callLog });
     writeFileSync(leftoverTrigger, '');
-    await eventually("the first body's leftover timer to run", () => (linesOf(callLog, first).includes('leftover-ran') ? true : undefined));
+    await eventually("the first body's leftover timer to run", () => (logLines(callLog, first).includes('leftover-ran') ? true : undefined));
     const status = await running.agent.status(action, second, secondState);
     assert.deepEqual(bodyOf(status), { body: 'running', progress: '0' }, 'no progress written by the old body');
     assert.doesNotMatch(JSON.stringify(status.body), /leftover report/, 'no report of the old body');
@@ -131,7 +123,7 @@ for (const variant of ['left free', 'reused by a prepared execution', 'reused by
     const starting = running.agent.start(CPU, id, prepared.body['state']);
     await held.reached;
     await running.extension.simulateSignal('SIGUSR1');
-    assert.deepEqual(linesOf(stopLog, id), ['received signal SIGUSR1 none'], 'the prepared execution was rolled back');
+    assert.deepEqual(logLines(stopLog, id), ['received signal SIGUSR1 none'], 'the prepared execution was rolled back');
     const other = randomUUID();
     let otherState: unknown;
     if (variant !== 'left free') {
@@ -148,7 +140,7 @@ for (const variant of ['left free', 'reused by a prepared execution', 'reused by
     const started = await starting;
     assert.equal(started.status, 200);
     assert.deepEqual(started.body['error'], { title: 'Action was stopped by extension: received signal SIGUSR1', status: 'errored' });
-    assert.deepEqual(linesOf(callLog, id), ['stop-begin', 'stop-ok'], 'no author start after the author stop');
+    assert.deepEqual(logLines(callLog, id), ['stop-begin', 'stop-ok'], 'no author start after the author stop');
     if (variant !== 'left free') {
       if (variant === 'reused by a prepared execution') {
         const otherStarted = await running.agent.start(CPU, other, otherState);
@@ -157,7 +149,7 @@ for (const variant of ['left free', 'reused by a prepared execution', 'reused by
       }
       assert.equal(bodyOf(await running.agent.status(CPU, other, otherState)).body, 'running');
       assert.equal((await running.agent.stop(CPU, other, otherState)).status, 200);
-      assert.deepEqual(linesOf(callLog, other), ['start', 'stop-begin', 'stop-ok']);
+      assert.deepEqual(logLines(callLog, other), ['start', 'stop-begin', 'stop-ok']);
     }
   });
 }
@@ -171,7 +163,7 @@ test('a heartbeat-timeout stop whose author stop keeps failing is retried with b
   const state = await running.agent.run(CPU, id, { body: 'sleep', stop: 'throw', stopLog });
   // Nobody polls: the heartbeat expires (< 1 s), the stop fails, is retried twice, and given up.
   await eventually('the stop to be given up', () => (running.extension.stats().stops.givenUp === 1 ? true : undefined));
-  assert.deepEqual(linesOf(stopLog, id), ['heartbeat timeout stopped', 'heartbeat timeout stopped', 'heartbeat timeout stopped']);
+  assert.deepEqual(logLines(stopLog, id), ['heartbeat timeout stopped', 'heartbeat timeout stopped', 'heartbeat timeout stopped']);
   assert.equal(running.extension.stats().activeExecutions, 0, 'the execution and its block are freed');
   const metrics = await (await fetch(`http://127.0.0.1:${running.healthPort}/metrics`)).text();
   assert.match(metrics, /^actionkit_stops_given_up_total\{reason="heartbeat_timeout"\} 1$/m);
@@ -181,7 +173,7 @@ test('a heartbeat-timeout stop whose author stop keeps failing is retried with b
   assert.equal(stop.status, 500, 'the rollback did not happen, and the agent is told');
   assert.equal(stop.body['title'], 'Failed to stop action.');
   assert.match(String(stop.body['detail']), /heartbeat timeout\) failed on every attempt and was given up.*stop failed on purpose/);
-  assert.equal(linesOf(stopLog, id).length, 3, 'the agent stop did not run the author stop again');
+  assert.equal(logLines(stopLog, id).length, 3, 'the agent stop did not run the author stop again');
 });
 
 test('a failed extension-initiated stop is retried on its own and succeeds once; the agent stop then answers "stopped by extension"', async () => {
@@ -191,14 +183,14 @@ test('a failed extension-initiated stop is retried on its own and succeeds once;
   const id = randomUUID();
   const state = await running.agent.run(CPU, id, { body: 'sleep', stop: 'fail-once', stopLog, callLog });
   await eventually('the retried stop to succeed', () => (running.extension.stats().activeExecutions === 0 ? true : undefined));
-  assert.deepEqual(linesOf(callLog, id), ['start', 'stop-begin', 'stop-failed', 'stop-begin', 'stop-ok']);
+  assert.deepEqual(logLines(callLog, id), ['start', 'stop-begin', 'stop-failed', 'stop-begin', 'stop-ok']);
   const { stops } = running.extension.stats();
   assert.equal(stops.succeeded, 1);
   assert.equal(stops.failed, 1);
   assert.equal(stops.bodiesCooperative, 1, 'the body was stopped, and counted, once');
   const stop = await running.agent.stop(CPU, id, state);
   assert.deepEqual(stop.body, { error: { title: 'Action was stopped by extension heartbeat timeout' } });
-  assert.equal(linesOf(stopLog, id).length, 2);
+  assert.equal(logLines(stopLog, id).length, 2);
 });
 
 test('a prepared execution that is never started is rolled back after ACTIONKIT_PREPARED_TTL', async () => {
@@ -207,7 +199,7 @@ test('a prepared execution that is never started is rolled back after ACTIONKIT_
   const id = randomUUID();
   const prepared = await running.agent.prepare(CPU, id, { body: 'sleep', stopLog });
   await eventually('the prepared execution to expire', () => (running.extension.stats().activeExecutions === 0 ? true : undefined));
-  assert.deepEqual(linesOf(stopLog, id), ['prepared but not started in time none']);
+  assert.deepEqual(logLines(stopLog, id), ['prepared but not started in time none']);
   const started = await running.agent.start(CPU, id, prepared.body['state']);
   assert.deepEqual(started.body['error'], { title: 'Action was stopped by extension: prepared but not started in time', status: 'errored' });
   assert.equal((await running.agent.prepare(CPU, randomUUID(), {})).status, 200, 'its block is free');
@@ -230,7 +222,7 @@ test('a failed prepare racing a stop-all answers 200 with its error, calls no au
   assert.equal(prepared.status, 200);
   assert.equal((prepared.body['error'] as { title: string }).title, 'Failed to prepare.');
   assert.deepEqual(await stoppingAll, { requested: 1, succeeded: 1, failed: 0, unfinished: 0 });
-  assert.deepEqual(linesOf(stopLog, id), [], 'nothing was prepared, so nothing was rolled back');
+  assert.deepEqual(logLines(stopLog, id), [], 'nothing was prepared, so nothing was rolled back');
   assert.equal(running.extension.stats().activeExecutions, 0);
   assert.equal((await running.agent.prepare(CPU, randomUUID(), {})).status, 200, 'its block is free');
 });
@@ -271,8 +263,8 @@ test('a successful prepare racing a stop-all is rolled back with the state it pr
   held.release();
   assert.equal((await preparing).body['error'], undefined);
   assert.equal((await stoppingAll).succeeded, 1);
-  assert.deepEqual(linesOf(stopLog, id), ['extension shutdown none']);
-  assert.deepEqual(linesOf(callLog, id), ['stop-begin', 'stop-ok'], 'the author stop got the prepared state (it fails on any other)');
+  assert.deepEqual(logLines(stopLog, id), ['extension shutdown none']);
+  assert.deepEqual(logLines(callLog, id), ['stop-begin', 'stop-ok'], 'the author stop got the prepared state (it fails on any other)');
 });
 
 // ---- finding 6: a retried stop and its body ------------------------------------------------------
@@ -290,7 +282,7 @@ test('an agent stop retried after a failure reports how the body ended the first
   assert.match(message, /^Action body stopped cooperatively \d/);
   const { stops } = running.extension.stats();
   assert.equal(stops.bodiesCooperative, 1);
-  assert.deepEqual(linesOf(stopLog, id), ['agent stop stopped', 'agent stop stopped']);
+  assert.deepEqual(logLines(stopLog, id), ['agent stop stopped', 'agent stop stopped']);
 });
 
 // ---- finding 3: close() of an embedded extension is bounded --------------------------------------

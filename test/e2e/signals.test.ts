@@ -239,7 +239,7 @@ test('stop storm: 200 executions — cpu bodies that stop cooperatively or must 
 
     await at(4100);
     polling = false;
-    const polledStops = polled.map((e, i) => Promise.all(stops(polled.slice(i, i + 1))));
+    const polledStops = polled.map((e) => Promise.all(stops([e])));
     const statusStorm = executions.map((e) => track(child.agent.status(e.action, e.id, e.state)));
     const silentStops: Promise<Answer[]>[] = [];
     const racerStarts: Promise<Answer>[] = [];

@@ -702,13 +702,18 @@ function rawProducer(table: ControlTable, slot: number, generation: number, reas
   };
 }
 
-test('consumer: the stall clock follows the head position — a live producer that just reserved the next cell is not skipped for the stall of an earlier one', async () => {
+/** Four running blocks and a production consumer with `timing`, recording what it takes and from where. */
+function consumerBench(timing: { stallMs: number; orphanAgeMs: number }) {
   const table = ControlTable.create(4);
   const g = [0, 1, 2, 3].map((slot) => table.allocate(slot));
   for (let slot = 0; slot < 4; slot++) assert.ok(table.markRunning(slot, g[slot]!, 0));
-  const consumer = new StopEventConsumer(table, { stallMs: 100, orphanAgeMs: 3_600_000 });
   const taken: [number, string][] = [];
   const onTaken = (slot: number, _control: number, source: string): void => void taken.push([slot, source]);
+  return { table, g, consumer: new StopEventConsumer(table, timing), taken, onTaken };
+}
+
+test('consumer: the stall clock follows the head position — a live producer that just reserved the next cell is not skipped for the stall of an earlier one', async () => {
+  const { table, g, consumer, taken, onTaken } = consumerBench({ stallMs: 100, orphanAgeMs: 3_600_000 });
   // A slow producer reserved position 0 and has not published it yet.
   const slow = rawProducer(table, 1, g[1]!, Reason.Agent);
   slow.cas();
@@ -730,12 +735,7 @@ test('consumer: the stall clock follows the head position — a live producer th
 });
 
 test('consumer: the orphan sweep takes a block only after finding it orphaned for the orphan age, never because its stop has no time stamp yet', async () => {
-  const table = ControlTable.create(4);
-  const g = [0, 1, 2, 3].map((slot) => table.allocate(slot));
-  for (let slot = 0; slot < 4; slot++) assert.ok(table.markRunning(slot, g[slot]!, 0));
-  const consumer = new StopEventConsumer(table, { stallMs: 3_600_000, orphanAgeMs: 200 });
-  const taken: [number, string][] = [];
-  const onTaken = (slot: number, _control: number, source: string): void => void taken.push([slot, source]);
+  const { table, g, consumer, taken, onTaken } = consumerBench({ stallMs: 3_600_000, orphanAgeMs: 200 });
   // A live producer between its CAS and its stamp (STOP_AT_US still 0), with an empty queue.
   const live = rawProducer(table, 1, g[1]!, Reason.Agent);
   live.cas();

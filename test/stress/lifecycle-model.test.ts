@@ -29,7 +29,7 @@
  */
 import assert from 'node:assert/strict';
 import { randomInt } from 'node:crypto';
-import { existsSync, mkdirSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { test } from 'node:test';
 import { setTimeout as sleep } from 'node:timers/promises';
@@ -37,7 +37,7 @@ import { createExtension, type Extension } from '../../src/index.js';
 import type { Reply, RequestScope } from '../../src/runtime/lifecycle.js';
 import type { RegisteredAction } from '../../src/runtime/registry.js';
 import { RuntimeError } from '../../src/errors.js';
-import { fixture, tempDir } from '../support/harness.js';
+import { fixture, logLines, tempDir } from '../support/harness.js';
 import { deriveSeed, mulberry32, type Rng } from './stress-support.js';
 
 const SCHEDULES = envInt('STRESS_SCHEDULES', 30);
@@ -114,14 +114,6 @@ async function call(operation: () => Promise<Reply>): Promise<Reply> {
     if (error instanceof RuntimeError) return { status: error.httpStatus, body: { ...error.toWire() } };
     throw error;
   }
-}
-
-function logLines(file: string, id: string): string[] {
-  if (!existsSync(file)) return [];
-  return readFileSync(file, 'utf8')
-    .split('\n')
-    .filter((line) => line.startsWith(`${id} `))
-    .map((line) => line.slice(id.length + 1));
 }
 
 /** The forms an agent stop may be answered with (reference §1.5.4, plus a given-up stop). */

@@ -3,7 +3,7 @@
  * HTTP client whose every answer is checked against the wire schemas.
  */
 import { spawn, type ChildProcess } from 'node:child_process';
-import { mkdtempSync, rmSync } from 'node:fs';
+import { existsSync, mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { createInterface } from 'node:readline';
@@ -156,6 +156,15 @@ export class Agent {
     if (started.status !== 200 || started.body['error'] !== undefined) throw new Error(`start failed: ${JSON.stringify(started.body)}`);
     return started.body['state'] as Record<string, unknown>;
   }
+}
+
+/** The lines a fixture logged for execution `id` (without the id), in file order; none if there is no file. */
+export function logLines(file: string, id: string): string[] {
+  if (!existsSync(file)) return [];
+  return readFileSync(file, 'utf8')
+    .split('\n')
+    .filter((line) => line.startsWith(`${id} `))
+    .map((line) => line.slice(id.length + 1));
 }
 
 /** Resolve after `ms`. */
