@@ -236,7 +236,7 @@ export class BodyThreads {
       markReady = resolve;
       failBoot = reject;
     });
-    ready.catch(() => undefined); // a spare nobody claimed may fail to boot: logged below
+    ready.catch(() => undefined); // a spare nobody claimed may fail to boot: logged in 'error'
     let markExited!: () => void;
     const exited = new Promise<void>((resolve) => (markExited = resolve));
     const thread: Thread = { id: this.nextThreadId++, kind, worker, ready, booted: false, seats: 0, runs: new Map(), ending: undefined, error: undefined, exited };
@@ -273,26 +273,31 @@ export class BodyThreads {
     });
     worker.on('error', (error) => {
       thread.error ??= error;
-      if (!thread.booted) failBoot(error);
+      if (!thread.booted) {
+        settings.logger.error({ kind, err: error }, 'a body thread failed to start');
+        failBoot(error);
+      }
     });
     worker.on('exit', (code) => {
       if (!thread.booted) failBoot(thread.error ?? new Error(`body thread exited with code ${code} while loading the actions`));
       this.forget(thread);
       this.alive.delete(thread);
-      const ending = thread.ending;
-      const reason = ending?.reason ?? describeLoss(thread.error ?? new Error(`worker exited with code ${code}`));
+      const unexpected = thread.ending === undefined;
+      // From now on a seat still held on it (reserved, not yet run) learns why when it runs.
+      thread.ending ??= { reason: describeLoss(thread.error ?? new Error(`worker exited with code ${code}`)), killedRunId: undefined };
+      const { reason, killedRunId } = thread.ending;
       if (thread.runs.size > 0 && !this.closed) this.threadsLost++;
-      if (ending === undefined && thread.runs.size === 0 && thread.booted && !this.closed) {
+      if (unexpected && thread.runs.size === 0 && thread.booted && !this.closed) {
         settings.logger.error({ kind, err: thread.error, code }, 'an idle body thread exited');
       }
       for (const [runId, listener] of thread.runs) {
-        if (runId === ending?.killedRunId) listener.killed();
+        if (runId === killedRunId) listener.killed();
         else listener.lost(reason);
       }
       thread.runs.clear();
-      thread.seats = 0;
       markExited();
-      if (kind === 'cpu') this.topUpSpares();
+      // Replace a spare that ended; not a thread that could not even boot (it would fail again).
+      if (kind === 'cpu' && thread.booted) this.topUpSpares();
     });
     return thread;
   }
@@ -306,7 +311,7 @@ export class BodyThreads {
         if (runId !== undefined || released) throw new Error('a body seat runs one body');
         runId = this.nextRunId++;
         if (thread.ending !== undefined) {
-          // The thread died after the reservation: the run is lost before it started.
+          // The thread died (or is being terminated) after the reservation: the run is lost before it started.
           thread.seats--;
           listener.lost(thread.ending.reason);
           return;

@@ -216,11 +216,6 @@ export class Lifecycle {
     this.closed = true;
   }
 
-  /** True once {@link close} was called. */
-  get isClosed(): boolean {
-    return this.closed;
-  }
-
   /**
    * Wait for the stop runs in progress, until `deadlineMs` (`Date.now()` scale); then stop the
    * timers (retries, expiry). Returns how many stop runs were still going at the deadline.
@@ -442,6 +437,12 @@ export class Lifecycle {
         table.markRunning(slot, generation, action.heartbeatExpiryMs);
         this.deps.logger.error({ executionId: execution.id, detail: failure.detail }, failure.message);
         return { status: 200, body: { state: agentState, error: failure.toWire() } };
+      }
+      // Waiting for a thread to boot took a while: if a stop came meanwhile, do not start at all.
+      const stopped = this.stopReasonOf(execution);
+      if (stopped !== undefined) {
+        seat.release();
+        return { status: 200, body: { state: agentState, error: stoppedByExtensionForStatus(stopped) } };
       }
     }
     const reply = await this.runHandler(this.task('start', action, execution.id, scope, { state: agentState }));

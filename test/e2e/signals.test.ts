@@ -87,7 +87,7 @@ test('SIGUSR1 stops every execution and the extension keeps serving', async () =
   }
 });
 
-/** Poll readiness until the process exits; every answer (or refusal) after `since` is collected. */
+/** Poll readiness until the process exits; every answer (or refusal), in order. */
 function watchReadiness(child: Child): Promise<(number | 'refused')[]> {
   const seen: (number | 'refused')[] = [];
   let exited = false;
@@ -99,6 +99,13 @@ function watchReadiness(child: Child): Promise<(number | 'refused')[]> {
     }
     return seen;
   })();
+}
+
+/** Once it said "not ready" (the signal arrived), it never says ready again. */
+function assertNeverReadyAgain(answers: (number | 'refused')[]): void {
+  const first = answers.findIndex((answer) => answer !== 200);
+  assert.ok(first >= 0, `never saw "not ready": ${answers.join(', ')}`);
+  assert.ok(answers.slice(first).every((answer) => answer !== 200), `ready again after the signal: ${answers.join(', ')}`);
 }
 
 test('SIGTERM with an author stop that hangs and a shutdown hook that hangs exits within ACTIONKIT_STOP_ALL_TIMEOUT + 5 s, not ready from the signal on', async () => {
@@ -116,7 +123,7 @@ test('SIGTERM with an author stop that hangs and a shutdown hook that hangs exit
     assert.ok(tookMs < 12_000, `exit ${tookMs} ms after SIGTERM`);
     assert.ok(tookMs >= 1_000, `exit ${tookMs} ms after SIGTERM: before the stop-all deadline`);
     assert.deepEqual(stopLines(log), [`${hung!.id} received signal SIGTERM stopped`], 'the author stop was called once');
-    assert.ok((await readiness).every((answer) => answer !== 200), 'never ready again after SIGTERM');
+    assertNeverReadyAgain(await readiness);
     const messages = child.logs.map((line) => (JSON.parse(line) as { message?: string }).message);
     assert.ok(messages.includes('stop-all deadline passed with stops still running'), messages.join('\n'));
     assert.ok(messages.includes('signal hook still running at the shutdown deadline; going on without it'), messages.join('\n'));
@@ -143,7 +150,7 @@ test('SIGTERM during a SIGUSR1 stop-all that hangs does not wait for it: bounded
     assert.equal(await child.exited, 143);
     const tookMs = Date.now() - sentAt;
     assert.ok(tookMs < 13_000, `exit ${tookMs} ms after SIGTERM (bound 2 s + 5 s)`);
-    assert.ok((await readiness).every((answer) => answer !== 200), 'the SIGUSR1 run did not make it ready again');
+    assertNeverReadyAgain(await readiness);
   } finally {
     child.process.kill('SIGKILL');
   }
@@ -200,8 +207,11 @@ test('stop storm: 200 executions — cpu bodies that stop cooperatively or must 
     // Interleaved, so the silent and the polled group both hold every kind.
     const order = kinds.map((kind, i) => ({ kind, key: (i * 37) % kinds.length })).sort((a, b) => a.key - b.key);
     const executions: StormExecution[] = [];
+    const deaf: StormExecution[] = [];
     for (let i = 0; i < order.length; i += 20) {
-      executions.push(...(await Promise.all(order.slice(i, i + 20).map(({ kind }, j) => run(kind, (i + j) % 10 === 0)))));
+      const batch = await Promise.all(order.slice(i, i + 20).map(({ kind }, j) => run(kind, (i + j) % 10 === 0)));
+      executions.push(...batch);
+      deaf.push(...batch.filter((_, j) => order[i + j]!.kind.body === 'ignore-stop'));
     }
     // Executions prepared now, whose starts race the SIGUSR1.
     const racers = await Promise.all(
@@ -296,9 +306,10 @@ test('stop storm: 200 executions — cpu bodies that stop cooperatively or must 
       reasons.set(reason, (reasons.get(reason) ?? 0) + 1);
     }
     t.diagnostic(`bodies at their stop: ${JSON.stringify(Object.fromEntries(bodies))}; first stop reasons: ${JSON.stringify(Object.fromEntries(reasons))}`);
-    // The bodies really ran and were stopped: cooperatively, or killed after the grace period.
-    assert.equal(bodies.get('killed'), 6, 'the 6 bodies deaf to stops were killed');
-    assert.ok((bodies.get('stopped') ?? 0) >= 150, 'the others stopped cooperatively (a few racers never began)');
+    // The bodies really ran and were stopped: cooperatively, or killed after the grace period (the
+    // deaf ones always; on a machine too busy to schedule a spinning body within 1 s, others too).
+    for (const e of deaf) assert.match((stopsById.get(e.id) ?? []).at(-1) ?? '', / killed$/, `${e.id} ignores its stop`);
+    assert.ok((bodies.get('stopped') ?? 0) > 100, 'most bodies stopped cooperatively');
     for (const reason of ['agent stop', 'heartbeat timeout', 'received signal SIGUSR1']) assert.ok((reasons.get(reason) ?? 0) > 0, `${reason} won some stops`);
 
     // Answers: 5xx only for an agent's stop whose author stop failed (the reference's 500), and the
