@@ -15,7 +15,7 @@ import { removeExecutionFolder, sweepStaleUploads } from './http/uploads.js';
 import { createLogger, type Logger } from './logging.js';
 import { ExtensionMetrics } from './metrics.js';
 import { WorkerPools, type PoolStats } from './pool.js';
-import { BodyLane } from './runtime/bodies.js';
+import { BodyLane, settlesWithin } from './runtime/bodies.js';
 import { BodyThreads, type BodyThreadStats } from './runtime/body-threads.js';
 import { ExecutionStore } from './runtime/executions.js';
 import { Lifecycle, type StopAllResult, type StopStats } from './runtime/lifecycle.js';
@@ -74,6 +74,9 @@ const HTTP_CLOSE_GRACE_MS = 5_000;
  * Whatever still runs then is abandoned (and logged).
  */
 export const SHUTDOWN_MARGIN_MS = 5_000;
+
+/** The last part of a shutdown's time, kept for terminating the worker threads. */
+const THREADS_END_MS = 1_000;
 
 /**
  * Create an extension: load and validate the actions (a bad description throws, naming the action
@@ -234,8 +237,10 @@ export class Extension {
       name: 'exit',
       order: 100,
       run: async (signal, deadlineMs) => {
-        await this.releaseThreads(deadlineMs);
-        process.exit(EXIT_CODES[signal as 'SIGINT' | 'SIGTERM']);
+        const terminating = signal as 'SIGINT' | 'SIGTERM';
+        // process.exit() waits for every worker thread; one blocked in a native call would hold it.
+        if (await this.releaseThreads(deadlineMs)) process.exit(EXIT_CODES[terminating]);
+        this.signals.exitBySignal(terminating);
       },
     });
   }
@@ -334,15 +339,23 @@ export class Extension {
     };
   }
 
-  /** Wait for the stops in progress until `deadlineMs` (`Date.now()` scale), then end every thread. */
-  private async releaseThreads(deadlineMs: number): Promise<void> {
+  /**
+   * Wait for the stops in progress until shortly before `deadlineMs` (`Date.now()` scale), then end
+   * every thread by the deadline. False if some thread did not exit (blocked in a native call).
+   */
+  private async releaseThreads(deadlineMs: number): Promise<boolean> {
     this.releasing = true;
-    const unfinished = await this.lifecycle.drain(deadlineMs);
+    const unfinished = await this.lifecycle.drain(deadlineMs - THREADS_END_MS);
     if (unfinished > 0) this.logger.error({ unfinished }, 'stops still running at the shutdown deadline were abandoned; their executions may not be rolled back');
     await this.stopQueue.close();
     this.table.stopWatchdog();
-    await Promise.all([this.watchdog.terminate(), this.pools.close(), this.bodyThreads.close()]);
     this.metrics.close();
+    const ended = await settlesWithin(
+      Promise.all([this.watchdog.terminate(), this.pools.close(), this.bodyThreads.close()]),
+      Math.max(THREADS_END_MS, deadlineMs - Date.now()),
+    );
+    if (!ended) this.logger.error('worker threads still running at the shutdown deadline (blocked in a native call?); abandoning them');
+    return ended;
   }
 }
 

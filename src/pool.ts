@@ -100,7 +100,8 @@ export class WorkerPools {
     // references, finalization) nor an AbortController (an EventTarget per task): this runs on
     // every status request.
     const signal = new KillSwitch();
-    const timer = setTimeout(() => signal.pull(), timeoutMs);
+    let terminated: Promise<void> | undefined;
+    const timer = setTimeout(() => (terminated = this.pullAndWatch(signal, task, timeoutMs)), timeoutMs);
     const startedMs = performance.now();
     let outcome: HandlerOutcome = 'lost';
     this.handlersInFlight++;
@@ -110,6 +111,10 @@ export class WorkerPools {
       return reply;
     } catch (error) {
       if (signal.aborted) {
+        // piscina rejects at once and only starts terminating the thread. Answer only once it is
+        // gone, so the caller (who holds the execution's lock) cannot run the next handler of the
+        // execution while this one still runs — e.g. blocked in a synchronous child process.
+        await terminated;
         throw new RuntimeError(
           ErrorCode.WorkerLost,
           500,
@@ -123,6 +128,29 @@ export class WorkerPools {
       this.handlersInFlight--;
       this.settings.onHandlerSettled?.(task.phase, task.actionId, (performance.now() - startedMs) / 1000, outcome);
     }
+  }
+
+  /**
+   * Pull a running task's kill switch and resolve once the thread piscina terminates for it has
+   * exited. piscina removes that thread from its list synchronously when the switch is pulled: it
+   * is the one missing afterwards. A thread blocked in a native call exits only when the call
+   * returns: after another `timeoutMs` that is logged (the wait goes on — running the execution's
+   * next handler beside it would be worse; a shutdown is bounded on its own).
+   */
+  private async pullAndWatch(signal: KillSwitch, task: HandlerTask, timeoutMs: number): Promise<void> {
+    const before = [...this.handlers.threads];
+    signal.pull();
+    const after = new Set(this.handlers.threads);
+    const gone = before.filter((thread) => !after.has(thread));
+    const exited = Promise.all(gone.map((thread) => new Promise<void>((resolve) => thread.once('exit', () => resolve()))));
+    const slow = setTimeout(() => {
+      this.settings.logger.error(
+        { phase: task.phase, action: task.actionId, executionId: task.executionId, timeoutMs },
+        'the thread of a timed-out handler has not exited (blocked in a native call?); the next handler of its execution waits for it',
+      );
+    }, timeoutMs);
+    await exited;
+    clearTimeout(slow);
   }
 
   /** Lane statistics. */

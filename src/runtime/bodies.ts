@@ -80,6 +80,15 @@ const PHASES: Record<BodyState, BodyPhase> = {
   [BodyState.Skipped]: 'skipped',
 };
 
+/** True if `promise` settles within `ms`. */
+export async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<false>((resolve) => (timer = setTimeout(resolve, ms, false)));
+  const settled = await Promise.race([promise.then(() => true), late]);
+  clearTimeout(timer);
+  return settled;
+}
+
 /** Runs executions' bodies on the body threads. */
 export class BodyLane {
   private readonly table: ControlTable;
@@ -168,24 +177,26 @@ export class BodyLane {
     // A fast body can end before the stop's winner stamped its time: the signed difference is then ≤ 0.
     const sinceStopMs = (nowUs: number): number => Math.max(0, (nowUs - stopAtUs) | 0) / 1000;
     const remainingMs = Math.max(0, graceMs - sinceStopMs(clockUs()));
-    let timer: NodeJS.Timeout | undefined;
-    const graceOver = new Promise<'grace over'>((resolve) => (timer = setTimeout(resolve, remainingMs, 'grace over')));
-    const first = await Promise.race([run.done.then(() => 'ended' as const), graceOver]);
-    clearTimeout(timer);
-    if (
-      first === 'grace over' &&
-      (this.table.transitionBody(slot, generation, BodyState.Running, BodyState.Killed) ||
-        this.table.transitionBody(slot, generation, BodyState.Queued, BodyState.Killed))
-    ) {
-      const killedAfterMs = sinceStopMs(clockUs());
-      this.logger.warn({ executionId: execution.id, graceMs, kind: run.kind }, 'action body did not stop within the grace period; terminating its thread');
-      await run.seat.kill(
-        `its shared io body thread was terminated to end the body of execution ${execution.id}, which did not stop within the ${graceMs} ms grace period`,
-      );
-      await run.done;
-      return { phase: 'killed', stopMs: killedAfterMs };
+    if (await settlesWithin(run.done, remainingMs)) {
+      return { phase: PHASES[this.table.bodyState(slot, generation)], stopMs: sinceStopMs(run.endedAtUs ?? clockUs()) };
+    }
+    // Grace is over and the run has not ended — its code still runs, or it returned and its thread
+    // is busy with what it left behind: terminate the thread either way.
+    if (!this.table.transitionBody(slot, generation, BodyState.Running, BodyState.Killed)) {
+      this.table.transitionBody(slot, generation, BodyState.Queued, BodyState.Killed);
+    }
+    const killedAfterMs = sinceStopMs(clockUs());
+    this.logger.warn({ executionId: execution.id, graceMs, kind: run.kind }, 'action body did not stop within the grace period; terminating its thread');
+    const exited = run.seat.kill(
+      `its shared io body thread was terminated to end the body of execution ${execution.id}, which did not stop within the ${graceMs} ms grace period`,
+    );
+    // A thread blocked in a native call (a synchronous child process, say) exits only when that
+    // returns; its JavaScript never runs again, so the stop goes on after another grace period.
+    if (!(await settlesWithin(exited, graceMs))) {
+      this.logger.error({ executionId: execution.id, graceMs }, 'the terminated body thread did not exit (blocked in a native call?); going on without it');
+      run.settle();
     }
     await run.done;
-    return { phase: PHASES[this.table.bodyState(slot, generation)], stopMs: sinceStopMs(run.endedAtUs ?? clockUs()) };
+    return { phase: 'killed', stopMs: killedAfterMs };
   }
 }

@@ -61,7 +61,7 @@ import { ErrorCode, handlerErrorToWire, RuntimeError, type ActionKitErrorBody } 
 import type { Logger } from '../logging.js';
 import type { WorkerPools } from '../pool.js';
 import { clockMs, clockUs, elapsedMs, generationOf, Reason, reasonOf, reasonText, State, stateOf, type ControlTable } from '../shm/table.js';
-import type { BodyEnd, BodyLane } from './bodies.js';
+import { settlesWithin, type BodyEnd, type BodyLane } from './bodies.js';
 import type { BodySeat } from './body-threads.js';
 import { prependReports, type Execution, type ExecutionStore, type StopOutcome } from './executions.js';
 import type { HandlerReply, HandlerTask } from './protocol.js';
@@ -238,6 +238,7 @@ export class Lifecycle {
     let execution: Execution | undefined;
     try {
       if (this.closed) throw shuttingDown();
+      if (this.statelessStops.has(id)) throw stopRunning(id);
       // Only stoppable actions are tracked; the agent carries the state of the others.
       if (action.stoppable) execution = this.deps.store.create(id, action);
     } catch (error) {
@@ -278,8 +279,16 @@ export class Lifecycle {
 
     let execution = this.deps.store.get(id);
     if (execution === undefined) {
+      // The agent's stop of this id (unknown here, e.g. after a restart) is running: it ends first,
+      // and this start then finds it stopped — never an author start beside or after that stop.
+      const statelessStop = this.statelessStops.get(id);
+      if (statelessStop !== undefined) await statelessStop;
       const recent = this.deps.store.recentStop(id);
       if (recent !== undefined) return { status: 200, body: { state, error: stoppedByExtensionForStatus(recent.outcome.reason) } };
+      if (statelessStop !== undefined) throw stopRunning(id);
+      execution = this.deps.store.get(id);
+    }
+    if (execution === undefined) {
       if (this.closed) throw shuttingDown();
       // Prepared by a previous process of this extension (restart): adopt it with the agent's state.
       execution = this.deps.store.create(id, action);
@@ -687,15 +696,6 @@ export class Lifecycle {
   }
 }
 
-/** True if `promise` settles within `ms`. */
-async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<false>((resolve) => (timer = setTimeout(resolve, ms, false)));
-  const settled = await Promise.race([promise.then(() => true), late]);
-  clearTimeout(timer);
-  return settled;
-}
-
 /** The answer to a stop request, decided by the author's stop handler. */
 export interface AuthorStopAnswer {
   succeeded: boolean;
@@ -813,6 +813,10 @@ function executionNotFound(id: string): RuntimeError {
     `Execution ${id} not found`,
     'this extension has no active execution with this id and remembers no stop of it (outcomes are kept for at least 10 minutes)',
   );
+}
+
+function stopRunning(id: string): RuntimeError {
+  return new RuntimeError(ErrorCode.Conflict, 409, `Execution ${id} was stopped by the agent`, 'the agent stopped this execution id, which this process did not know; a new execution needs a new executionId');
 }
 
 function shuttingDown(): RuntimeError {

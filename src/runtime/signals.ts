@@ -80,6 +80,16 @@ export class SignalHandling {
     }
   }
 
+  /**
+   * End the process now, by `signal`'s default action: `process.exit()` would wait for every
+   * worker thread, and one blocked in a native call (a synchronous child process) would hold it.
+   * The exit status is the shell's 128 + signal number, as with `process.exit(EXIT_CODES[…])`.
+   */
+  exitBySignal(signal: 'SIGINT' | 'SIGTERM'): void {
+    for (const listener of process.listeners(signal)) process.off(signal, listener as () => void);
+    process.kill(process.pid, signal);
+  }
+
   /** Remove the listeners. */
   uninstall(): void {
     for (const [signal, listener] of this.listeners) process.off(signal, listener);
@@ -119,7 +129,7 @@ export class SignalHandling {
       // Whatever the hooks do, the process ends shortly after the deadline.
       setTimeout(() => {
         logger.error({ signal }, 'shutdown did not finish by its deadline; exiting now');
-        process.exit(EXIT_CODES[signal]);
+        this.exitBySignal(signal);
       }, Math.max(0, deadlineMs - Date.now()) + LAST_RESORT_MS).unref();
     }
     for (const hook of [...this.hooks]) {

@@ -9,12 +9,12 @@
  */
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { existsSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, afterEach, test } from 'node:test';
 import type { ExtensionOptions } from '../../src/index.js';
 import { GatePoint } from '../../src/shm/test-gates.js';
-import { eventually, fixture, logLines, start, tempDir, type Answer, type Running } from '../support/harness.js';
+import { eventually, fixture, logLines, sleep, start, tempDir, type Answer, type Running } from '../support/harness.js';
 import { Holds } from '../support/holds.js';
 
 const CPU = 'fixture.behave';
@@ -285,6 +285,83 @@ test('an agent stop retried after a failure reports how the body ended the first
   assert.deepEqual(logLines(stopLog, id), ['agent stop stopped', 'agent stop stopped']);
 });
 
+// ---- threads that die or block under a flow ------------------------------------------------------
+
+/** `promise`'s value, or 'timed out' after `ms` (so a broken invariant fails the test instead of hanging it). */
+async function within<T>(promise: Promise<T>, ms: number): Promise<T | 'timed out'> {
+  let timer: NodeJS.Timeout | undefined;
+  const late = new Promise<'timed out'>((resolve) => (timer = setTimeout(resolve, ms, 'timed out')));
+  try {
+    return await Promise.race([promise, late]);
+  } finally {
+    clearTimeout(timer);
+  }
+}
+
+test('a start whose seat is on an io thread that crashes before the body is dispatched still ends, and so does its stop', async () => {
+  const { holds, running } = await setUp({ ioBodyThreads: 1, handlerTimeoutMs: 2_000, stopGraceMs: 200, heartbeatMinIntervalMs: 3_600_000 });
+  const late = randomUUID();
+  const prepared = await running.agent.prepare(IO, late, { body: 'sleep' });
+  // Its seat is reserved on the one io thread and its author start ran; hold it before the dispatch.
+  const held = holds.hold('start.settled', late);
+  const starting = running.agent.start(IO, late, prepared.body['state']);
+  await held.reached;
+  // Another body on that thread ends it (process.exit in author code).
+  const crasher = randomUUID();
+  const crasherState = await running.agent.run(IO, crasher, { body: 'exit' });
+  await eventually('the io thread to be lost', () => (running.extension.stats().bodies.threadsLost >= 1 ? true : undefined));
+  await running.agent.stop(IO, crasher, crasherState);
+  held.release();
+  const started = await within(starting, 10_000);
+  assert.notEqual(started, 'timed out', 'the start is answered');
+  const stopped = await within(running.agent.stop(IO, late, (started as Answer).body['state']), 10_000);
+  assert.notEqual(stopped, 'timed out', 'its stop is answered');
+  assert.equal(running.extension.stats().activeExecutions, 0, 'and everything is freed');
+});
+
+test("a start for an id whose agent stop (unknown to this process, e.g. after a restart) is running waits for it and runs no author start; a duplicate stop runs no second author stop", async () => {
+  const { running } = await setUp({ heartbeatMinIntervalMs: 3_600_000 });
+  const callLog = newLog();
+  const id = randomUUID();
+  // The state a previous process of this extension prepared (the agent carries it).
+  const state = { config: { duration: 60_000, prepare: 'ok', start: 'ok', status: 'ok', stop: 'slow', body: 'sleep', callLog, slowMs: 1_500, completeAfterPolls: 0 }, polls: 0, marks: [] };
+  const stopping = running.agent.stop(CPU, id, state);
+  await eventually('the author stop to begin', () => (logLines(callLog, id).includes('stop-begin') ? true : undefined));
+  const started = await running.agent.start(CPU, id, state);
+  const [stopped, duplicate] = await Promise.all([stopping, running.agent.stop(CPU, id, state)]);
+  assert.equal(stopped.status, 200);
+  assert.equal(duplicate.status, 200);
+  assert.deepEqual(started.body['error'], { title: 'Action was stopped by extension: agent stop', status: 'errored' });
+  assert.deepEqual(logLines(callLog, id), ['stop-begin', 'stop-ok'], 'one author stop, no author start');
+  assert.equal(running.extension.stats().activeExecutions, 0, 'nothing was adopted');
+});
+
+test('an author stop that overran the handler timeout while blocked in a native call still holds its execution: the retry waits until its thread is gone', async () => {
+  running = await start({ actions: [fixture('native-block')], handlerTimeoutMs: 1_000, stopRetryBaseMs: 50, heartbeatMinIntervalMs: 3_600_000 });
+  const log = newLog();
+  const id = randomUUID();
+  const state = await running.agent.run('fixture.native-stop', id, { seconds: 3, log });
+  const first = await running.agent.stop('fixture.native-stop', id, state);
+  assert.equal(first.status, 500, 'the first author stop timed out');
+  assert.match(String(first.body['detail']), /did not finish within 1000 ms/);
+  const { extension } = running;
+  await eventually('the retried stop to succeed', () => (extension.stats().activeExecutions === 0 ? true : undefined), 15_000);
+  const lines = readFileSync(log, 'utf8').split('\n').filter(Boolean);
+  assert.deepEqual(lines, ['stop-begin', 'stop-end', 'stop-begin', 'stop-end'], 'the two author stops never overlapped');
+});
+
+for (const hops of [1, 2] as const) {
+  test(`a cpu body that returned leaving its thread busy (${hops}-step promise chain) is killed at the end of the grace period; its stop does not wait for it`, async () => {
+    running = await start({ actions: [fixture('native-block')], stopGraceMs: 200, heartbeatMinIntervalMs: 3_600_000 });
+    const id = randomUUID();
+    const state = await running.agent.run('fixture.leftover-microtask', id, { hops });
+    await sleep(100);
+    const stopped = await within(running.agent.stop('fixture.leftover-microtask', id, state), 5_000);
+    assert.notEqual(stopped, 'timed out', 'the stop ends after the grace period and a kill');
+    assert.match(JSON.stringify((stopped as Answer).body), /did not stop within the 200 ms grace period; its thread was terminated/);
+  });
+}
+
 // ---- finding 3: close() of an embedded extension is bounded --------------------------------------
 
 test('close() with an author stop that hangs resolves within stopAllTimeoutMs + 5 s', async () => {
@@ -299,4 +376,14 @@ test('close() with an author stop that hangs resolves within stopAllTimeoutMs + 
   // 0.5 s + 5 s is the bound; the rest is slack for a busy machine. Unbounded, it took the handler timeout (5 min).
   assert.ok(tookMs < 10_000, `close() took ${tookMs} ms`);
   await hungStop;
+});
+
+test('close() with an author stop blocked in a native call resolves within stopAllTimeoutMs + 5 s', async () => {
+  const closing = await start({ actions: [fixture('native-block')], stopAllTimeoutMs: 500, heartbeatMinIntervalMs: 3_600_000 });
+  await closing.agent.run('fixture.native-stop', randomUUID(), { seconds: 20 });
+  const startedAt = Date.now();
+  await closing.close();
+  const tookMs = Date.now() - startedAt;
+  // Terminating a thread waits for its native call: close() must not (it abandons the thread, and says so).
+  assert.ok(tookMs < 10_000, `close() took ${tookMs} ms`);
 });

@@ -156,6 +156,21 @@ test('SIGTERM during a SIGUSR1 stop-all that hangs does not wait for it: bounded
   }
 });
 
+test('SIGTERM with an author stop blocked in a native call exits within ACTIONKIT_STOP_ALL_TIMEOUT + 5 s', async () => {
+  const child = await spawnExtension([fixture('native-block')], { ACTIONKIT_STOP_ALL_TIMEOUT: '500ms', ACTIONKIT_HEARTBEAT_MIN_INTERVAL: '1h' });
+  try {
+    await child.agent.run('fixture.native-stop', randomUUID(), { seconds: 30 });
+    const sentAt = Date.now();
+    child.process.kill('SIGTERM');
+    // process.exit() would wait for the blocked thread: the process ends by the signal instead.
+    assert.ok(['SIGTERM', 143].includes(await child.exited), 'ended by SIGTERM');
+    const tookMs = Date.now() - sentAt;
+    assert.ok(tookMs < 9_000, `exit ${tookMs} ms after SIGTERM (bound: 0.5 s + 5 s; without it, 30 s)`);
+  } finally {
+    child.process.kill('SIGKILL');
+  }
+});
+
 /** One execution of the storm: which action, and the config its prepare got. */
 interface StormExecution {
   id: string;
