@@ -15,7 +15,8 @@ import { removeExecutionFolder, sweepStaleUploads } from './http/uploads.js';
 import { createLogger, type Logger } from './logging.js';
 import { ExtensionMetrics } from './metrics.js';
 import { WorkerPools, type PoolStats } from './pool.js';
-import { BodyLane, settlesWithin } from './runtime/bodies.js';
+import { BodyLane } from './runtime/bodies.js';
+import { settlesWithin } from './runtime/waits.js';
 import { BodyThreads, type BodyThreadStats } from './runtime/body-threads.js';
 import { ExecutionStore } from './runtime/executions.js';
 import { Lifecycle, type StopAllResult, type StopStats } from './runtime/lifecycle.js';
@@ -216,6 +217,7 @@ export class Extension {
     this.signals = new SignalHandling({
       logger,
       budgetMs: () => options.stopAllTimeoutMs + SHUTDOWN_MARGIN_MS,
+      exitReserveMs: THREADS_END_MS,
       onTerminating: () => {
         // From the signal on: not ready, no new executions — whatever a SIGUSR1 run still does.
         this.ready = false;
@@ -318,7 +320,8 @@ export class Extension {
       this.lifecycle.close();
       this.signals.uninstall();
       await this.lifecycle.stopAll(Reason.Shutdown, this.options.stopAllTimeoutMs);
-      await Promise.all([closeServer(this.server, graceUntil(deadlineMs)), closeServer(this.probes, graceUntil(deadlineMs))]);
+      const serversDeadlineMs = deadlineMs - THREADS_END_MS;
+      await Promise.all([closeServer(this.server, graceUntil(serversDeadlineMs)), closeServer(this.probes, graceUntil(serversDeadlineMs))]);
       await this.releaseThreads(deadlineMs);
     })();
     return this.closing;
@@ -350,10 +353,7 @@ export class Extension {
     await this.stopQueue.close();
     this.table.stopWatchdog();
     this.metrics.close();
-    const ended = await settlesWithin(
-      Promise.all([this.watchdog.terminate(), this.pools.close(), this.bodyThreads.close()]),
-      Math.max(THREADS_END_MS, deadlineMs - Date.now()),
-    );
+    const ended = await settlesWithin(Promise.all([this.watchdog.terminate(), this.pools.close(), this.bodyThreads.close()]), Math.max(0, deadlineMs - Date.now()));
     if (!ended) this.logger.error('worker threads still running at the shutdown deadline (blocked in a native call?); abandoning them');
     return ended;
   }

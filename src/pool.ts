@@ -12,6 +12,7 @@
  * worker and start a replacement — the cure for a hung handler.
  */
 import { fileURLToPath } from 'node:url';
+import type { Worker } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 import { ErrorCode, RuntimeError } from './errors.js';
 import type { Logger } from './logging.js';
@@ -53,6 +54,8 @@ export class WorkerPools {
   private readonly settings: PoolSettings;
   private replaced = 0;
   private closing = false;
+  /** Threads terminated after a timeout that have not exited yet (piscina no longer lists them). */
+  private readonly terminating = new Set<Worker>();
   /** Tasks submitted and not yet settled (queued or running). */
   private handlersInFlight = 0;
 
@@ -99,9 +102,11 @@ export class WorkerPools {
     // A kill switch and a plain timer, not `AbortSignal.timeout()` (~20 µs per call: weak
     // references, finalization) nor an AbortController (an EventTarget per task): this runs on
     // every status request.
+    // After close() no handler may start: piscina would start a new thread for it that nobody ends.
+    if (this.closing) throw new RuntimeError(ErrorCode.ShuttingDown, 503, 'Extension is shutting down', `the ${task.phase} handler was not run`);
     const signal = new KillSwitch();
-    let terminated: Promise<void> | undefined;
-    const timer = setTimeout(() => (terminated = this.pullAndWatch(signal, task, timeoutMs)), timeoutMs);
+    let threadExited: Promise<void> | undefined;
+    const timer = setTimeout(() => (threadExited = this.pullAndWatch(signal, task, timeoutMs)), timeoutMs);
     const startedMs = performance.now();
     let outcome: HandlerOutcome = 'lost';
     this.handlersInFlight++;
@@ -111,15 +116,9 @@ export class WorkerPools {
       return reply;
     } catch (error) {
       if (signal.aborted) {
-        // piscina rejects at once and only starts terminating the thread. Answer only once it is
-        // gone, so the caller (who holds the execution's lock) cannot run the next handler of the
-        // execution while this one still runs — e.g. blocked in a synchronous child process.
-        await terminated;
-        throw new RuntimeError(
-          ErrorCode.WorkerLost,
-          500,
-          'Handler timed out',
+        throw new HandlerTimedOut(
           `the ${task.phase} handler did not finish within ${timeoutMs} ms; its worker thread was terminated and replaced`,
+          threadExited ?? Promise.resolve(),
         );
       }
       throw workerLost(`the ${task.phase} handler`, error);
@@ -134,15 +133,25 @@ export class WorkerPools {
    * Pull a running task's kill switch and resolve once the thread piscina terminates for it has
    * exited. piscina removes that thread from its list synchronously when the switch is pulled: it
    * is the one missing afterwards. A thread blocked in a native call exits only when the call
-   * returns: after another `timeoutMs` that is logged (the wait goes on — running the execution's
-   * next handler beside it would be worse; a shutdown is bounded on its own).
+   * returns: after another `timeoutMs` that is logged.
    */
   private async pullAndWatch(signal: KillSwitch, task: HandlerTask, timeoutMs: number): Promise<void> {
     const before = [...this.handlers.threads];
     signal.pull();
     const after = new Set(this.handlers.threads);
     const gone = before.filter((thread) => !after.has(thread));
-    const exited = Promise.all(gone.map((thread) => new Promise<void>((resolve) => thread.once('exit', () => resolve()))));
+    const exited = Promise.all(
+      gone.map((thread) => {
+        // piscina forgot it; close() must still wait for it (process.exit() would join it).
+        this.terminating.add(thread);
+        return new Promise<void>((resolve) =>
+          thread.once('exit', () => {
+            this.terminating.delete(thread);
+            resolve();
+          }),
+        );
+      }),
+    );
     const slow = setTimeout(() => {
       this.settings.logger.error(
         { phase: task.phase, action: task.actionId, executionId: task.executionId, timeoutMs },
@@ -164,10 +173,14 @@ export class WorkerPools {
     };
   }
 
-  /** Terminate every worker. Running tasks are abandoned; call after executions were stopped. */
+  /**
+   * Terminate every worker — also those piscina already gave up after a timeout — and resolve when
+   * all have exited. Running tasks are abandoned; call after executions were stopped.
+   */
   async close(): Promise<void> {
     this.closing = true;
-    await Promise.allSettled([this.handlers.destroy()]);
+    const abandoned = [...this.terminating].map((thread) => new Promise<void>((resolve) => thread.once('exit', () => resolve())));
+    await Promise.allSettled([this.handlers.destroy(), ...abandoned]);
   }
 }
 
@@ -197,6 +210,20 @@ class KillSwitch {
     if (this.aborted) return;
     this.aborted = true;
     this.listener?.();
+  }
+}
+
+/**
+ * A handler overran its timeout: its thread was terminated. `threadExited` settles once that
+ * thread is really gone — a thread blocked in a native call (a synchronous child process) outlives
+ * the rejection. Whoever serialises an execution's handlers waits for it before running the next.
+ */
+export class HandlerTimedOut extends RuntimeError {
+  readonly threadExited: Promise<void>;
+
+  constructor(detail: string, threadExited: Promise<void>) {
+    super(ErrorCode.WorkerLost, 500, 'Handler timed out', detail);
+    this.threadExited = threadExited;
   }
 }
 

@@ -51,7 +51,13 @@ function post(event: BodyThreadEvent): void {
 port.on('message', (command: BodyThreadCommand) => {
   if (command.type === 'run') void run(command.runId, command.task);
 });
+/** What keeps this thread's event loop alive when it runs nothing (its port): a body that leaves more behind leaves it unclean. */
+const idleResources = activeResources();
 post({ type: 'ready' });
+
+function activeResources(): string {
+  return process.getActiveResourcesInfo().sort().join(',');
+}
 
 /** Run one body; never throws. The outcome is the `ended` event and the BODY word. */
 async function run(runId: number, task: BodyTask): Promise<void> {
@@ -74,7 +80,8 @@ async function run(runId: number, task: BodyTask): Promise<void> {
     reply = await runBody(runId, action, task);
   }
   gates?.pass(GatePoint.BodyBeforeEnded);
-  post({ type: 'ended', runId, phase: reply.phase, ...(reply.error === undefined ? {} : { error: reply.error }), endedAtUs: clockUs() });
+  const clean = activeResources() === idleResources;
+  post({ type: 'ended', runId, phase: reply.phase, ...(reply.error === undefined ? {} : { error: reply.error }), endedAtUs: clockUs(), clean });
 }
 
 async function runBody(runId: number, action: DefinedAction, task: BodyTask): Promise<BodyReply> {

@@ -21,6 +21,7 @@ import { BodyState, Reason, clockUs, type ControlTable } from '../shm/table.js';
 import type { BodySeat, BodyThreads } from './body-threads.js';
 import type { Execution } from './executions.js';
 import type { BodyKind } from './protocol.js';
+import { settlesWithin } from './waits.js';
 
 /** A dispatched body as the main thread tracks it. */
 export class BodyRun {
@@ -79,15 +80,6 @@ const PHASES: Record<BodyState, BodyPhase> = {
   [BodyState.Killed]: 'killed',
   [BodyState.Skipped]: 'skipped',
 };
-
-/** True if `promise` settles within `ms`. */
-export async function settlesWithin(promise: Promise<unknown>, ms: number): Promise<boolean> {
-  let timer: NodeJS.Timeout | undefined;
-  const late = new Promise<false>((resolve) => (timer = setTimeout(resolve, ms, false)));
-  const settled = await Promise.race([promise.then(() => true), late]);
-  clearTimeout(timer);
-  return settled;
-}
 
 /** Runs executions' bodies on the body threads. */
 export class BodyLane {

@@ -8,7 +8,8 @@
  *   by terminating its own thread without touching anyone else. Threads are created on demand up
  *   to `maxThreads`; `spares` idle threads are kept booted so a burst's first bodies do not wait for
  *   a boot (~30–100 ms). At the cap, {@link BodyThreads.reserve} fails: nothing ever waits in a
- *   queue, so a started body is a running body.
+ *   queue, so a started body is a running body. A thread takes another body only if the last one
+ *   left nothing running on it (timers, sockets); otherwise it is terminated with what it left.
  * - **io**: `ioThreads` threads shared by every async body, round the least loaded. Thousands of
  *   bodies that mostly await fit on one thread. Terminating one (a body that ignored its stop for
  *   the whole grace period) ends every body on it; those are reported lost, with the reason.
@@ -268,7 +269,10 @@ export class BodyThreads {
           thread.runs.delete(event.runId);
           thread.seats--;
           listener.ended(event.phase, event.error, event.endedAtUs);
-          this.afterRun(thread);
+          // A cpu body that left work behind (a timer, a socket) would share its thread with the
+          // next body: the thread goes, and what it left with it.
+          if (kind === 'cpu' && !event.clean) this.terminate(thread, 'its last body left work behind', undefined);
+          else this.afterRun(thread);
       }
     });
     worker.on('error', (error) => {

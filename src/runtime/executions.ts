@@ -26,6 +26,8 @@ export interface StopOutcome {
   bodyError?: string;
   /** Every attempt failed and the extension gave the stop up: the rollback did not happen. */
   givenUp?: boolean;
+  /** A stop of an execution this process did not know (run with the agent's state). */
+  stateless?: boolean;
 }
 
 /** A stop outcome remembered after its execution's slot was released. */

@@ -59,9 +59,10 @@ import type {
 } from '../api/schemas.js';
 import { ErrorCode, handlerErrorToWire, RuntimeError, type ActionKitErrorBody } from '../errors.js';
 import type { Logger } from '../logging.js';
-import type { WorkerPools } from '../pool.js';
+import { HandlerTimedOut, type WorkerPools } from '../pool.js';
 import { clockMs, clockUs, elapsedMs, generationOf, Reason, reasonOf, reasonText, State, stateOf, type ControlTable } from '../shm/table.js';
-import { settlesWithin, type BodyEnd, type BodyLane } from './bodies.js';
+import type { BodyEnd, BodyLane } from './bodies.js';
+import { settlesWithin } from './waits.js';
 import type { BodySeat } from './body-threads.js';
 import { prependReports, type Execution, type ExecutionStore, type StopOutcome } from './executions.js';
 import type { HandlerReply, HandlerTask } from './protocol.js';
@@ -197,6 +198,8 @@ export class Lifecycle {
   private readonly deps: LifecycleDeps;
   /** Set on shutdown: no new executions. */
   private closed = false;
+  /** Set by {@link drain}: no more timers (retries, expiry). */
+  private drained = false;
   /** Stops of executions this process does not know, de-duplicated while they run. */
   private readonly statelessStops = new Map<string, Promise<StopOutcome>>();
   /** Stop runs in progress (taken from the queue, not yet settled). */
@@ -222,6 +225,7 @@ export class Lifecycle {
    */
   async drain(deadlineMs: number): Promise<number> {
     clearInterval(this.expirySweep);
+    this.drained = true;
     let timer: NodeJS.Timeout | undefined;
     const deadline = new Promise<void>((resolve) => (timer = setTimeout(resolve, Math.max(0, deadlineMs - Date.now()))));
     await Promise.race([Promise.allSettled([...this.stopRuns]), deadline]);
@@ -285,7 +289,6 @@ export class Lifecycle {
       if (statelessStop !== undefined) await statelessStop;
       const recent = this.deps.store.recentStop(id);
       if (recent !== undefined) return { status: 200, body: { state, error: stoppedByExtensionForStatus(recent.outcome.reason) } };
-      if (statelessStop !== undefined) throw stopRunning(id);
       execution = this.deps.store.get(id);
     }
     if (execution === undefined) {
@@ -345,7 +348,8 @@ export class Lifecycle {
       if (outcome.succeeded) return stoppedByExtensionForStop(outcome.reason);
     }
     const recent = this.deps.store.recentStop(id);
-    if (recent !== undefined) return stopReplyFor(recent.outcome);
+    // A stateless stop that failed is retried by the next agent stop (its id stays taken meanwhile).
+    if (recent !== undefined && (recent.outcome.succeeded || recent.outcome.stateless !== true)) return stopReplyFor(recent.outcome);
     const live = this.deps.store.get(id);
     if (live !== undefined) return stoppedByExtensionForStop(this.stopReasonOf(live) ?? Reason.Agent);
     return this.statelessStop(action, id, state);
@@ -557,6 +561,10 @@ export class Lifecycle {
           stop: { reason: reasonText(reason), requestedBy },
         }),
       );
+      // A timed-out author stop may still run (blocked in a native call): its admission place is
+      // free again, but this execution's next handler — a retry — waits, under the lock, until its
+      // thread is gone.
+      await answer.threadExited;
     }
     // A failed stop delivered nothing to the agent: its retry gets the reports again.
     if (!answer.succeeded) execution.reports.putBack(reports);
@@ -580,6 +588,7 @@ export class Lifecycle {
     const { logger, stopRetry } = this.deps;
     const retriesSoFar = execution.stopAttempts - 1;
     if (retriesSoFar >= stopRetry.attempts) return this.giveUp(execution, reason, outcome);
+    if (this.drained) return outcome; // shutting down: nothing retries any more
     const delayMs = stopRetry.baseMs * STOP_RETRY_FACTOR ** retriesSoFar;
     logger.warn(
       { executionId: execution.id, reason: reasonText(reason), error: outcome.body['title'], retryInMs: delayMs, attempt: execution.stopAttempts },
@@ -636,11 +645,16 @@ export class Lifecycle {
         state,
         body: { phase: 'none', progress: 0 },
         stop: { reason: reasonText(Reason.Agent), requestedBy: 'agent' },
-      }).then((answer): StopOutcome => ({ ...answer, reason: Reason.Agent, finishedAtMs: clockMs() }));
+      }).then(async ({ threadExited, ...answer }): Promise<StopOutcome> => {
+        await threadExited;
+        return { ...answer, reason: Reason.Agent, finishedAtMs: clockMs(), stateless: true };
+      });
       this.statelessStops.set(id, running);
       void running.then((outcome) => {
         this.statelessStops.delete(id);
-        if (outcome.succeeded) this.deps.store.remember(id, action.id, outcome);
+        // Remembered also when it failed: the id is taken (a start must not adopt it), and the
+        // next agent stop retries it.
+        this.deps.store.remember(id, action.id, outcome);
       });
     }
     return stopReplyFor(await running);
@@ -683,12 +697,17 @@ export class Lifecycle {
     };
   }
 
-  /** Run a handler; a lost worker becomes a failed reply (HTTP 200 + error for prepare/start/status). */
+  /**
+   * Run a handler; a lost worker becomes a failed reply (HTTP 200 + error for prepare/start/status).
+   * A timed-out one is answered once its thread has exited: the caller holds the execution's lock,
+   * and its next handler must not run beside one still blocked in a native call.
+   */
   private async runHandler(task: HandlerTask): Promise<HandlerReply> {
     try {
       return await this.deps.pools.runHandler(task, this.deps.handlerTimeoutMs);
     } catch (error) {
       if (!(error instanceof RuntimeError)) throw error;
+      if (error instanceof HandlerTimedOut) await error.threadExited;
       this.deps.logger.error({ executionId: task.executionId, phase: task.phase, detail: error.detail }, error.message);
       const state = task.phase === 'prepare' ? {} : task.state;
       return { ok: false, error: { code: error.code, message: error.detail ?? error.message, details: {} }, ...(state === undefined ? {} : { state }) };
@@ -701,6 +720,8 @@ export interface AuthorStopAnswer {
   succeeded: boolean;
   httpStatus: number;
   body: JsonObject;
+  /** When the handler timed out: settles once its thread has exited. */
+  threadExited?: Promise<void>;
 }
 
 /**
@@ -718,7 +739,8 @@ export async function runAuthorStop(
     return { succeeded: false, httpStatus: 500, body: { ...handlerErrorToWire(reply.error, 'Failed to stop action.') } };
   } catch (error) {
     const detail = error instanceof RuntimeError ? (error.detail ?? error.message) : String(error);
-    return { succeeded: false, httpStatus: 500, body: { title: 'Failed to stop action.', detail } };
+    const threadExited = error instanceof HandlerTimedOut ? error.threadExited : undefined;
+    return { succeeded: false, httpStatus: 500, body: { title: 'Failed to stop action.', detail }, ...(threadExited === undefined ? {} : { threadExited }) };
   }
 }
 

@@ -74,8 +74,11 @@ export type BodyThreadEvent =
   | { type: 'began'; runId: number }
   /** `ctx.report()`, validated on the body's thread (metric timestamps filled in). */
   | ({ type: 'report'; runId: number } & CheckedBodyReport)
-  /** The body ended; its context is closed and it will send nothing more. */
-  | { type: 'ended'; runId: number; phase: BodyReply['phase']; error?: ErrorData; endedAtUs: number };
+  /**
+   * The body ended; its context is closed and it will send nothing more. `clean`: it left nothing
+   * running on the thread (no timer, socket or other handle), so the thread may take another body.
+   */
+  | { type: 'ended'; runId: number; phase: BodyReply['phase']; error?: ErrorData; endedAtUs: number; clean: boolean };
 
 /** A body report after validation on the body's thread (metric timestamps filled in). */
 export interface CheckedBodyReport {

@@ -12,6 +12,7 @@
  * (`onTerminating`), whatever a SIGUSR1 run still does.
  */
 import type { Logger } from '../logging.js';
+import { settlesWithin } from './waits.js';
 
 /** Signals the runtime handles. */
 export type HandledSignal = 'SIGINT' | 'SIGTERM' | 'SIGUSR1';
@@ -41,6 +42,8 @@ export interface SignalSettings {
   logger: Logger;
   /** Bound of one run of the hooks, from the signal (read at each signal). */
   budgetMs(): number;
+  /** The end of that time kept for the exit hook (ending the threads): the other hooks get the rest. */
+  exitReserveMs: number;
   /** Called synchronously when SIGINT/SIGTERM arrives, before any hook. */
   onTerminating(signal: 'SIGINT' | 'SIGTERM'): void;
 }
@@ -116,7 +119,7 @@ export class SignalHandling {
     if (signal !== 'SIGUSR1' && this.terminating) {
       // A second SIGINT/SIGTERM while shutting down: the operator insists.
       this.settings.logger.warn({ signal }, 'second termination signal; exiting now');
-      process.exit(EXIT_CODES[signal]);
+      this.exitBySignal(signal);
     }
     this.settings.logger.info({ signal }, 'received signal');
     void this.handle(signal);
@@ -125,6 +128,7 @@ export class SignalHandling {
   private async runHooks(signal: HandledSignal): Promise<void> {
     const { logger } = this.settings;
     const deadlineMs = Date.now() + this.settings.budgetMs();
+    const hooksDeadlineMs = deadlineMs - this.settings.exitReserveMs;
     if (signal !== 'SIGUSR1') {
       // Whatever the hooks do, the process ends shortly after the deadline.
       setTimeout(() => {
@@ -136,20 +140,20 @@ export class SignalHandling {
       if (signal === 'SIGUSR1' && !(hook.onUsr1 ?? hook.order < 80)) continue;
       // A SIGUSR1 run that a termination overtook stops here: the termination owns what follows.
       if (signal === 'SIGUSR1' && this.terminating) return;
-      const leftMs = deadlineMs - Date.now();
-      if (leftMs <= 0 && hook.order < ALWAYS_ORDER) {
+      const always = hook.order >= ALWAYS_ORDER;
+      const hookDeadlineMs = always ? deadlineMs : hooksDeadlineMs;
+      const leftMs = hookDeadlineMs - Date.now();
+      if (leftMs <= 0 && !always) {
         logger.error({ hook: hook.name, signal }, 'signal hook skipped: the shutdown deadline has passed');
         continue;
       }
-      let timer: NodeJS.Timeout | undefined;
-      const late = new Promise<'late'>((resolve) => (timer = setTimeout(resolve, Math.max(0, leftMs), 'late')));
       try {
-        const finished = await Promise.race([Promise.resolve(hook.run(signal, deadlineMs)).then(() => 'done' as const), hook.order < ALWAYS_ORDER ? late : new Promise<never>(() => undefined)]);
-        if (finished === 'late') logger.error({ hook: hook.name, signal }, 'signal hook still running at the shutdown deadline; going on without it');
+        const running = Promise.resolve(hook.run(signal, hookDeadlineMs));
+        // The exit hook bounds itself (and the last-resort timer bounds it); every other one is raced.
+        if (always) await running;
+        else if (!(await settlesWithin(running, leftMs))) logger.error({ hook: hook.name, signal }, 'signal hook still running at the shutdown deadline; going on without it');
       } catch (error) {
         logger.error({ err: error, hook: hook.name, signal }, 'signal hook failed');
-      } finally {
-        clearTimeout(timer);
       }
     }
   }

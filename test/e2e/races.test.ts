@@ -86,12 +86,9 @@ test('a stop waits for a body its thread received but has not begun; the block i
   assert.equal(running.extension.stats().activeExecutions, 0);
 });
 
-for (const [action, kind] of [
-  [IO, 'io'],
-  [CPU, 'cpu'],
-] as const) {
-  test(`the leftovers of a returned ${kind} body (a timer writing progress and reports) never reach the execution that reuses its block`, async () => {
-    const { running } = await setUp({ maxExecutions: 1, ioBodyThreads: 1, spareBodyThreads: 1 });
+test('the leftovers of a returned io body (a timer writing progress and reports) never reach the execution that reuses its block on the same thread', async () => {
+    const action = IO;
+    const { running } = await setUp({ maxExecutions: 1, ioBodyThreads: 1 });
     const callLog = newLog();
     const leftoverTrigger = newLog();
     const first = randomUUID();
@@ -107,8 +104,20 @@ for (const [action, kind] of [
     assert.deepEqual(bodyOf(status), { body: 'running', progress: '0' }, 'no progress written by the old body');
     assert.doesNotMatch(JSON.stringify(status.body), /leftover report/, 'no report of the old body');
     await running.agent.stop(action, second, secondState);
-  });
-}
+});
+
+test('a cpu body that leaves work behind (a timer that will compute forever) does not leave its thread to the next body, which begins at once', async () => {
+  const { running } = await setUp({ spareBodyThreads: 1, handlerTimeoutMs: 3_000, heartbeatMinIntervalMs: 3_600_000 });
+  const first = randomUUID();
+  const firstState = await running.agent.run(CPU, first, { body: 'leftover-busy' });
+  await eventually('the body to return', async () => (bodyOf(await running.agent.status(CPU, first, firstState)).body === 'returned' ? true : undefined));
+  await running.agent.stop(CPU, first, firstState);
+  // Reusing that thread, the next body could not begin: its start would fail at its deadline.
+  const second = randomUUID();
+  const secondState = await running.agent.run(CPU, second, { body: 'sleep' });
+  assert.equal(bodyOf(await running.agent.status(CPU, second, secondState)).body, 'running');
+  await running.agent.stop(CPU, second, secondState);
+});
 
 // ---- finding 2: a start that waited for its execution's lock -----------------------------------
 
@@ -336,6 +345,40 @@ test("a start for an id whose agent stop (unknown to this process, e.g. after a 
   assert.equal(running.extension.stats().activeExecutions, 0, 'nothing was adopted');
 });
 
+test('a start for an id whose stateless agent stop already failed adopts nothing: no author start after that author stop', async () => {
+  const { running } = await setUp({ heartbeatMinIntervalMs: 3_600_000 });
+  const callLog = newLog();
+  const id = randomUUID();
+  // Unknown here (e.g. after a restart): the stop runs the author stop with the agent's state, which fails once.
+  const state = { config: { duration: 60_000, prepare: 'ok', start: 'ok', status: 'ok', stop: 'fail-once', body: 'sleep', callLog, slowMs: 300, completeAfterPolls: 0 }, polls: 0, marks: [] };
+  assert.equal((await running.agent.stop(CPU, id, state)).status, 500, 'the stateless author stop failed');
+  const started = await running.agent.start(CPU, id, state);
+  assert.deepEqual(started.body['error'], { title: 'Action was stopped by extension: agent stop', status: 'errored' });
+  assert.equal((await running.agent.prepare(CPU, id, {})).status, 409, 'nor can a prepare take the id');
+  // The next agent stop retries the author stop, which now succeeds.
+  assert.equal((await running.agent.stop(CPU, id, state)).status, 200);
+  assert.deepEqual(logLines(callLog, id), ['stop-begin', 'stop-failed', 'stop-begin', 'stop-ok']);
+});
+
+test('author stops that timed out blocked in native calls give their admission places back: other executions still stop', async () => {
+  // One handler thread: two author stops in flight at once.
+  running = await start({ actions: [fixture('native-block'), fixture('behave')], handlerThreads: 1, handlerTimeoutMs: 1_000, stopRetryBaseMs: 3_600_000, heartbeatMinIntervalMs: 3_600_000 });
+  const { agent, extension } = running;
+  const blocked: Promise<unknown>[] = [];
+  for (let i = 0; i < 2; i++) {
+    const log = newLog();
+    const id = randomUUID();
+    const state = await agent.run('fixture.native-stop', id, { seconds: 12, log });
+    blocked.push(agent.stop('fixture.native-stop', id, state).catch(() => undefined));
+    await eventually('the author stop to time out and its thread to be replaced', () => (extension.stats().pools.workersReplaced >= i + 1 ? true : undefined));
+  }
+  const other = randomUUID();
+  const state = await agent.run(CPU, other, { body: 'sleep' });
+  const stopped = await within(agent.stop(CPU, other, state), 6_000);
+  assert.notEqual(stopped, 'timed out', 'an unrelated stop waited for two threads blocked in native calls');
+  await Promise.all(blocked);
+});
+
 test('an author stop that overran the handler timeout while blocked in a native call still holds its execution: the retry waits until its thread is gone', async () => {
   running = await start({ actions: [fixture('native-block')], handlerTimeoutMs: 1_000, stopRetryBaseMs: 50, heartbeatMinIntervalMs: 3_600_000 });
   const log = newLog();
@@ -376,6 +419,24 @@ test('close() with an author stop that hangs resolves within stopAllTimeoutMs + 
   // 0.5 s + 5 s is the bound; the rest is slack for a busy machine. Unbounded, it took the handler timeout (5 min).
   assert.ok(tookMs < 10_000, `close() took ${tookMs} ms`);
   await hungStop;
+});
+
+test('a stop run the shutdown abandoned runs no author code and starts no handler thread after close() resolved', async () => {
+  holds = new Holds();
+  const closing = await start({ actions: [fixture('behave')], stopAllTimeoutMs: 300, heartbeatMinIntervalMs: 3_600_000 });
+  const callLog = newLog();
+  const id = randomUUID();
+  await closing.agent.run(CPU, id, { body: 'sleep', callLog });
+  // The shutdown's stop run is slower than the shutdown (held here; in production a long grace
+  // period, or a killed body thread that does not exit).
+  const held = holds.hold('stop.body-ended', id);
+  const closed = closing.close();
+  await held.reached;
+  await closed;
+  held.release();
+  await holds.reached('stop.decided', id);
+  assert.deepEqual(logLines(callLog, id), ['start'], 'no author stop after close()');
+  assert.equal(closing.extension.stats().pools.handlerThreads, 0, 'no handler thread after close()');
 });
 
 test('close() with an author stop blocked in a native call resolves within stopAllTimeoutMs + 5 s', async () => {

@@ -171,6 +171,33 @@ test('SIGTERM with an author stop blocked in a native call exits within ACTIONKI
   }
 });
 
+test('SIGTERM after an author stop timed out blocked in a native call exits within ACTIONKIT_STOP_ALL_TIMEOUT + 5 s; a second SIGTERM ends it at once', async () => {
+  for (const second of [false, true]) {
+    const child = await spawnExtension([fixture('native-block')], { ACTIONKIT_STOP_ALL_TIMEOUT: '500ms', ACTIONKIT_HEARTBEAT_MIN_INTERVAL: '1h', ACTIONKIT_HANDLER_TIMEOUT: '1s', ACTIONKIT_STOP_RETRY_BASE: '1h' });
+    try {
+      const id = randomUUID();
+      const state = await child.agent.run('fixture.native-stop', id, { seconds: 30 });
+      void child.agent.stop('fixture.native-stop', id, state).catch(() => undefined);
+      // The handler overran its 1 s timeout: piscina dropped its thread, which is still blocked.
+      for (let tries = 0; !child.logs.some((line) => line.includes('timed-out handler has not exited')); tries++) {
+        assert.ok(tries < 500, 'the timed-out handler was never reported');
+        await sleep(20);
+      }
+      const sentAt = Date.now();
+      child.process.kill('SIGTERM');
+      if (second) {
+        await sleep(200);
+        child.process.kill('SIGTERM'); // the operator insists: process.exit() would join the blocked thread
+      }
+      assert.ok(['SIGTERM', 143].includes(await child.exited));
+      const tookMs = Date.now() - sentAt;
+      assert.ok(tookMs < (second ? 4_000 : 9_000), `${second ? 'second ' : ''}SIGTERM: exit after ${tookMs} ms (without the fix: 30 s)`);
+    } finally {
+      child.process.kill('SIGKILL');
+    }
+  }
+});
+
 /** One execution of the storm: which action, and the config its prepare got. */
 interface StormExecution {
   id: string;
