@@ -123,10 +123,15 @@ export const OptionsSchema = z.strictObject({
   /** V8 old-generation limit of each worker thread in MiB (`ACTIONKIT_WORKER_MAX_OLD_GENERATION_MB`). Default: Node's. */
   workerMaxOldGenerationMb: z.number().int().min(16).optional(),
   /**
-   * Nice value of `cpu` body threads (`ACTIONKIT_BODY_NICE`), so that CPU-bound bodies yield to the
-   * HTTP thread, the handlers and the watchdog when they outnumber the cores: status and stop stay
-   * prompt. It also makes them yield to other processes of the host; a CPU attack that must compete
-   * with them as an equal sets 0. Default 10.
+   * `cpu` bodies that run at normal priority at once (`ACTIONKIT_FULL_PRIORITY_BODIES`): up to this
+   * many, a CPU attack competes with everything on the host as an equal. Default: the cores Node
+   * sees — set it to the container's CPU limit.
+   */
+  fullPriorityBodies: z.number().int().min(0).max(4096).default(availableParallelism()),
+  /**
+   * Nice value of the `cpu` body threads beyond `fullPriorityBodies` (`ACTIONKIT_BODY_NICE`): when
+   * bodies outnumber the cores, these yield, so the HTTP thread, the handlers and the watchdog stay
+   * prompt. 0 never lowers a body. Default 10.
    */
   bodyNice: z.number().int().min(0).max(19).default(10),
   /** A prepared execution not started within this time is rolled back (`ACTIONKIT_PREPARED_TTL`). Default 24h. */
@@ -179,6 +184,7 @@ const ENVIRONMENT: ReadonlyArray<readonly [string, keyof z.input<typeof OptionsS
   ['ACTIONKIT_STOP_RETENTION', 'stopRetentionMs', 'duration'],
   ['ACTIONKIT_WORKER_MAX_OLD_GENERATION_MB', 'workerMaxOldGenerationMb', 'int'],
   ['ACTIONKIT_BODY_NICE', 'bodyNice', 'int'],
+  ['ACTIONKIT_FULL_PRIORITY_BODIES', 'fullPriorityBodies', 'int'],
   ['ACTIONKIT_TLS_RELOAD_CHECK', 'tlsReloadCheckMs', 'duration'],
   ['ACTIONKIT_PREPARED_TTL', 'preparedTtlMs', 'duration'],
   ['ACTIONKIT_STOP_RETRY_BASE', 'stopRetryBaseMs', 'duration'],

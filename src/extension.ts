@@ -177,6 +177,7 @@ export class Extension {
       maxThreads: options.maxBodyThreads,
       spares: options.spareBodyThreads,
       ioThreads: options.ioBodyThreads,
+      fullPriorityBodies: options.fullPriorityBodies,
       nice: options.bodyNice,
       maxOldGenerationMb: options.workerMaxOldGenerationMb,
       gates: installedGates(),

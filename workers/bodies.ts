@@ -1,159 +1,18 @@
 /**
- * Body thread: runs execution bodies handed to it by the main thread (`src/runtime/body-threads.ts`).
- * A `cpu` thread runs one body at a time and nothing else; an `io` thread runs many async bodies
- * side by side.
- *
- * The thread is driven by messages on its port, never by `Atomics.wait` between runs: its event
- * loop keeps turning while it is idle, so timers and sockets a body opened (a fetch's keep-alive
- * connection closed by the server, say) are serviced at once, not when the next body arrives.
- *
- * The stop check is the execution's CONTROL word in the shared control table: `shouldStop()` is one
- * `Atomics.load`, `sleep()` is an `Atomics.wait` on that word (a stop's `Atomics.notify` wakes it),
- * and the `AbortSignal` is fired from an `Atomics.waitAsync` on the same word. None of these need
- * the main thread or a message, so a CPU-bound body sees a stop within microseconds.
- *
- * Per run, in this order: BODY Queued → Running (CAS with the generation), `began`, the body,
- * BODY → Returned | Stopped | Failed, context closed, `ended`. After `ended` nothing of the run
- * touches shared memory (see the PROGRESS rule in `src/shm/table.ts`).
+ * Entry of a body thread: lower the thread's priority first — before loading the runtime and the
+ * action modules, the costly part of its boot — then load the body runner (`./body-runner.ts`).
+ * On Linux a nice value is per thread: only this body thread yields, so CPU-bound bodies leave the
+ * HTTP thread, the handlers and the watchdog first in line when cores are oversubscribed.
  */
 import { setPriority } from 'node:os';
-import { parentPort, workerData } from 'node:worker_threads';
-import type { BodyContext, BodyReport, DefinedAction } from '../src/action.js';
-import { StopRequested } from '../src/action.js';
-import { MessageSchema, MetricSchema, formatZodIssues } from '../src/api/schemas.js';
-import { ErrorCode, toErrorData } from '../src/errors.js';
-import { createLogger, type Logger } from '../src/logging.js';
-import { importActions } from '../src/runtime/modules.js';
-import type { BodyReply, BodyTask, BodyThreadBootData, BodyThreadCommand, BodyThreadEvent, CheckedBodyReport } from '../src/runtime/protocol.js';
-import { BodyState, clockUs, ControlTable, Reason } from '../src/shm/table.js';
-import { GatePoint, TestGates } from '../src/shm/test-gates.js';
+import { workerData } from 'node:worker_threads';
 
-const boot = workerData as BodyThreadBootData;
-const port = parentPort!;
-const table = ControlTable.attach(boot.buffer);
-const gates = boot.gates === undefined ? undefined : TestGates.attach(boot.gates);
-const rootLogger = createLogger(boot.log, { thread: `body-${boot.kind}` });
-if (boot.nice > 0) {
+const { nice } = workerData as { nice: number };
+if (nice > 0) {
   try {
-    // On Linux a nice value is per thread: this lowers only this body thread, so CPU-bound bodies
-    // yield to the HTTP thread, the handlers and the watchdog when cores are oversubscribed.
-    setPriority(0, boot.nice);
-  } catch (error) {
-    rootLogger.warn({ err: error, nice: boot.nice }, 'could not lower the priority of a body thread');
+    setPriority(0, nice);
+  } catch {
+    // The runner sees the priority it got and logs it.
   }
 }
-const actions = new Map((await importActions(boot.actionModules)).map((action) => [action.description.id, action]));
-
-function post(event: BodyThreadEvent): void {
-  port.postMessage(event);
-}
-
-port.on('message', (command: BodyThreadCommand) => {
-  if (command.type === 'run') void run(command.runId, command.task);
-});
-/** What keeps this thread's event loop alive when it runs nothing (its port): a body that leaves more behind leaves it unclean. */
-const idleResources = activeResources();
-post({ type: 'ready' });
-
-function activeResources(): string {
-  return process.getActiveResourcesInfo().sort().join(',');
-}
-
-/** Run one body; never throws. The outcome is the `ended` event and the BODY word. */
-async function run(runId: number, task: BodyTask): Promise<void> {
-  gates?.pass(GatePoint.BodyBeforeBegin);
-  const { slot, generation } = task;
-  let reply: BodyReply;
-  const action = actions.get(task.actionId);
-  if (action?.body === undefined) {
-    table.transitionBody(slot, generation, BodyState.Queued, BodyState.Failed);
-    reply = { phase: 'failed', error: { code: ErrorCode.Internal, message: `action ${task.actionId} has no body on this thread`, details: {} } };
-  } else if (!table.transitionBody(slot, generation, BodyState.Queued, BodyState.Running)) {
-    // Only the main thread moves a Queued body otherwise, when it gave this thread up as lost.
-    reply = { phase: 'skipped' };
-  } else if (!table.isRunning(slot, generation)) {
-    // The execution was stopped before its body began: it never runs.
-    table.transitionBody(slot, generation, BodyState.Running, BodyState.Skipped);
-    reply = { phase: 'skipped' };
-  } else {
-    post({ type: 'began', runId });
-    reply = await runBody(runId, action, task);
-  }
-  gates?.pass(GatePoint.BodyBeforeEnded);
-  const clean = activeResources() === idleResources;
-  post({ type: 'ended', runId, phase: reply.phase, ...(reply.error === undefined ? {} : { error: reply.error }), endedAtUs: clockUs(), clean });
-}
-
-async function runBody(runId: number, action: DefinedAction, task: BodyTask): Promise<BodyReply> {
-  const { slot, generation } = task;
-  const controller = new AbortController();
-  // Resolves on stop; the thread's port keeps the event loop alive while it waits.
-  void table.waitWhileRunningAsync(slot, generation, Number.POSITIVE_INFINITY).then(() => controller.abort(new StopRequested()));
-  /** Open until the body settles: afterwards its leftovers (a timer, a late promise) cannot reach shared memory or the agent. */
-  let open = true;
-  let logger: Logger | undefined;
-  const ctx: BodyContext = {
-    executionId: task.executionId,
-    actionId: task.actionId,
-    shouldStop: () => !table.isRunning(slot, generation),
-    throwIfStopped: () => {
-      if (!table.isRunning(slot, generation)) throw new StopRequested();
-    },
-    sleep:
-      boot.kind === 'cpu'
-        ? (ms) => table.waitWhileRunning(slot, generation, ms)
-        : () => {
-            throw new TypeError(`ctx.sleep() blocks the thread, and an 'io' body shares its thread with other bodies: use await ctx.sleepAsync(ms), or declare bodyKind: 'cpu'`);
-          },
-    sleepAsync: (ms) => table.waitWhileRunningAsync(slot, generation, ms),
-    signal: controller.signal,
-    progress: (value) => {
-      if (!Number.isInteger(value) || value < -(2 ** 31) || value >= 2 ** 31) throw new RangeError(`progress must be a 32-bit integer, got ${value}`);
-      if (open) table.setProgress(slot, generation, value);
-    },
-    report: (report) => {
-      const checked = checkReport(report);
-      if (open) post({ type: 'report', runId, ...checked });
-    },
-    get logger() {
-      logger ??= rootLogger.child({ action: task.actionId, executionId: task.executionId, phase: 'body' });
-      return logger;
-    },
-  };
-  try {
-    await action.body!(Object.freeze(task.state), ctx);
-    open = false;
-    const stopped = !table.isRunning(slot, generation);
-    table.transitionBody(slot, generation, BodyState.Running, stopped ? BodyState.Stopped : BodyState.Returned);
-    return { phase: stopped ? 'stopped' : 'returned' };
-  } catch (error) {
-    open = false;
-    if (!table.isRunning(slot, generation)) {
-      // Ended by throwing after the stop: still a cooperative stop (StopRequested or an abort error).
-      table.transitionBody(slot, generation, BodyState.Running, BodyState.Stopped);
-      return error instanceof StopRequested ? { phase: 'stopped' } : { phase: 'stopped', error: toErrorData(error) };
-    }
-    table.transitionBody(slot, generation, BodyState.Running, BodyState.Failed);
-    // A failing body asks for its execution's stop, through the same entry point as every trigger.
-    table.requestStop(slot, generation, Reason.BodyFailed);
-    return { phase: 'failed', error: toErrorData(error) };
-  }
-}
-
-/** Validate a report here, on the body's thread, so an author mistake surfaces where it was made. */
-function checkReport(report: BodyReport): CheckedBodyReport {
-  const out: CheckedBodyReport = {};
-  if (report.messages !== undefined) out.messages = report.messages.map((m, i) => parseOrThrow(MessageSchema, m, `messages[${i}]`));
-  if (report.metrics !== undefined) {
-    out.metrics = report.metrics.map((m, i) =>
-      parseOrThrow(MetricSchema, { ...m, timestamp: m.timestamp ?? new Date().toISOString() }, `metrics[${i}]`),
-    );
-  }
-  return out;
-}
-
-function parseOrThrow<T>(schema: { safeParse(v: unknown): { success: true; data: T } | { success: false; error: import('zod').ZodError } }, value: unknown, where: string): T {
-  const parsed = schema.safeParse(value);
-  if (!parsed.success) throw new TypeError(`ctx.report: ${where}: ${formatZodIssues(parsed.error).first}`);
-  return parsed.data;
-}
+await import('./body-runner.js');

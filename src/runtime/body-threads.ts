@@ -7,9 +7,13 @@
  * - **cpu**: one body per thread, so a body that never yields still runs at once and is stopped
  *   by terminating its own thread without touching anyone else. Threads are created on demand up
  *   to `maxThreads`; `spares` idle threads are kept booted so a burst's first bodies do not wait for
- *   a boot (~30–100 ms). At the cap, {@link BodyThreads.reserve} fails: nothing ever waits in a
- *   queue, so a started body is a running body. A thread takes another body only if the last one
- *   left nothing running on it (timers, sockets); otherwise it is terminated with what it left.
+ *   a boot (~30–100 ms, and ~200 ms of CPU with the thread's teardown). A thread whose body ended
+ *   stays idle for the next one — the most recently used first, its caches warm — and only idle
+ *   threads beyond `spares` that were not needed for {@link IDLE_TTL_MS} are ended. So start/stop
+ *   cycles reuse threads instead of booting and tearing one down each time. At the cap,
+ *   {@link BodyThreads.reserve} fails: nothing ever waits in a queue, so a started body is a
+ *   running body. A thread takes another body only if the last one left nothing running on it
+ *   (timers, sockets); otherwise it is terminated with what it left.
  * - **io**: `ioThreads` threads shared by every async body, round the least loaded. Thousands of
  *   bodies that mostly await fit on one thread. Terminating one (a body that ignored its stop for
  *   the whole grace period) ends every body on it; those are reported lost, with the reason.
@@ -64,7 +68,9 @@ export interface BodyThreadSettings {
   spares: number;
   /** Threads shared by io bodies. */
   ioThreads: number;
-  /** Nice value of cpu threads (0: unchanged). */
+  /** cpu bodies running at once at normal priority; further ones get threads at `nice`. */
+  fullPriorityBodies: number;
+  /** Nice value of cpu threads beyond `fullPriorityBodies` (0: never lowered). */
   nice: number;
   maxOldGenerationMb: number | undefined;
   gates: TestGates | undefined;
@@ -89,10 +95,14 @@ export interface BodyThreadStats {
 interface Thread {
   readonly id: number;
   readonly kind: BodyKind;
+  /** The nice value it set on itself at boot (fixed for its life: a thread cannot raise its priority again). */
+  readonly nice: number;
   readonly worker: Worker;
   /** Settles when the thread loaded the action modules (rejects if it failed to). */
   readonly ready: Promise<void>;
   booted: boolean;
+  /** `performance.now()` when it last became idle (cpu). */
+  idleSinceMs: number;
   /** Seats handed out and not yet released or ended (cpu: 0 or 1). */
   seats: number;
   readonly runs: Map<number, BodyRunListener>;
@@ -104,6 +114,9 @@ interface Thread {
 }
 
 const threadsFile = new URL('../../workers/bodies.js', import.meta.url);
+
+/** Idle cpu threads beyond the spares are ended after this long without a body. */
+export const IDLE_TTL_MS = 30_000;
 
 /** The body threads of one extension. */
 export class BodyThreads {
@@ -118,6 +131,7 @@ export class BodyThreads {
   private readonly bootingSpares: Thread[] = [];
   private readonly io: Thread[] = [];
   private nextThreadId = 1;
+  private idleReaper: NodeJS.Timeout | undefined;
   private nextRunId = 1;
   private threadsLost = 0;
   private closed = false;
@@ -138,7 +152,7 @@ export class BodyThreads {
       booting.push(...this.bootingSpares.map((thread) => thread.ready));
     }
     if (kinds.has('io')) {
-      while (this.io.length < this.settings.ioThreads) booting.push(this.spawn('io').ready);
+      while (this.io.length < this.settings.ioThreads) booting.push(this.spawn('io', 0).ready);
     }
     await Promise.all(booting);
   }
@@ -151,7 +165,7 @@ export class BodyThreads {
    */
   async reserve(kind: BodyKind): Promise<BodySeat> {
     if (this.closed) throw new RuntimeError(ErrorCode.ShuttingDown, 503, 'Extension is shutting down', 'no new bodies are started');
-    const thread = kind === 'cpu' ? this.cpuThreadFor() : this.ioThreadFor();
+    const thread = kind === 'cpu' ? this.cpuThreadFor(this.niceForNextCpuBody()) : this.ioThreadFor();
     thread.seats++;
     try {
       await thread.ready;
@@ -185,13 +199,29 @@ export class BodyThreads {
   /** Terminate every thread (runs still on them are lost); resolves when all have exited. */
   async close(): Promise<void> {
     this.closed = true;
+    clearInterval(this.idleReaper);
     const all = [...this.alive];
     for (const thread of all) this.terminate(thread, 'the extension is shutting down', undefined);
     await Promise.all(all.map((thread) => thread.exited));
   }
 
-  private cpuThreadFor(): Thread {
-    const spare = this.idle.pop() ?? this.bootingSpares.shift();
+  /**
+   * Up to `fullPriorityBodies` cpu bodies run at normal priority — a CPU attack on a host with
+   * that many cores competes with everything else as an equal. Beyond that, cores are
+   * oversubscribed: further bodies get threads at `nice`, so the HTTP thread, the handlers and the
+   * watchdog keep coming first.
+   */
+  private niceForNextCpuBody(): number {
+    let seated = 0;
+    for (const thread of this.cpu) if (thread.seats > 0) seated++;
+    return seated >= this.settings.fullPriorityBodies ? this.settings.nice : 0;
+  }
+
+  private cpuThreadFor(nice: number): Thread {
+    // The most recently used idle thread of that priority (warm caches); spares are at normal priority.
+    let spare: Thread | undefined;
+    for (let i = this.idle.length - 1; i >= 0 && spare === undefined; i--) if (this.idle[i]!.nice === nice) spare = this.idle.splice(i, 1)[0];
+    spare ??= nice === 0 ? this.bootingSpares.shift() : undefined;
     if (spare !== undefined) return spare;
     if (this.cpu.size >= this.settings.maxThreads) {
       throw new RuntimeError(
@@ -201,30 +231,30 @@ export class BodyThreads {
         `all ${this.settings.maxThreads} cpu body threads are running bodies (ACTIONKIT_MAX_BODY_THREADS); stop executions or raise the limit`,
       );
     }
-    return this.spawn('cpu');
+    return this.spawn('cpu', nice);
   }
 
   private ioThreadFor(): Thread {
     let least: Thread | undefined;
     for (const thread of this.io) if (least === undefined || thread.seats < least.seats) least = thread;
     // Spread over the configured number of threads before doubling up.
-    if (least === undefined || (least.seats > 0 && this.io.length < this.settings.ioThreads)) return this.spawn('io');
+    if (least === undefined || (least.seats > 0 && this.io.length < this.settings.ioThreads)) return this.spawn('io', 0);
     return least;
   }
 
-  /** Keep `spares` idle (or booting) cpu threads, within the cap. */
+  /** Keep `spares` idle (or booting) cpu threads at normal priority, within the cap. */
   private topUpSpares(): void {
-    while (!this.closed && this.idle.length + this.bootingSpares.length < this.settings.spares && this.cpu.size < this.settings.maxThreads) {
-      this.bootingSpares.push(this.spawn('cpu'));
+    while (!this.closed && this.spareCount() + this.bootingSpares.length < this.settings.spares && this.cpu.size < this.settings.maxThreads) {
+      this.bootingSpares.push(this.spawn('cpu', 0));
     }
   }
 
-  private spawn(kind: BodyKind): Thread {
+  private spawn(kind: BodyKind, nice: number): Thread {
     const { settings } = this;
     const boot: BodyThreadBootData = {
       ...settings.boot,
       kind,
-      nice: kind === 'cpu' ? settings.nice : 0,
+      nice,
       ...(settings.gates === undefined ? {} : { gates: settings.gates.buffer }),
     };
     const worker = new Worker(threadsFile, {
@@ -240,7 +270,7 @@ export class BodyThreads {
     ready.catch(() => undefined); // a spare nobody claimed may fail to boot: logged in 'error'
     let markExited!: () => void;
     const exited = new Promise<void>((resolve) => (markExited = resolve));
-    const thread: Thread = { id: this.nextThreadId++, kind, worker, ready, booted: false, seats: 0, runs: new Map(), ending: undefined, error: undefined, exited };
+    const thread: Thread = { id: this.nextThreadId++, kind, nice, worker, ready, booted: false, idleSinceMs: 0, seats: 0, runs: new Map(), ending: undefined, error: undefined, exited };
     this.alive.add(thread);
     if (kind === 'cpu') this.cpu.add(thread);
     else this.io.push(thread);
@@ -251,8 +281,10 @@ export class BodyThreads {
         markReady();
         const booting = this.bootingSpares.indexOf(thread);
         if (booting >= 0) {
+          // A fresh spare goes to the cold end: threads that ran a body are handed out first.
           this.bootingSpares.splice(booting, 1);
-          this.idle.push(thread);
+          thread.idleSinceMs = performance.now();
+          this.idle.unshift(thread);
         }
         return;
       }
@@ -340,11 +372,39 @@ export class BodyThreads {
     };
   }
 
-  /** A run ended or a seat was released: an idle cpu thread becomes a spare or goes. */
+  /** A run ended or a seat was released: an idle cpu thread waits for the next body (see {@link reapIdle}). */
   private afterRun(thread: Thread): void {
     if (thread.kind !== 'cpu' || thread.seats > 0 || thread.ending !== undefined) return;
-    if (!this.closed && this.idle.length < this.settings.spares) this.idle.push(thread);
-    else this.terminate(thread, 'surplus spare', undefined);
+    if (this.closed) return this.terminate(thread, 'the extension is shutting down', undefined);
+    thread.idleSinceMs = performance.now();
+    this.idle.push(thread);
+    this.idleReaper ??= setInterval(() => this.reapIdle(), IDLE_TTL_MS / 2).unref();
+  }
+
+  /** Idle cpu threads at normal priority: the spares. */
+  private spareCount(): number {
+    let spares = 0;
+    for (const thread of this.idle) if (thread.nice === 0) spares++;
+    return spares;
+  }
+
+  /**
+   * End the idle cpu threads that waited longer than {@link IDLE_TTL_MS} for a body, the
+   * longest-idle first — all but `spares` threads at normal priority.
+   */
+  private reapIdle(): void {
+    const nowMs = performance.now();
+    let spares = this.spareCount();
+    for (const thread of [...this.idle]) {
+      if (nowMs - thread.idleSinceMs <= IDLE_TTL_MS) break; // the rest waited less (the list is oldest first)
+      if (thread.nice === 0 && spares <= this.settings.spares) continue;
+      if (thread.nice === 0) spares--;
+      this.terminate(thread, 'idle too long', undefined);
+    }
+    if (this.idle.length <= this.settings.spares) {
+      clearInterval(this.idleReaper);
+      this.idleReaper = undefined;
+    }
   }
 
   private terminate(thread: Thread, reason: string, killedRunId: number | undefined): void {

@@ -61,7 +61,7 @@ import { ErrorCode, handlerErrorToWire, RuntimeError, type ActionKitErrorBody } 
 import type { Logger } from '../logging.js';
 import { HandlerTimedOut, type WorkerPools } from '../pool.js';
 import { clockMs, clockUs, elapsedMs, generationOf, Reason, reasonOf, reasonText, State, stateOf, type ControlTable } from '../shm/table.js';
-import type { BodyEnd, BodyLane } from './bodies.js';
+import type { BodyEnd, BodyLane, BodyRun } from './bodies.js';
 import { settlesWithin } from './waits.js';
 import type { BodySeat } from './body-threads.js';
 import { prependReports, type Execution, type ExecutionStore, type StopOutcome } from './executions.js';
@@ -462,18 +462,31 @@ export class Lifecycle {
     await hold('start.settled', execution.id);
     const newState = reply.state ?? agentState;
     execution.state = newState;
+    const dispatching = seat !== undefined && reply.ok && reply.result.error === undefined;
     // Like the reference, the heartbeat is armed even when start failed: the agent will call stop.
-    if (!table.markRunning(slot, generation, action.heartbeatExpiryMs)) {
+    // With a body to dispatch, it is armed once this start answers: the agent cannot poll before.
+    if (!table.markRunning(slot, generation, dispatching ? 0 : action.heartbeatExpiryMs)) {
       // A stop won while the author's start ran: the body never starts; the stop runs after us.
       seat?.release();
       return { status: 200, body: { state: newState, error: stoppedByExtensionForStatus(this.stopReasonOf(execution) ?? Reason.None) } };
     }
-    if (seat === undefined || !reply.ok || reply.result.error !== undefined) {
+    if (!dispatching) {
       seat?.release();
       return stateReply(reply, newState, 'Failed to start action.');
     }
     // markRunning and dispatch in one synchronous step: a stop run that starts after this sees the body.
-    const run = bodies.dispatch(execution, seat, newState);
+    const run = bodies.dispatch(execution, seat!, newState);
+    try {
+      return await this.answerWhenBegun(execution, run, reply, newState, scope);
+    } finally {
+      // The lock is still ours, so the block is still this execution's.
+      table.watchHeartbeat(slot, action.heartbeatExpiryMs);
+    }
+  }
+
+  /** A start's answer once its body began (or could not). */
+  private async answerWhenBegun(execution: Execution, run: BodyRun, reply: HandlerReply, newState: JsonObject, scope: RequestScope): Promise<Reply> {
+    const { action } = execution;
     // A body begins within microseconds on its seat — unless an io thread is blocked by another
     // body (which its stop will kill). Bounded by the request's deadline.
     const beginWithinMs = Math.max(0, this.task('start', action, execution.id, scope, {}).deadlineMs - Date.now());

@@ -33,7 +33,7 @@
  * | BODY | main (None at allocate; Queued at dispatch; Killed, Failed when a body thread is lost); body thread (Running, Returned, Failed, Stopped, Skipped) — CAS only, generation in the word | main (status, stop) |
  * | PROGRESS | body thread (after checking the BODY word's generation) | main (status) |
  * | HB_LAST_MS | main (status request) | watchdog |
- * | HB_EXPIRE_MS | main (start, before publishing Running) | watchdog |
+ * | HB_EXPIRE_MS | main (start: before publishing Running, or once the start answers) | watchdog |
  * | STOP_AT_US | the thread that won the stop CAS, right after it and before enqueueing | main (escalation, metrics) — only for stops taken from the queue: a stop the orphan sweep took may never have been stamped |
  * | QUEUE_TAIL | producers (`Atomics.add` reserves a cell) | consumer |
  * | QUEUE_DOORBELL | producers (`add` + `notify` after publishing) | consumer (`waitAsync`) |
@@ -528,6 +528,17 @@ export class ControlTable {
   /** A status request arrived: stamp the heartbeat (main thread). */
   recordHeartbeat(slot: number): void {
     Atomics.store(this.words, this.base(slot) + B_HB_LAST_MS, clockMs());
+  }
+
+  /**
+   * Watch the heartbeat of a block its owner holds Running, from now on: stamp it, then publish the
+   * expiry (payload before publish, as in {@link markRunning}). For an execution marked Running
+   * unwatched (expiry 0) while its start was still under way (main thread).
+   */
+  watchHeartbeat(slot: number, expireAfterMs: number): void {
+    const at = this.base(slot);
+    Atomics.store(this.words, at + B_HB_LAST_MS, clockMs());
+    Atomics.store(this.words, at + B_HB_EXPIRE_MS, expireAfterMs);
   }
 
   /** When the stop of `slot` was requested ({@link clockUs}). */

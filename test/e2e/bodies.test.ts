@@ -173,15 +173,19 @@ function threadNices(): Map<string, number> {
   return nices;
 }
 
-test('cpu body threads run at ACTIONKIT_BODY_NICE; the main thread, handlers and io threads do not', { skip: process.platform !== 'linux' && 'Linux only (/proc)' }, async () => {
+test('cpu bodies beyond ACTIONKIT_FULL_PRIORITY_BODIES run at ACTIONKIT_BODY_NICE; the first ones, the main thread, handlers and io threads do not', { skip: process.platform !== 'linux' && 'Linux only (/proc)' }, async () => {
   const before = threadNices();
-  const running = await setUp({ bodyNice: 7, spareBodyThreads: 0 });
-  const id = randomUUID();
-  const state = await running.agent.run(CPU, id, { body: 'sleep' });
-  const during = threadNices();
-  const niced = [...during].filter(([tid, nice]) => !before.has(tid) && nice === 7);
-  assert.equal(niced.length, 1, `one thread at nice 7: ${JSON.stringify([...during])}`);
-  assert.equal(during.get(String(process.pid)), before.get(String(process.pid)), 'the main thread keeps its priority');
-  assert.equal([...during].filter(([, nice]) => nice !== 0 && nice !== 7).length, 0);
-  await running.agent.stop(CPU, id, state);
+  const running = await setUp({ bodyNice: 7, fullPriorityBodies: 1, spareBodyThreads: 0 });
+  const started: { id: string; state: unknown }[] = [];
+  const newThreads = (): [string, number][] => [...threadNices()].filter(([tid]) => !before.has(tid));
+  const threadsBefore = newThreads().length;
+  for (let i = 0; i < 3; i++) {
+    const id = randomUUID();
+    started.push({ id, state: await running.agent.run(CPU, id, { body: 'sleep' }) });
+  }
+  const bodyThreads = newThreads().slice(threadsBefore);
+  assert.deepEqual(bodyThreads.map(([, nice]) => nice).sort(), [0, 7, 7], `the first body at normal priority, the two beyond it at 7: ${JSON.stringify(bodyThreads)}`);
+  assert.equal(threadNices().get(String(process.pid)), before.get(String(process.pid)), 'the main thread keeps its priority');
+  assert.equal(newThreads().filter(([, nice]) => nice !== 0 && nice !== 7).length, 0);
+  for (const { id, state } of started) await running.agent.stop(CPU, id, state);
 });

@@ -316,7 +316,8 @@ describe('bad input on every endpoint', () => {
     const stopped = await running.agent.stop(BEHAVE, SHARED_ID, status.body['state']);
     assert.equal(stopped.status, 200, JSON.stringify(stopped.body));
     assert.equal(stopped.body['error'], undefined);
-    assert.deepEqual(readLines(stopLog), [`${SHARED_ID} agent stop returned`]);
+    // The body (none) returns at once; the stop may still reach it first.
+    assert.match(readLines(stopLog).join('\n'), new RegExp(`^${SHARED_ID} agent stop (returned|stopped)$`));
     await noActiveExecutions();
   });
 });

@@ -187,7 +187,7 @@ describe('GET /metrics', () => {
     assert.equal(value(s, 'actionkit_stop_events_total'), 1);
     assert.equal(value(s, 'actionkit_stop_queue_depth'), 0);
     assert.equal(value(s, 'actionkit_bodies_running', { kind: 'cpu' }), 0);
-    assert.equal(value(s, 'actionkit_body_spare_threads'), 2, 'its thread went back to the spares');
+    assert.ok((value(s, 'actionkit_body_spare_threads') ?? 0) >= 2, 'its thread went back to the idle ones');
     assert.equal(value(s, 'actionkit_http_requests_total', { route: `/${ACTION}/status`, method: 'POST', status: '200' }), 2);
     assert.equal(value(s, 'actionkit_http_requests_total', { route: `/${ACTION}/prepare`, method: 'POST', status: '200' }), 1);
     assert.equal(value(s, 'actionkit_http_request_duration_seconds_count', { route: `/${ACTION}/stop`, method: 'POST' }), 1);
@@ -237,7 +237,7 @@ describe('GET /metrics', () => {
     const killedAfter = value(s, 'actionkit_body_stop_duration_seconds_sum', { outcome: 'killed' }) ?? 0;
     assert.ok(killedAfter >= 0.29 && killedAfter < 5, `killed ${killedAfter} s after the stop request (grace 0.3 s)`);
     assert.equal(stops(s, 'agent'), 2);
-    await scrapeUntil(running, 'the spares to be back to full strength', (current) => value(current, 'actionkit_body_spare_threads') === 2);
+    await scrapeUntil(running, 'the spares to be back to full strength', (current) => (value(current, 'actionkit_body_spare_threads') ?? 0) >= 2);
   });
 
   test('route labels are bounded: unknown paths and methods are collapsed', async () => {
