@@ -61,7 +61,7 @@ function activeResources(): string {
 async function run(runId: number, task: BodyTask): Promise<void> {
   gates?.pass(GatePoint.BodyBeforeBegin);
   const { slot, generation } = task;
-  let reply: BodyReply;
+  let reply: BodyReply & { endedAtUs?: number };
   const action = actions.get(task.actionId);
   if (action?.body === undefined) {
     table.transitionBody(slot, generation, BodyState.Queued, BodyState.Failed);
@@ -77,12 +77,14 @@ async function run(runId: number, task: BodyTask): Promise<void> {
     post({ type: 'began', runId });
     reply = await runBody(runId, action, task);
   }
+  const endedAtUs = reply.endedAtUs ?? clockUs();
   gates?.pass(GatePoint.BodyBeforeEnded);
   const clean = activeResources() === idleResources;
-  post({ type: 'ended', runId, phase: reply.phase, ...(reply.error === undefined ? {} : { error: reply.error }), endedAtUs: clockUs(), clean });
+  post({ type: 'ended', runId, phase: reply.phase, ...(reply.error === undefined ? {} : { error: reply.error }), endedAtUs, clean });
 }
 
-async function runBody(runId: number, action: DefinedAction, task: BodyTask): Promise<BodyReply> {
+/** Run the author's body; the reply says how it ended and when (shared-clock µs, taken the moment its code returned or threw). */
+async function runBody(runId: number, action: DefinedAction, task: BodyTask): Promise<BodyReply & { endedAtUs: number }> {
   const { slot, generation } = task;
   const controller = new AbortController();
   // Resolves on stop; the thread's port keeps the event loop alive while it waits.
@@ -119,22 +121,26 @@ async function runBody(runId: number, action: DefinedAction, task: BodyTask): Pr
     },
   };
   try {
-    await action.body!(Object.freeze(task.state), ctx);
+    // A synchronous body is not awaited: its end is stamped without a turn of the microtask queue.
+    const returned = action.body!(Object.freeze(task.state), ctx);
+    if (returned instanceof Promise) await returned;
+    const endedAtUs = clockUs();
     open = false;
     const stopped = !table.isRunning(slot, generation);
     table.transitionBody(slot, generation, BodyState.Running, stopped ? BodyState.Stopped : BodyState.Returned);
-    return { phase: stopped ? 'stopped' : 'returned' };
+    return { phase: stopped ? 'stopped' : 'returned', endedAtUs };
   } catch (error) {
+    const endedAtUs = clockUs();
     open = false;
     if (!table.isRunning(slot, generation)) {
       // Ended by throwing after the stop: still a cooperative stop (StopRequested or an abort error).
       table.transitionBody(slot, generation, BodyState.Running, BodyState.Stopped);
-      return error instanceof StopRequested ? { phase: 'stopped' } : { phase: 'stopped', error: toErrorData(error) };
+      return error instanceof StopRequested ? { phase: 'stopped', endedAtUs } : { phase: 'stopped', error: toErrorData(error), endedAtUs };
     }
     table.transitionBody(slot, generation, BodyState.Running, BodyState.Failed);
     // A failing body asks for its execution's stop, through the same entry point as every trigger.
     table.requestStop(slot, generation, Reason.BodyFailed);
-    return { phase: 'failed', error: toErrorData(error) };
+    return { phase: 'failed', error: toErrorData(error), endedAtUs };
   }
 }
 
