@@ -78,6 +78,10 @@ async function run(runId: number, task: BodyTask): Promise<void> {
     reply = await runBody(runId, action, task);
   }
   const endedAtUs = reply.endedAtUs ?? clockUs();
+  // Let the work the body queued behind itself (promise chains) run first: a thread still busy with
+  // it has not ended its run — its stop kills it at the end of the grace period — and only a thread
+  // that got here, idle, with nothing left behind takes another body.
+  await new Promise((resolve) => setImmediate(resolve));
   gates?.pass(GatePoint.BodyBeforeEnded);
   const clean = activeResources() === idleResources;
   post({ type: 'ended', runId, phase: reply.phase, ...(reply.error === undefined ? {} : { error: reply.error }), endedAtUs, clean });
