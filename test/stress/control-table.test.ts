@@ -60,7 +60,7 @@ import {
 
 // ---- configuration ------------------------------------------------------------------------------
 
-const STORM_SECONDS = envNumber('STRESS_SECONDS', 8);
+const STORM_SECONDS = envNumber('STRESS_SECONDS', 5);
 const SEEDS = envSeeds();
 const WORKER_URL = new URL('./producer-worker.js', import.meta.url);
 const TEST_FILE = 'test/stress/control-table.test.js';
