@@ -47,8 +47,12 @@ interface Bar {
 const STATUS_P99_OVER_IDLE_BAR = 10;
 /** oversubscribed: status p99 under those spinners with nice 0 at least this multiple of the default nice 10's. */
 const NICE_GAIN_BAR = 2;
-/** oversubscribed: duty-cycled bodies burn what they add up to, within this range. */
-const BURN_RATIO_BAR: [number, number] = [0.8, 1.2];
+/**
+ * oversubscribed: duty-cycled bodies burn what they add up to, within this range. Not 1.0: their
+ * wall-clock bursts collide now and then (three bursts on two cores), ~0.9 measured; bodies left
+ * waiting for threads would show ~1/3.
+ */
+const BURN_RATIO_BAR: [number, number] = [0.75, 1.25];
 /** oversubscribed: 8 × cores spinners keep at least this share of the cores other processes left busy. */
 const SATURATION_BAR = 0.9;
 
@@ -240,7 +244,7 @@ function tableRows(r: Results, bars: Bar[]): Row[] {
     for (const level of o.levels) levelRows(level);
     for (const run of o.niceRuns) {
       idleRows(run.idle);
-      levelRows(run.level);
+      for (const level of run.levels) levelRows(level);
     }
     for (const key of ['statusP99OverIdle', 'stopRoundTripP99OverIdle', 'nice0OverNice10', 'nice19OverNice10', 'burnRatio', 'saturation', 'startFailures', 'errors', 'http5xx', 'leftActive', 'bodiesKilled'] as const) {
       add(key, formatValue(o[key]));
@@ -310,19 +314,20 @@ function headlineTable(r: Results, bars: Bar[]): string {
   if (r.oversubscribed) {
     const o = r.oversubscribed;
     const at8 = o.levels.find((l) => l.perCore === 8);
-    const bigger = o.levels.filter((l) => l.perCore !== 8);
-    const niceLevel = (nice: number): OversubscribedLevel | undefined => o.niceRuns.find((n) => n.level.nice === nice)?.level;
+    const levelsOf = (nice: number): OversubscribedLevel[] => (nice === 10 ? o.levels : (o.niceRuns.find((n) => n.idle.nice === nice)?.levels ?? []));
+    const byLevel = (nice: number, show: (l: OversubscribedLevel) => string): string => levelsOf(nice).map((l) => `${formatValue(l.bodies)} bodies: ${show(l)}`).join('; ');
     if (at8 !== undefined) {
-      const startDrain = (l: OversubscribedLevel): string =>
-        `${formatValue(l.bodies)} started in ${formatValue(l.startMs / 1000)} s, their stops drained in ${formatValue(l.drainMs / 1000)} s`;
       rows.push(
-        `| status and agent stop while ${formatValue(at8.bodies)} CPU-spinning bodies (8 × cores) burn | status p99 ${formatValue(at8.statusP99Ms)} ms; stop round trip p99 ${formatValue(at8.stopRoundTripP99Ms)} ms (stop → body observed p50 ${formatValue(at8.stopToObservedP50Ms)} ms); ${startDrain(at8)}${bigger.map((l) => `<br>${l.perCore} × cores: status p99 ${formatValue(l.statusP99Ms)} ms, stop round trip p99 ${formatValue(l.stopRoundTripP99Ms)} ms; ${startDrain(l)}`).join('')} | no bodies: status p99 ${formatValue(o.idle.statusP99Ms)} ms, stop round trip p99 ${formatValue(o.idle.stopRoundTripP99Ms)} ms | ${verdict('oversubscribed', ['statusP99OverIdle', 'startFailures', 'errors', 'http5xx', 'leftActive', 'bodiesKilled'])} |`,
+        `| status and agent stop while ${formatValue(at8.bodies)} CPU-spinning bodies (8 × cores) burn | status p50 ${formatValue(at8.statusP50Ms)} ms, p99 ${formatValue(at8.statusP99Ms)} ms; stop round trip p99 ${formatValue(at8.stopRoundTripP99Ms)} ms (stop → body observed p50 ${formatValue(at8.stopToObservedP50Ms)} ms) | no bodies, same server: status p50 ${formatValue(o.idle.statusP50Ms)} ms, p99 ${formatValue(o.idle.statusP99Ms)} ms; stop round trip p99 ${formatValue(o.idle.stopRoundTripP99Ms)} ms | ${verdict('oversubscribed', ['statusP99OverIdle', 'startFailures', 'errors', 'http5xx', 'leftActive'])} |`,
       );
       rows.push(
-        `| status p99 under ${formatValue(at8.bodies)} spinning bodies by \`ACTIONKIT_BODY_NICE\` | 10 (default): ${formatValue(at8.statusP99Ms)} ms | 0: ${formatValue(niceLevel(0)?.statusP99Ms)} ms; 19: ${formatValue(niceLevel(19)?.statusP99Ms)} ms | ${verdict('oversubscribed', ['nice0OverNice10'])} |`,
+        `| prepare + start, then agent stops, of N CPU-spinning bodies (32 in flight) | ${o.levels.map((l) => `${formatValue(l.bodies)}: started in ${formatValue(l.startMs / 1000)} s (${formatValue(l.msPerStart)} ms each), drained in ${formatValue(l.drainMs / 1000)} s (${formatValue(l.msPerStop)} ms each)`).join('<br>')} | — | ${verdict('oversubscribed', ['bodiesKilled'])} |`,
       );
       rows.push(
-        `| server CPU: do the bodies burn what they add up to? | ${formatValue(o.burn.executions)} bodies at ${o.burn.dutyPct}% duty: ${formatValue(o.burn.measuredCores)} cores for ${formatValue(o.burn.expectedCores)}; ${formatValue(at8.bodies)} spinning: ${formatValue(at8.coresUsed)} of ${formatValue(o.cores)} cores | — | ${verdict('oversubscribed', ['burnRatio', 'saturation'])} |`,
+        `| status p99 under CPU-spinning bodies by \`ACTIONKIT_BODY_NICE\` | 10 (default): ${byLevel(10, (l) => `${formatValue(l.statusP99Ms)} ms`)} | 0: ${byLevel(0, (l) => `${formatValue(l.statusP99Ms)} ms`)}<br>19: ${byLevel(19, (l) => `${formatValue(l.statusP99Ms)} ms`)} | ${verdict('oversubscribed', ['nice0OverNice10'])} |`,
+      );
+      rows.push(
+        `| server CPU: do the bodies burn what they add up to? | ${formatValue(o.burn.executions)} bodies at ${o.burn.dutyPct}% duty: ${formatValue(o.burn.measuredCores)} cores for ${formatValue(o.burn.expectedCores)}; ${formatValue(at8.bodies)} spinning: ${formatValue(at8.coresUsed)} of ${formatValue(o.cores)} cores (other processes: ${formatValue(o.burn.otherCores)}, ${formatValue(at8.otherCores)}) | — | ${verdict('oversubscribed', ['burnRatio', 'saturation'])} |`,
       );
     }
   }

@@ -78,6 +78,58 @@ export interface SetupItem {
   count: number;
   /** Share of each window a cpu body burns (default 100). */
   dutyPct?: number;
+  /**
+   * Poll each execution's status every this many ms from the moment its start answered, until
+   * `releaseKeepAlive`: its heartbeat cannot expire however long the rest of the setup takes.
+   */
+  keepAliveMs?: number;
+}
+
+/** Executions kept alive by status polling, by polling interval. */
+const keptAlive = new Map<number, { base: string; executions: { execution: AgentExecution; untilMs: number }[]; loop: Promise<void> }>();
+const keepAliveProblems = { http5xx: 0, failures: [] as string[] };
+
+function keepAlive(base: string, execution: AgentExecution, intervalMs: number): void {
+  let group = keptAlive.get(intervalMs);
+  if (group === undefined) {
+    const created = { base, executions: [] as { execution: AgentExecution; untilMs: number }[], loop: Promise.resolve() };
+    created.loop = (async () => {
+      for (;;) {
+        const now = performance.now();
+        const due = created.executions.filter((kept) => now < kept.untilMs);
+        if (due.length === 0 && created.executions.every((kept) => Number.isFinite(kept.untilMs))) return;
+        await Promise.all(
+          due.map(async ({ execution: e }) => {
+            const answer = await post(created.base, `/${e.action}/status`, { executionId: e.id, state: e.state });
+            if (answer.status >= 500) keepAliveProblems.http5xx++;
+            if (answer.status !== 200 || answer.body?.['completed'] === true) keepAliveProblems.failures.push(`${e.id}: kept alive, ${describeAnswer('status', answer)}`);
+          }),
+        );
+        await new Promise((resolve) => setTimeout(resolve, intervalMs));
+      }
+    })();
+    group = created;
+    keptAlive.set(intervalMs, group);
+  }
+  group.executions.push({ execution, untilMs: Number.POSITIVE_INFINITY });
+}
+
+/**
+ * Stop keeping executions alive: each group's executions get their last status spread evenly over
+ * `spreadMs` from now (so their heartbeats expire one after another, not in one watchdog tick).
+ * Resolves once every poll ended, with the error answers seen while keeping them alive.
+ */
+async function releaseKeepAlive(payload: { spreadMs: number }) {
+  const now = performance.now();
+  for (const group of keptAlive.values()) {
+    group.executions.forEach((kept, i) => (kept.untilMs = now + (payload.spreadMs * i) / Math.max(group.executions.length, 1)));
+  }
+  await Promise.all([...keptAlive.values()].map((group) => group.loop));
+  keptAlive.clear();
+  const result = { http5xx: keepAliveProblems.http5xx, failures: keepAliveProblems.failures.slice(0, 10), failureCount: keepAliveProblems.failures.length };
+  keepAliveProblems.http5xx = 0;
+  keepAliveProblems.failures = [];
+  return result;
 }
 
 /** Prepare and start executions (in order), `concurrency` at a time. */
@@ -86,14 +138,16 @@ async function setup(payload: { base: string; items: SetupItem[]; concurrency: n
   const executions: AgentExecution[] = [];
   const failures: string[] = [];
   const started = performance.now();
-  await forEachLimited(plan, payload.concurrency, async ({ action, burn, dutyPct }) => {
+  await forEachLimited(plan, payload.concurrency, async ({ action, burn, dutyPct, keepAliveMs }) => {
     const id = randomUUID();
     const config = { duration: 600_000, burn, ...(dutyPct === undefined ? {} : { dutyPct }) };
     const prepared = await post(payload.base, `/${action}/prepare`, { executionId: id, config });
     if (prepared.status !== 200 || prepared.body?.['error'] !== undefined) return void failures.push(describeAnswer('prepare', prepared));
     const startedAnswer = await post(payload.base, `/${action}/start`, { executionId: id, state: prepared.body?.['state'] });
     if (startedAnswer.status !== 200 || startedAnswer.body?.['error'] !== undefined) return void failures.push(describeAnswer('start', startedAnswer));
-    executions.push({ id, action, state: startedAnswer.body?.['state'] ?? prepared.body?.['state'] });
+    const execution = { id, action, state: startedAnswer.body?.['state'] ?? prepared.body?.['state'] };
+    executions.push(execution);
+    if (keepAliveMs !== undefined) keepAlive(payload.base, execution, keepAliveMs);
   });
   return { executions, failures, elapsedMs: performance.now() - started };
 }
@@ -285,4 +339,4 @@ async function sabLatency(payload: { base: string; samples: number; settleMs: nu
   return { stopToBodyEndUs, sendToObservedUs, stopRoundTripMs, failures };
 }
 
-serveParent({ pid: process.pid }, { setup, storm, finalStatus, stopBatch, statusLatency, statusOnce, throughput, sabLatency });
+serveParent({ pid: process.pid }, { setup, releaseKeepAlive, storm, finalStatus, stopBatch, statusLatency, statusOnce, throughput, sabLatency });

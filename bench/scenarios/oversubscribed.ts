@@ -15,7 +15,7 @@
  *    burn; then agent stops for all of them (32 at a time) and time the drain.
  *
  * Then the nice comparison: a fresh server per `ACTIONKIT_BODY_NICE` value (0 and 19; the default
- * 10 is the server above) runs its own idle status baseline and the 8 × cores level the same way.
+ * 10 is the server above) runs its own idle status baseline and the same levels the same way.
  *
  * Nothing here waits in a queue: a start answered without error means the body runs on a thread
  * of its own, so every execution started counts, and any error answer is counted.
@@ -79,11 +79,11 @@ export interface OversubscribedIdle {
 export interface OversubscribedResult {
   cores: number;
   idle: OversubscribedIdle;
-  burn: { executions: number; dutyPct: number; expectedCores: number; measuredCores: number; otherCores: number; errors: number };
+  burn: { executions: number; dutyPct: number; expectedCores: number; measuredCores: number; otherCores: number; errors: number; http5xx: number; leftActive: number };
   /** Default nice (10): 8 × cores, and at full size 32 × cores. */
   levels: OversubscribedLevel[];
-  /** The 8 × cores level with nice 0 and 19, each on its own server with its own idle baseline. */
-  niceRuns: { idle: OversubscribedIdle; level: OversubscribedLevel }[];
+  /** The same levels with nice 0 and 19, each on its own server with its own idle baseline. */
+  niceRuns: { idle: OversubscribedIdle; levels: OversubscribedLevel[] }[];
   /** Headline figures (ratios and counts within this run). */
   statusP99OverIdle: number;
   stopRoundTripP99OverIdle: number;
@@ -130,8 +130,8 @@ interface Sizes {
 export async function oversubscribed(size: BenchSize): Promise<OversubscribedResult> {
   const cores = availableParallelism();
   const sizes: Sizes = size.quick
-    ? { statusMs: 2_000, stopSamples: 20, cpuWindowMs: 1_000, perCore: [8] }
-    : { statusMs: 5_000, stopSamples: 50, cpuWindowMs: 2_000, perCore: [8, 32] };
+    ? { statusMs: 2_000, stopSamples: 20, cpuWindowMs: 2_000, perCore: [8] }
+    : { statusMs: 5_000, stopSamples: 50, cpuWindowMs: 3_000, perCore: [8, 32] };
   const maxBodies = Math.max(...sizes.perCore) * cores;
   // Room for every spinner, the stop-latency probe and the spares booting beside them.
   const env = { ACTIONKIT_MAX_BODY_THREADS: String(Math.min(4096, maxBodies + 16)), ACTIONKIT_MAX_EXECUTIONS: String(maxBodies * 2) };
@@ -160,16 +160,20 @@ export async function oversubscribed(size: BenchSize): Promise<OversubscribedRes
       const niceServer = await startServer({ ...env, ACTIONKIT_BODY_NICE: String(nice) });
       try {
         const { idle: niceIdle } = await measureIdle(niceServer, load, nice, cores, { ...sizes, stopSamples: 0, cpuWindowMs: 0 });
-        const { level, samples } = await measureLevel(niceServer, load, nice, 8, cores, sizes);
-        niceRuns.push({ idle: niceIdle, level });
-        byNice[nice] = samples;
+        const niceLevels: OversubscribedLevel[] = [];
+        for (const perCore of sizes.perCore) {
+          const { level, samples } = await measureLevel(niceServer, load, nice, perCore, cores, sizes);
+          niceLevels.push(level);
+          if (perCore === 8) byNice[nice] = samples;
+        }
+        niceRuns.push({ idle: niceIdle, levels: niceLevels });
       } finally {
         await niceServer.stop();
       }
     }
     const at8 = levels.find((l) => l.perCore === 8)!;
-    const niceAt = (nice: number): OversubscribedLevel | undefined => niceRuns.find((r) => r.level.nice === nice)?.level;
-    const allLevels = [...levels, ...niceRuns.map((r) => r.level)];
+    const niceAt = (nice: number): OversubscribedLevel | undefined => niceRuns.find((r) => r.idle.nice === nice)?.levels.find((l) => l.perCore === 8);
+    const allLevels = [...levels, ...niceRuns.flatMap((r) => r.levels)];
     const allIdle = [idle, ...niceRuns.map((r) => r.idle)];
     return {
       cores,
@@ -185,8 +189,8 @@ export async function oversubscribed(size: BenchSize): Promise<OversubscribedRes
       nice19OverNice10: round((niceAt(19)?.statusP99Ms ?? Number.NaN) / at8.statusP99Ms, 2),
       startFailures: allLevels.reduce((sum, l) => sum + l.startFailures, 0),
       errors: allLevels.reduce((sum, l) => sum + l.errors, 0) + allIdle.reduce((sum, i) => sum + i.errors, 0) + burn.errors,
-      http5xx: allLevels.reduce((sum, l) => sum + l.http5xx, 0) + allIdle.reduce((sum, i) => sum + i.http5xx, 0),
-      leftActive: allLevels.reduce((sum, l) => sum + l.leftActive, 0),
+      http5xx: allLevels.reduce((sum, l) => sum + l.http5xx, 0) + allIdle.reduce((sum, i) => sum + i.http5xx, 0) + burn.http5xx,
+      leftActive: allLevels.reduce((sum, l) => sum + l.leftActive, 0) + burn.leftActive,
       bodiesKilled: allLevels.reduce((sum, l) => sum + l.bodiesKilled, 0),
       samples: { idle: idleSamples, byNice },
     };
@@ -296,7 +300,8 @@ async function measureBurn(server: ServerProcess, load: LoadProcess, cores: numb
     expectedCores: round((executions * dutyPct) / 100, 2),
     measuredCores: round(measured.server - idleCores, 2),
     otherCores: measured.others,
-    errors: countErrors([...started.failures, ...drained.failures]).errors,
+    ...countErrors([...started.failures, ...drained.failures]),
+    leftActive: drained.leftActive,
   };
 }
 

@@ -1,7 +1,7 @@
 /**
  * storm: N executions, then at once: three concurrent agent stops for every execution (seeded
  * random order), status polling, a real SIGUSR1 stop-all part-way through, and heartbeat expiry
- * for a tenth of them (their action has a 250 ms status interval and nobody polls them). Counts
+ * for a tenth of them (their action has a short status interval and nobody polls them). Counts
  * come from the author's stop handler's own log, not from the runtime.
  *
  * Two storms share this machinery:
@@ -53,13 +53,23 @@ export function storm(size: BenchSize): Promise<StormResult> {
   return runStorm(size, { executionCount: size.quick ? 1_000 : 10_000, action: 'bench.wait', expiringAction: 'bench.wait-expiring' });
 }
 
-/** The cpu storm: every body burns CPU on a thread of its own, 32 (quick) to 100 per core on 2 cores. */
+/**
+ * The cpu storm: every body burns CPU on a thread of its own, 32 (quick) to 100 per core on 2
+ * cores. Starting that many takes long (each start boots a thread while the others burn), longer
+ * than a short heartbeat: every execution is kept alive by status polling from its start on, and
+ * released when all run, the expiring share one after another over a second.
+ */
 export function cpuStorm(size: BenchSize): Promise<StormResult> {
   const executionCount = size.quick ? 64 : 200;
   return runStorm(size, {
     executionCount,
     action: 'bench.spin',
     expiringAction: 'bench.spin-expiring',
+    // The expiring share's heartbeat then expires ~4 s after its last status: margin for a slow poll under load.
+    heartbeatMinInterval: '1s',
+    keepAlive: true,
+    // Fewer in flight than executions, so agent stops win some before SIGUSR1 takes the rest.
+    concurrency: 16,
     env: { ACTIONKIT_MAX_BODY_THREADS: String(executionCount + 16) },
   });
 }
@@ -70,6 +80,15 @@ interface StormOptions {
   action: string;
   /** The share left to expire (250 ms status interval). */
   expiringAction: string;
+  /** ACTIONKIT_HEARTBEAT_MIN_INTERVAL (default 250ms). */
+  heartbeatMinInterval?: string;
+  /**
+   * Keep every execution alive by status polling from its start until all run (expiring share
+   * first); otherwise the expiring share is started last and expires as the setup ends.
+   */
+  keepAlive?: boolean;
+  /** Executions whose stops are in flight at once (default 64). */
+  concurrency?: number;
   env?: Record<string, string>;
 }
 
@@ -80,17 +99,24 @@ async function runStorm(size: BenchSize, options: StormOptions): Promise<StormRe
   const stopLog = join(logDir, 'stops.log');
   const server = await startServer({
     ACTIONKIT_MAX_EXECUTIONS: String(executionCount * 2),
-    ACTIONKIT_HEARTBEAT_MIN_INTERVAL: '250ms',
+    ACTIONKIT_HEARTBEAT_MIN_INTERVAL: options.heartbeatMinInterval ?? '250ms',
     BENCH_STOP_LOG: stopLog,
     ...options.env,
   });
   const load = await startLoad();
   try {
-    // The expiring share is started last, so the others are all running when it begins to expire.
-    const { executions, elapsedMs: setupMs } = await setupExecutions(load, server.base, [
-      { action: options.action, burn: true, count: executionCount - expiring },
-      { action: options.expiringAction, burn: true, count: expiring },
-    ]);
+    const bulk = { action: options.action, burn: true, count: executionCount - expiring };
+    const expiringShare = { action: options.expiringAction, burn: true, count: expiring };
+    const { executions, elapsedMs: setupMs } = options.keepAlive
+      ? await setupExecutions(load, server.base, [
+          { ...expiringShare, keepAliveMs: 250 },
+          { ...bulk, keepAliveMs: 5_000 },
+        ])
+      : // The expiring share is started last, so the others are all running when it begins to expire.
+        await setupExecutions(load, server.base, [bulk, expiringShare]);
+    const keptAlive = options.keepAlive
+      ? load.call<{ http5xx: number; failures: string[]; failureCount: number }>('releaseKeepAlive', { spreadMs: 1_000 })
+      : Promise.resolve({ http5xx: 0, failures: [], failureCount: 0 });
     await waitFor('the first heartbeat timeout', async () => (await server.stats()).watchdog.heartbeatTimeouts > 0, 30_000);
     const atStorm = await server.stats();
 
@@ -109,7 +135,7 @@ async function runStorm(size: BenchSize, options: StormOptions): Promise<StormRe
       executions,
       statusTargets: executions.filter((e) => e.action === options.action),
       stopsPerExecution: STOPS_PER_EXECUTION,
-      concurrency: 64,
+      concurrency: options.concurrency ?? 64,
       statusPollers: 8,
       serverPid: server.pid,
       usr1AfterShare: 0.5,
@@ -132,7 +158,8 @@ async function runStorm(size: BenchSize, options: StormOptions): Promise<StormRe
     const calls = new Map<string, number>();
     for (const id of readFileSync(stopLog, 'utf8').split('\n')) if (id !== '') calls.set(id, (calls.get(id) ?? 0) + 1);
     const final = await load.call<{ notCompleted: string[]; http5xx: number }>('finalStatus', { base: server.base, executions, concurrency: 32 });
-    const problems: string[] = [];
+    const kept = await keptAlive;
+    const problems: string[] = kept.failures.map((failure) => `while kept alive before the storm: ${failure}`);
     let duplicateStops = 0;
     const lost = new Set<string>();
     for (const execution of executions) {
@@ -158,7 +185,7 @@ async function runStorm(size: BenchSize, options: StormOptions): Promise<StormRe
       // An execution still active after the drain budget either never had its author stop (no log
       // line) or was never released (its final status is not completed): it is in `lost` already.
       lostStops: lost.size,
-      http5xx: result.http5xx + final.http5xx,
+      http5xx: result.http5xx + final.http5xx + kept.http5xx,
       drainMs: round(drainMs),
       stopsPerSec: round((executions.length * 1000) / drainMs),
       stopP99Ms: round(quantile(result.stopLatenciesMs, 0.99), 2),
