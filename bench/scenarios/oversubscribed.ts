@@ -24,20 +24,9 @@ import { availableParallelism, cpus } from 'node:os';
 import { quantile, round } from '../stats.js';
 import { sleep, startLoad, startServer, waitFor, type AgentExecution, type BenchSize, type LoadProcess, type ServerProcess } from './common.js';
 
-/** Figures of one level: `bodies` CPU-spinning executions. */
-export interface OversubscribedLevel {
+/** Status and stop latencies and CPU, measured the same way with and without bodies. */
+interface LatencyFigures {
   nice: number;
-  perCore: number;
-  bodies: number;
-  /** Prepare + start of all of them, 32 in flight (wall). */
-  startMs: number;
-  /** Executions whose prepare or start was answered with an error. */
-  startFailures: number;
-  msPerStart: number;
-  /** Server CPU while they burn, in cores (all threads). */
-  coresUsed: number;
-  /** Cores every other process of the machine used meanwhile (noise, when not ~0). */
-  otherCores: number;
   statusP50Ms: number;
   statusP99Ms: number;
   statusRequests: number;
@@ -47,32 +36,35 @@ export interface OversubscribedLevel {
   /** Stop sent → that body observed it (same clock, includes HTTP). */
   stopToObservedP50Ms: number;
   stopToObservedP99Ms: number;
+  /** Server CPU meanwhile, in cores (all threads). */
+  coresUsed: number;
+  /** Cores every other process of the machine used meanwhile (noise, when not ~0). */
+  otherCores: number;
+  errors: number;
+}
+
+/** Figures of one level: `bodies` CPU-spinning executions. */
+export interface OversubscribedLevel extends LatencyFigures {
+  perCore: number;
+  bodies: number;
+  /** Prepare + start of all of them, 32 in flight (wall). */
+  startMs: number;
+  /** Executions whose prepare or start was answered with an error. */
+  startFailures: number;
+  msPerStart: number;
   stopSamples: number;
   /** Agent stops for all `bodies`, 32 in flight, until none is active (wall). */
   drainMs: number;
   msPerStop: number;
   /** Bodies whose thread had to be terminated after the stop grace (did not see the stop in time). */
   bodiesKilled: number;
-  /** Error answers of any request of this level (prepare, start, status, stop). */
-  errors: number;
   http5xx: number;
   /** Executions still active after the drain. */
   leftActive: number;
 }
 
 /** The no-body baseline of one server. */
-export interface OversubscribedIdle {
-  nice: number;
-  statusP50Ms: number;
-  statusP99Ms: number;
-  statusRequests: number;
-  stopRoundTripP50Ms: number;
-  stopRoundTripP99Ms: number;
-  stopToObservedP50Ms: number;
-  stopToObservedP99Ms: number;
-  coresUsed: number;
-  otherCores: number;
-  errors: number;
+export interface OversubscribedIdle extends LatencyFigures {
   http5xx: number;
 }
 
