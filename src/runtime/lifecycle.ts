@@ -546,6 +546,9 @@ export class Lifecycle {
     } else {
       this.stats.failed++;
       outcome = this.afterFailedStop(execution, reason, outcome);
+      // Given up: the block is free and the id remembered (no prepare can take it); its files go
+      // before the waiters are answered, as after a successful stop.
+      if (outcome.givenUp === true && execution.uploadFolder !== undefined) await this.deps.removeUploads(execution.id);
     }
     const pending = execution.pendingStop;
     execution.pendingStop = undefined;
@@ -627,7 +630,6 @@ export class Lifecycle {
       { executionId: execution.id, action: execution.action.id, reason: reasonText(reason), attempts: execution.stopAttempts, error: outcome.body['title'] },
       'gave up stopping an execution: every attempt of its stop failed, so its rollback did not happen',
     );
-    if (execution.uploadFolder !== undefined) void this.deps.removeUploads(execution.id);
     return givenUp;
   }
 

@@ -243,7 +243,12 @@ async function runSchedule(extension: Extension, actions: Map<string, Registered
   const stats = extension.stats();
   if (stats.bodies.cpuBusy !== 0 || stats.bodies.ioBodies !== 0) violations.push(`bodies still seated: ${JSON.stringify(stats.bodies)}`);
   if (stats.stopQueueDepth !== 0) violations.push(`stop queue depth ${stats.stopQueueDepth}`);
-  const leftovers = readdirSync(dirs.uploads);
+  // A stop that was given up removes its files just after it freed its block: wait a little.
+  let leftovers = readdirSync(dirs.uploads);
+  for (let tries = 0; leftovers.length > 0 && tries < 100; tries++) {
+    await sleep(20);
+    leftovers = readdirSync(dirs.uploads);
+  }
   if (leftovers.length > 0) violations.push(`upload folders left: ${leftovers.join(', ')}`);
   return violations;
 }
