@@ -62,7 +62,9 @@ for (const [signal, exitCode] of [
 
 test('SIGUSR1 stops every execution and the extension keeps serving', async () => {
   const log = join(logs.path, 'usr1.log');
-  const child = await spawnExtension([fixture('behave')]);
+  // Nobody polls status before the signal: heartbeats must not expire first (on a busy machine the
+  // test's default 200 ms minimum can pass between the starts and the signal).
+  const child = await spawnExtension([fixture('behave')], { ACTIONKIT_HEARTBEAT_MIN_INTERVAL: '1h' });
   try {
     const running = await startMany(child, 4, { body: 'sleep', stopLog: log });
     child.process.kill('SIGUSR1');
