@@ -7,8 +7,10 @@
  * `STEADYBIT_EXTENSION_PORT`).
  */
 import { availableParallelism } from 'node:os';
+import type { RequestHandler } from 'express';
 import { z } from 'zod';
 import { parseDurationMs } from './api/description.js';
+import { IndexContributionsSchema } from './api/extension-index.js';
 
 /** Raised at start-up when an option or environment variable is invalid. */
 export class ConfigError extends Error {
@@ -59,6 +61,29 @@ const TLS_NAMES = {
 export const OptionsSchema = z.strictObject({
   /** Action modules: URLs or absolute paths of modules whose default export is a `defineAction(...)` (or an array of them). */
   actions: z.array(z.union([z.instanceof(URL), z.string().min(1)])),
+  /**
+   * Where the index (the list of actions and of `index` entries) is served (`ACTIONKIT_INDEX_PATH`),
+   * for registrations that point at a sub-path such as `/actions`. Default `/`.
+   */
+  indexPath: z
+    .string()
+    .regex(/^\/[^?#\s]*$/, { message: 'expected an absolute path without query, fragment or spaces, such as / or /actions' })
+    .default('/'),
+  /**
+   * What the index lists besides the actions: the other kits' endpoint references (`discoveries`,
+   * `targetTypes`, `targetAttributes`, `targetEnrichmentRules`, `advice`, `eventListeners`,
+   * `preflights`), served by `routers`. Default: nothing.
+   */
+  index: IndexContributionsSchema.default({}),
+  /**
+   * Express routers (or request handlers) serving the rest of the extension — discoveries,
+   * advice, event listeners — on the same server, behind the same TLS, Request-Id, access log,
+   * metrics, `Request-Timeout` and shutdown. They run on the HTTP thread after the action routes,
+   * in this order. Default: none.
+   */
+  routers: z
+    .array(z.custom<RequestHandler>((value) => typeof value === 'function', { message: 'expected an express router or request handler (a function)' }))
+    .default([]),
   /** HTTP port (`STEADYBIT_EXTENSION_PORT`). Default 8080; 0 picks a free port. */
   port: z.number().int().min(0).max(65535).default(8080),
   /** Listen address; default all interfaces, like the reference. */
@@ -189,6 +214,7 @@ const ENVIRONMENT: ReadonlyArray<readonly [string, keyof z.input<typeof OptionsS
   ['ACTIONKIT_PREPARED_TTL', 'preparedTtlMs', 'duration'],
   ['ACTIONKIT_STOP_RETRY_BASE', 'stopRetryBaseMs', 'duration'],
   ['ACTIONKIT_STOP_RETRIES', 'stopRetryAttempts', 'int'],
+  ['ACTIONKIT_INDEX_PATH', 'indexPath', 'string'],
 ];
 
 /** Settings that were removed, with what replaced them (named in the start-up error). */

@@ -8,7 +8,8 @@ import type { RequestListener, Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { Worker } from 'node:worker_threads';
 import { resolveOptions, watchdogTickMs, type ExtensionOptions, type ResolvedOptions } from './config.js';
-import { buildApp } from './http/app.js';
+import { buildIndex } from './api/extension-index.js';
+import { assertPathsFree, buildApp } from './http/app.js';
 import { openListener } from './http/listener.js';
 import { createProbeServer, probeHandler, type ProbeState } from './http/probes.js';
 import { removeExecutionFolder, sweepStaleUploads } from './http/uploads.js';
@@ -90,6 +91,7 @@ export async function createExtension(options: ExtensionOptions): Promise<Extens
   const moduleUrls = resolved.actions.map(moduleUrl);
   const registry = new ActionRegistry();
   registry.register(await importActions(moduleUrls), resolved.heartbeatMinIntervalMs);
+  assertPathsFree(registry, resolved.indexPath, resolved.index);
   try {
     const swept = await sweepStaleUploads(resolved.uploadDir);
     if (swept.length > 0) logger.info({ folders: swept }, 'removed upload folders left by dead processes');
@@ -214,6 +216,12 @@ export class Extension {
       uploadDir: options.uploadDir,
       uploadMaxBytes: options.uploadMaxBytes,
       metrics: this.metrics,
+      indexPath: options.indexPath,
+      index: buildIndex(
+        registry.all().map((action) => ({ method: 'GET', path: `/${action.id}` })),
+        options.index,
+      ),
+      routers: options.routers,
     });
     this.signals = new SignalHandling({
       logger,

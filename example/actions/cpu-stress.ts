@@ -8,7 +8,8 @@
  */
 import * as os from 'node:os';
 import { setTimeout as delay } from 'node:timers/promises';
-import { defineAction, z } from 'actionkit-runtime/action';
+import { defineAction, ExtensionError, z } from 'actionkit-runtime/action';
+import { HOST_ATTRIBUTES, HOST_TARGET_TYPE } from '../lib/host.js';
 import { durationMs, formatMs, formatPercent } from '../lib/params.js';
 
 /** One duty cycle: busy for `cpuLoad`% of it, asleep for the rest. Short enough to look smooth in `top`. */
@@ -55,6 +56,8 @@ export default defineAction({
     description: 'Burns one CPU core of the extension host at the chosen load for the given duration, to see how co-located services cope with CPU contention.',
     kind: 'attack',
     category: 'resource',
+    // The host discovery of this extension (`example/discovery/host.ts`) offers the host as its target.
+    targetSelection: { targetType: HOST_TARGET_TYPE },
     technology: 'Node.js',
     timeControl: 'external',
     parameters: [
@@ -75,7 +78,12 @@ export default defineAction({
   },
   config: Config,
 
-  prepare({ config }) {
+  prepare({ config, target }) {
+    // It can only burn the CPU of the host it runs on: refuse a target discovered elsewhere.
+    const targetHost = target?.attributes[HOST_ATTRIBUTES.name]?.[0];
+    if (targetHost !== undefined && targetHost !== os.hostname()) {
+      throw new ExtensionError('Target is another host', { detail: `this extension runs on ${os.hostname()} and can only stress that host, not ${targetHost}` });
+    }
     const state: State = { durationMs: config.duration, cpuLoad: config.cpuLoad, startedAtMs: 0 };
     return { state };
   },

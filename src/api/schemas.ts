@@ -19,76 +19,11 @@
  * {@link ExecutionIdSchema} and {@link PrepareActionRequestBodySchema}.
  */
 import { z } from 'zod';
+import { jsonTypeName, maxChars, uniqueItems } from './json-schema.js';
 
 // ---------------------------------------------------------------------------------------------
 // Building blocks
 // ---------------------------------------------------------------------------------------------
-
-/** Number of Unicode code points of `text` (what JSON Schema's `maxLength` counts). */
-function codePointLength(text: string): number {
-  let length = text.length;
-  for (let i = 0; i < text.length - 1; i++) {
-    const unit = text.charCodeAt(i);
-    if (unit >= 0xd800 && unit <= 0xdbff) {
-      const next = text.charCodeAt(i + 1);
-      if (next >= 0xdc00 && next <= 0xdfff) {
-        length--;
-        i++;
-      }
-    }
-  }
-  return length;
-}
-
-/**
- * A string with JSON Schema `maxLength` semantics. The message mirrors zod's own `.max()` message so
- * that every length error reads the same.
- */
-function maxChars(max: number): z.ZodString {
-  return z.string().refine(
-    // Fast paths keep the 7 MB artifact check linear-free in the common (ASCII) case: code points
-    // never exceed code units, and are at least half of them.
-    (text) => text.length <= max || (text.length <= 2 * max && codePointLength(text) <= max),
-    { message: `Too big: expected string to have <=${max} characters` },
-  );
-}
-
-/** Canonical JSON (object keys sorted) so that JSON-Schema-equal values compare equal as strings. */
-function canonicalJson(value: unknown): string {
-  if (Array.isArray(value)) return `[${value.map(canonicalJson).join(',')}]`;
-  if (value !== null && typeof value === 'object') {
-    const entries = Object.keys(value)
-      .sort()
-      .map((key) => `${JSON.stringify(key)}:${canonicalJson((value as Record<string, unknown>)[key])}`);
-    return `{${entries.join(',')}}`;
-  }
-  return JSON.stringify(value) ?? 'undefined';
-}
-
-/** Adds the spec's `uniqueItems` constraint to an array schema; the issue points at the duplicate. */
-function uniqueItems<T extends z.ZodType>(schema: z.ZodArray<T>): z.ZodArray<T> {
-  return schema.superRefine((items, ctx) => {
-    const seen = new Map<string, number>();
-    items.forEach((item, index) => {
-      let key: string;
-      try {
-        key = canonicalJson(item);
-      } catch {
-        return; // not JSON (cyclic): other issues already describe what is wrong with it
-      }
-      const first = seen.get(key);
-      if (first === undefined) seen.set(key, index);
-      else ctx.addIssue({ code: 'custom', path: [index], message: `Duplicate item: equal to item [${first}] (items must be unique)` });
-    });
-  });
-}
-
-/** Human name of a JSON value's type, for messages. */
-function jsonTypeName(value: unknown): string {
-  if (value === null) return 'null';
-  if (Array.isArray(value)) return 'array';
-  return typeof value;
-}
 
 /**
  * A JSON object (`type: object, additionalProperties: true`): not an array, not null.
@@ -574,7 +509,12 @@ export type ActionParameter = z.infer<typeof ActionParameterSchema>;
 // ---------------------------------------------------------------------------------------------
 
 /** The spec's endpoint path pattern `^/.*$` (absolute path, single line). */
-const EndpointPathSchema = z.string().regex(/^\/.*$/, { message: 'Invalid path: must start with "/" (pattern ^/.*$)' });
+export const EndpointPathSchema = z.string().regex(/^\/.*$/, { message: 'Invalid path: must start with "/" (pattern ^/.*$)' });
+
+/** A `callInterval`: how often the agent calls an endpoint, e.g. `500ms`, `10s`, `1m`. */
+export const CallIntervalSchema = z
+  .string()
+  .regex(CALL_INTERVAL_PATTERN, { message: 'Invalid duration: expected <integer><unit> with unit ns, ms, s, m, h or d (pattern ^\\d+(ns|ms|s|m|h|d)$)' });
 
 /** `DescribingEndpointReference`: `GET <path>` of a description (entries of the action list). */
 export const DescribingEndpointReferenceSchema = z.looseObject({
@@ -594,10 +534,7 @@ export type MutatingEndpointReference = z.infer<typeof MutatingEndpointReference
 
 /** `MutatingEndpointReferenceWithCallInterval`: status and metric-query endpoints, polled every `callInterval`. */
 export const MutatingEndpointReferenceWithCallIntervalSchema = MutatingEndpointReferenceSchema.extend({
-  callInterval: z
-    .string()
-    .regex(CALL_INTERVAL_PATTERN, { message: 'Invalid duration: expected <integer><unit> with unit ns, ms, s, m, h or d (pattern ^\\d+(ns|ms|s|m|h|d)$)' })
-    .optional(),
+  callInterval: CallIntervalSchema.optional(),
 });
 /** `MutatingEndpointReferenceWithCallInterval`. */
 export type MutatingEndpointReferenceWithCallInterval = z.infer<typeof MutatingEndpointReferenceWithCallIntervalSchema>;

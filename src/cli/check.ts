@@ -11,10 +11,12 @@ import { durationOption, UsageError } from './usage.js';
 
 const USAGE = `Usage: actionkit check <url> [options]
 
-Checks the ActionKit extension at <url> (written with this runtime or not): the action list and
-every description against the spec's schemas, the registration rules, one agent-like run per
-action with the parameters' default values (prepare, start, status, stop, metric queries; every
-answer validated), and the error answers to malformed JSON and unknown executions.
+Checks the ActionKit extension at <url> (written with this runtime or not): the index and every
+description against the spec's schemas, the registration rules, one agent-like run per action
+with the parameters' default values (prepare, start, status, stop, metric queries; every answer
+validated), the error answers to malformed JSON and unknown executions, and the DiscoveryKit
+entries the index lists (each discovery described and run once, target types, attributes,
+enrichment rules; advice and preflights must answer a JSON object).
 Actions with required parameters that have no default are skipped unless --config/--file give them.
 
 Options:
@@ -24,7 +26,7 @@ Options:
   --duration <d>              How long each run may last before it is stopped (default 3s).
   --max-interval <d>          Poll status and metric queries at least this often (default 1s).
   --request-timeout <d>       Request-Timeout sent with every request (default 30s).
-  --list-path <path>          Path of the action list (default /).
+  --list-path <path>          Path of the index (default /).
   --unix-socket <path>        Connect to this unix domain socket (the URL then only gives the
                               scheme and Host header, e.g. http://localhost).
   --ca <file>                 PEM CA certificate(s) to trust for an https:// extension.

@@ -66,7 +66,8 @@ export function accessLog(deps: AccessLogDeps): RequestHandler {
       const aborted = !res.writableFinished;
       const status = aborted && !res.headersSent ? CLIENT_CLOSED_STATUS : res.statusCode;
       const locals = res.locals as AccessLocals;
-      metrics.observeHttp(locals.route ?? UNMATCHED_ROUTE, req.method, status, seconds);
+      const route = locals.route ?? routerRoute(req);
+      metrics.observeHttp(route ?? UNMATCHED_ROUTE, req.method, status, seconds);
       const level = levelOf(req, status, aborted, locals.route !== undefined && pollingRoutes.has(locals.route));
       if (!logger.isLevelEnabled(level)) return;
       const requestId = res.getHeader('Request-Id');
@@ -78,7 +79,7 @@ export function accessLog(deps: AccessLogDeps): RequestHandler {
         status,
         durationMs: Math.round(seconds * 1e6) / 1000,
         reqBytes: requestBytes(req),
-        resBytes: aborted ? 0 : (locals.resBytes ?? 0),
+        resBytes: aborted ? 0 : (locals.resBytes ?? declaredResponseBytes(res)),
       };
       if (aborted) line['aborted'] = true;
       logger[level](line, aborted ? 'request abandoned by the client' : 'request');
@@ -91,6 +92,21 @@ function levelOf(req: Request, status: number, aborted: boolean, polling: boolea
   if (aborted || status >= 500) return 'warn';
   if (status >= 400) return 'info';
   return req.method === 'GET' || req.method === 'HEAD' || polling ? 'debug' : 'info';
+}
+
+/**
+ * The route template an author's router matched (`/discovery/:id`, with the router's mount path),
+ * so the metric's `route` label stays bounded; undefined when no route of theirs matched.
+ */
+function routerRoute(req: Request): string | undefined {
+  const path = (req.route as { path?: unknown } | undefined)?.path;
+  return path === undefined ? undefined : `${req.baseUrl}${String(path)}`;
+}
+
+/** What an answer the app did not write itself (an author's router) declared as its size. */
+function declaredResponseBytes(res: Response): number {
+  const bytes = Number(res.getHeader('content-length'));
+  return Number.isSafeInteger(bytes) && bytes >= 0 ? bytes : 0;
 }
 
 /** The declared body size (`Content-Length`); 0 without a body; undefined when chunked. */

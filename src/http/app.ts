@@ -7,13 +7,20 @@
  * `Request-Timeout`/`X-Request-Timeout` → 503,
  * JSON errors everywhere, one access-log line and HTTP metric per request (`./access-log.ts`).
  * The lifecycle work happens in `src/runtime/lifecycle.ts`.
+ *
+ * The rest of an extension (discoveries, advice, event listeners) is served by the author's
+ * `routers`, after the action routes and before the final 404, inside the same envelope: they get
+ * the `Request-Id`, the access log and metrics, the `Request-Timeout` answer (their later answer is
+ * discarded; {@link requestSignal} tells them to give up), gzip above 1 KiB and JSON errors.
  */
 import { randomBytes } from 'node:crypto';
 import { promisify } from 'node:util';
 import { gzip } from 'node:zlib';
 import type { IncomingMessage, ServerResponse } from 'node:http';
-import express, { type Request, type Response } from 'express';
+import compression from 'compression';
+import express, { type Request, type RequestHandler, type Response } from 'express';
 import type { z } from 'zod';
+import { indexedPaths, type ExtensionIndex, type IndexContributions } from '../api/extension-index.js';
 import {
   ActionStatusRequestBodySchema,
   formatZodIssues,
@@ -22,7 +29,8 @@ import {
   StartActionRequestBodySchema,
   StopActionRequestBodySchema,
 } from '../api/schemas.js';
-import { ErrorCode, RuntimeError } from '../errors.js';
+import { ConfigError } from '../config.js';
+import { ErrorCode, ExtensionError, RuntimeError } from '../errors.js';
 import type { Logger } from '../logging.js';
 import type { ExtensionMetrics } from '../metrics.js';
 import type { Lifecycle, Reply, RequestScope, UploadedFiles } from '../runtime/lifecycle.js';
@@ -39,6 +47,12 @@ export interface AppDeps {
   uploadDir: string;
   uploadMaxBytes: number;
   metrics: Pick<ExtensionMetrics, 'observeHttp'>;
+  /** Where the index is served. */
+  indexPath: string;
+  /** The index body (actions and contributions), fixed at start-up. */
+  index: ExtensionIndex;
+  /** The author's routers, tried in order for every path that is not the runtime's. */
+  routers: readonly RequestHandler[];
 }
 
 type Route = (req: Request, res: Response, scope: RequestScope) => Promise<Reply>;
@@ -46,6 +60,8 @@ type Route = (req: Request, res: Response, scope: RequestScope) => Promise<Reply
 /** Per-response flags kept on `res.locals`. */
 interface Locals {
   timedOut?: boolean;
+  /** Set for requests that reach the author's routers ({@link requestSignal}). */
+  abort?: AbortController;
 }
 
 /** Build the extension's express application. */
@@ -64,7 +80,7 @@ export function buildApp(deps: AppDeps): express.Express {
   app.use(accessLog({ logger: deps.logger, metrics: deps.metrics, pollingRoutes: pollingRoutes(deps.registry) }));
   app.use((req, res, next) => {
     const methods = routes.get(req.path);
-    if (methods === undefined) throw new RuntimeError(ErrorCode.NotFound, 404, `Not found: ${req.method} ${req.path}`, 'no action or endpoint at this path; GET / lists the actions');
+    if (methods === undefined) return next();
     setRoute(res, req.path);
     const route = methods.get(req.method === 'HEAD' ? 'GET' : req.method);
     if (route === undefined) {
@@ -76,6 +92,10 @@ export function buildApp(deps: AppDeps): express.Express {
       .then((reply) => send(res, reply.status, reply.body))
       .catch(next);
   });
+  if (deps.routers.length > 0) app.use(routerScope, compression({ threshold: GZIP_MIN_BYTES }), ...deps.routers);
+  app.use((req) => {
+    throw new RuntimeError(ErrorCode.NotFound, 404, `Not found: ${req.method} ${req.path}`, `nothing is served at this path; GET ${deps.indexPath} lists the endpoints`);
+  });
   app.use((error: unknown, req: Request, res: Response, _next: express.NextFunction) => {
     const failure = asRuntimeError(error);
     if (failure.httpStatus >= 500) deps.logger.error({ err: error, path: req.path }, failure.message);
@@ -84,6 +104,27 @@ export function buildApp(deps: AppDeps): express.Express {
     send(res, failure.httpStatus, failure.toWire());
   });
   return app;
+}
+
+/**
+ * Start-up check that every path the index lists reaches what it names: the index path and the
+ * contributed entries must not be paths the runtime serves for an action (those never reach the
+ * routers), nor each other's. Throws a {@link ConfigError} naming both users of the path.
+ */
+export function assertPathsFree(registry: ActionRegistry, indexPath: string, contributions: IndexContributions): void {
+  const taken = new Map<string, string>();
+  for (const { id, description: d } of registry.all()) {
+    taken.set(`/${id}`, `the description of action ${id}`);
+    const endpoints = { prepare: d.prepare, start: d.start, status: d.status, stop: d.stop, 'metrics query': d.metrics?.query?.endpoint };
+    for (const [name, endpoint] of Object.entries(endpoints)) if (endpoint !== undefined) taken.set(endpoint.path, `the ${name} endpoint of action ${id}`);
+  }
+  const claim = (path: string, what: string): void => {
+    const owner = taken.get(path);
+    if (owner !== undefined) throw new ConfigError(`Invalid configuration: ${what} is ${path}, which is already ${owner}`);
+    taken.set(path, what);
+  };
+  claim(indexPath, 'the index path (option indexPath, ACTIONKIT_INDEX_PATH)');
+  for (const { field, path } of indexedPaths(contributions)) claim(path, `an entry of option index.${field}`);
 }
 
 /** Paths the agent calls periodically: status and metric query. */
@@ -107,11 +148,11 @@ function buildRoutes(deps: AppDeps): Map<string, Map<string, Route>> {
   };
   const json = jsonBodyParser(deps.maxBodyBytes);
 
-  add('/', 'GET', async (req, res) => {
+  add(deps.indexPath, 'GET', async (req, res) => {
     const etag = registry.revision;
     res.setHeader('ETag', etag);
     if (etagMatches(req.headers['if-none-match'], etag)) return { status: 304, body: {} };
-    return { status: 200, body: { actions: registry.all().map((action) => ({ method: 'GET', path: `/${action.id}` })) } };
+    return { status: 200, body: deps.index };
   });
 
   for (const action of registry.all()) {
@@ -282,10 +323,62 @@ function bodyError(error: unknown): RuntimeError {
   }
 }
 
+/**
+ * Any error as an answer. Besides the runtime's own: what the author's routers throw or pass to
+ * `next` — body-parser failures keep their meaning (400/413/415), other client errors (`status`
+ * 4xx, as `http-errors` makes them) keep their status, an {@link ExtensionError} its wire fields.
+ */
 function asRuntimeError(error: unknown): RuntimeError {
   if (error instanceof RuntimeError) return error;
+  const failure = (typeof error === 'object' && error !== null ? error : {}) as { type?: unknown; status?: unknown; statusCode?: unknown; message?: unknown };
+  const status = failure.status ?? failure.statusCode;
+  if (typeof status === 'number' && status >= 400 && status <= 499) {
+    if (typeof failure.type === 'string') return bodyError(error);
+    return new RuntimeError(ErrorCode.InvalidRequest, status, typeof failure.message === 'string' && failure.message !== '' ? failure.message : `HTTP ${status}`);
+  }
+  if (error instanceof ExtensionError) {
+    const wire = error.toWire();
+    return new RuntimeError(ErrorCode.Internal, 500, wire.title, wire.detail);
+  }
   const detail = error instanceof Error ? error.message : String(error);
   return new RuntimeError(ErrorCode.Internal, 500, 'Internal Server Error', detail);
+}
+
+/**
+ * In front of the author's routers: the `Request-Timeout` answer and the request's abort signal
+ * (the action routes get both through their {@link RequestScope}).
+ */
+const routerScope: RequestHandler = (req, res, next) => {
+  const abort = new AbortController();
+  (res.locals as Locals).abort = abort;
+  requestScope(req, res);
+  res.once('close', () => {
+    if (!res.writableFinished) abort.abort(new Error('the client closed the connection before the answer'));
+  });
+  next();
+};
+
+/**
+ * The abort signal of a request served by one of the `routers`: aborted when the agent stops
+ * waiting — its `Request-Timeout` passed (the runtime then answered `503 Timeout` and discards the
+ * router's answer) or the client closed the connection. Pass it to what the handler awaits
+ * (`fetch(url, { signal })`) so abandoned work stops. For other requests: a signal that never aborts.
+ */
+export function requestSignal(res: Response): AbortSignal {
+  return (res.locals as Locals).abort?.signal ?? NEVER_ABORTED;
+}
+const NEVER_ABORTED = new AbortController().signal;
+
+/**
+ * After the timeout answer, what the handler still writes goes nowhere (Go's `TimeoutHandler`
+ * does the same): a late `res.json()` must not throw "headers already sent" from inside an
+ * author's callback, where nothing would catch it.
+ */
+function discardLaterWrites(res: Response): void {
+  res.setHeader = () => res;
+  res.writeHead = () => res;
+  res.write = () => true;
+  res.end = () => res;
 }
 
 /**
@@ -306,6 +399,8 @@ function requestScope(req: Request, res: Response): RequestScope {
       if (res.headersSent) return;
       send(res, 503, { title: 'Timeout', detail: `the request did not complete within its Request-Timeout of ${header} s` });
       locals.timedOut = true;
+      discardLaterWrites(res);
+      locals.abort?.abort(new Error(`the Request-Timeout of ${header} s passed`));
     }, timeoutMs);
     res.once('close', () => clearTimeout(timer));
   }

@@ -6,6 +6,11 @@
  * What is checked, in order:
  * - `list`: the action list against `ActionList`;
  * - `describe <id>`: every listed description against `ActionDescription`;
+ * - when the index lists more than actions: `index` against the merged index (every kit's part,
+ *   `DiscoveryList` complete), `discovery <id>` (description, then one `discover` call, against
+ *   DiscoveryKit), `target type <id>`, `target attributes <path>`, `enrichment rule <id>`; `advice` and
+ *   `preflight` entries must answer a JSON object (their kits' schemas are not part of this
+ *   package); event listeners are listed, not called (they need a real event);
  * - `rules <id>`: the registration rules of `src/api/description.ts` (reference §1.3 and the gaps the
  *   runtime closes), with what the action implements inferred from what it describes; `routes`: no
  *   two endpoints share a method and path;
@@ -24,8 +29,8 @@ import { heartbeatExpiryMs } from '../config.js';
 import { AgentClient, interpretAnswer, type AgentClientOptions } from './client.js';
 import { defaultConfig } from './defaults.js';
 import type { FileSource, Phase, RunResult } from './run.js';
-import { schemaIssues } from './validate.js';
-import { describeActionKitError, renderValue } from './errors.js';
+import { schemaIssues, type AnswerOf } from './validate.js';
+import { describeActionKitError, renderValue, type SchemaIssue } from './errors.js';
 
 /** Outcome of one check. */
 export type CheckStatus = 'pass' | 'fail' | 'skip';
@@ -91,7 +96,8 @@ export async function checkExtension(baseUrl: string | URL, options: CheckOption
   const rows: CheckRow[] = [];
   const add = (name: string, status: CheckStatus, detail: string): void => void rows.push({ name, status, detail });
 
-  const references = await checkList(client, options.client?.listPath ?? '/', add);
+  const { references, index } = await checkList(client, options.client?.listPath ?? '/', add);
+  await checkOtherKits(client, index, add);
   const descriptions = await checkDescriptions(client, references, add);
   checkRules(descriptions, add);
 
@@ -121,24 +127,101 @@ export async function checkExtension(baseUrl: string | URL, options: CheckOption
 type Add = (name: string, status: CheckStatus, detail: string) => void;
 
 /** `list`; returns the references to describe (the usable ones even when the list is invalid). */
-async function checkList(client: AgentClient, listPath: string, add: Add): Promise<DescribingEndpointReference[]> {
+async function checkList(client: AgentClient, listPath: string, add: Add): Promise<{ references: DescribingEndpointReference[]; index: unknown }> {
   let json: unknown;
   try {
     const answer = await client.exchange('GET', listPath);
     json = answer.json;
     const list = interpretAnswer(answer, 'ActionList').result;
     add('list', 'pass', `${list.actions.length} action(s)`);
-    return list.actions;
+    return { references: list.actions, index: json };
   } catch (error) {
     add('list', 'fail', messageOf(error));
   }
   // Go on with the entries that can be described, so one bad entry does not hide the others.
-  const entries = (json as { actions?: unknown } | undefined)?.actions;
+  return { references: usableReferences((json as { actions?: unknown } | undefined)?.actions), index: json };
+}
+
+/** The entries of an index list that can be called (an object with an absolute path). */
+function usableReferences(entries: unknown): DescribingEndpointReference[] {
   if (!Array.isArray(entries)) return [];
   return entries.filter(
     (entry): entry is DescribingEndpointReference =>
       typeof entry === 'object' && entry !== null && typeof (entry as { path?: unknown }).path === 'string' && (entry as { path: string }).path.startsWith('/'),
   );
+}
+
+/** The index fields of kits other than ActionKit, in the order they are checked. */
+const OTHER_KIT_FIELDS = ['discoveries', 'targetTypes', 'targetAttributes', 'targetEnrichmentRules', 'advice', 'preflights', 'eventListeners'] as const;
+
+/** `index` and one row per entry of the other kits' lists (nothing when the index lists only actions). */
+async function checkOtherKits(client: AgentClient, index: unknown, add: Add): Promise<void> {
+  if (typeof index !== 'object' || index === null) return;
+  const lists = index as Partial<Record<(typeof OTHER_KIT_FIELDS)[number], unknown>>;
+  const used = OTHER_KIT_FIELDS.filter((field) => lists[field] !== undefined);
+  if (used.length === 0) return;
+  const issues = schemaIssues('ExtensionIndex', index);
+  if (issues.length === 0) add('index', 'pass', used.map((field) => `${(lists[field] as unknown[]).length} ${field}`).join(', '));
+  else add('index', 'fail', `violates the merged index: ${renderIssues(issues)}`);
+
+  const describe = async <N extends 'DiscoveryDescription' | 'TargetDescription' | 'AttributeDescriptions' | 'TargetEnrichmentRule'>(
+    label: string,
+    reference: DescribingEndpointReference,
+    schema: N,
+    summary: (result: AnswerOf<N>) => Promise<[name: string, detail: string]>,
+  ): Promise<void> => {
+    try {
+      const [name, detail] = await summary(interpretAnswer(await client.exchange('GET', reference.path), schema).result);
+      add(`${label} ${name}`, 'pass', detail);
+    } catch (error) {
+      add(`${label} ${reference.path}`, 'fail', messageOf(error));
+    }
+  };
+  for (const reference of usableReferences(lists.discoveries)) {
+    await describe('discovery', reference, 'DiscoveryDescription', async (discovery) => {
+      const data = await client.discover(discovery);
+      const seen = new Set<string>();
+      for (const target of data.targets ?? []) {
+        const key = JSON.stringify([target.targetType, target.id]);
+        if (seen.has(key)) throw new Error(`${discovery.discover.path} discovered two ${target.targetType} targets with id ${JSON.stringify(target.id)} (ids must be unique per target type)`);
+        seen.add(key);
+      }
+      const found = [describeDiscovered(data.targets ?? [], 'targetType', 'target(s)'), describeDiscovered(data.enrichmentData ?? [], 'enrichmentDataType', 'enrichment data')];
+      return [discovery.id, `${found.join(', ')}; called every ${discovery.discover.callInterval ?? '(agent default)'}`];
+    });
+  }
+  for (const reference of usableReferences(lists.targetTypes)) {
+    await describe('target type', reference, 'TargetDescription', async (type) => [type.id, `"${type.label.one}", version ${type.version}, ${type.table.columns.length} column(s)`]);
+  }
+  for (const reference of usableReferences(lists.targetAttributes)) {
+    await describe('target attributes', reference, 'AttributeDescriptions', async (described) => [reference.path, described.attributes.map((attribute) => attribute.attribute).join(', ') || 'none']);
+  }
+  for (const reference of usableReferences(lists.targetEnrichmentRules)) {
+    await describe('enrichment rule', reference, 'TargetEnrichmentRule', async (rule) => [rule.id, `${rule.src.type} → ${rule.dest.type}, ${rule.attributes.length} attribute(s)`]);
+  }
+  for (const field of ['advice', 'preflights'] as const) {
+    for (const reference of usableReferences(lists[field])) {
+      const name = `${field === 'advice' ? 'advice' : 'preflight'} ${reference.path}`;
+      try {
+        const answer = await client.exchange('GET', reference.path);
+        const problem = answer.httpStatus !== 200 ? `answered ${answer.httpStatus}` : typeof answer.json !== 'object' || answer.json === null || Array.isArray(answer.json) ? 'did not answer a JSON object' : undefined;
+        add(name, problem === undefined ? 'pass' : 'fail', problem ?? `200 with a JSON object (${field === 'advice' ? 'AdviceKit' : 'PreflightKit'} schemas are not checked here)`);
+      } catch (error) {
+        add(name, 'fail', messageOf(error));
+      }
+    }
+  }
+  for (const reference of usableReferences(lists.eventListeners)) {
+    add(`event listener ${reference.path}`, 'skip', `listed (${String(reference.method)}); not called: it needs a real event`);
+  }
+}
+
+/** `3 target(s) (2 com.example.host, 1 com.example.disk)` — counts by type. */
+function describeDiscovered<K extends string>(items: ReadonlyArray<Record<K, string>>, typeField: K, noun: string): string {
+  const byType = new Map<string, number>();
+  for (const item of items) byType.set(item[typeField], (byType.get(item[typeField]) ?? 0) + 1);
+  const types = [...byType].map(([type, count]) => `${count} ${type}`).join(', ');
+  return `${items.length} ${noun}${types === '' ? '' : ` (${types})`}`;
 }
 
 /** `describe <id>` for every reference; returns the valid descriptions. */
@@ -287,6 +370,11 @@ async function checkUnknownExecution(client: AgentClient, description: ActionDes
   }
 }
 
+/** `path: message (found value)`, joined. */
+function renderIssues(issues: readonly SchemaIssue[]): string {
+  return issues.map((issue) => `${issue.path === '' ? '(body)' : issue.path}: ${issue.message} (found ${renderValue(issue.value)})`).join('; ');
+}
+
 /** What is wrong with an answer that should be a 4xx ActionKitError, or undefined. */
 function errorAnswerProblem(answer: { request: string; httpStatus: number; contentType: string; text: string; json: unknown }): string | undefined {
   const where = `${answer.request} answered ${answer.httpStatus}`;
@@ -296,7 +384,7 @@ function errorAnswerProblem(answer: { request: string; httpStatus: number; conte
   }
   const issues = schemaIssues('ActionKitError', answer.json);
   if (issues.length > 0) {
-    return `${where}; body violates ActionKitError: ${issues.map((issue) => `${issue.path === '' ? '(body)' : issue.path}: ${issue.message} (found ${renderValue(issue.value)})`).join('; ')}`;
+    return `${where}; body violates ActionKitError: ${renderIssues(issues)}`;
   }
   if ((answer.json as { title: string }).title.trim() === '') return `${where} with an empty title`;
   if (answer.httpStatus < 400 || answer.httpStatus > 499) return `${where} (${titleOf(answer.json)}): expected a 4xx status`;

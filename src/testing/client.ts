@@ -4,6 +4,8 @@
  */
 import { readFile } from 'node:fs/promises';
 import { basename } from 'node:path';
+import type { AttributeDescriptions, DiscoveryData, DiscoveryDescription, TargetDescription, TargetEnrichmentRule } from '../api/discovery.js';
+import type { ExtensionIndex } from '../api/extension-index.js';
 import type { ActionDescription, ActionList, DescribingEndpointReference, MutatingEndpointReference } from '../api/schemas.js';
 import { ErrorAnswer, ProtocolError, TransportError } from './errors.js';
 import { runExecution, type Exchange, type ExecutionEndpoints, type FileSource, type PrepareRequest, type RunOptions, type RunResult } from './run.js';
@@ -157,10 +159,43 @@ export class AgentClient {
     return (await this.call({ method: 'GET', path: this.listPath }, undefined, 'ActionList')).result;
   }
 
+  /**
+   * `GET <listPath>`: the whole index — the actions and whatever else the extension lists
+   * (`discoveries`, `targetTypes`, …), every kit's part validated.
+   */
+  async index(): Promise<ExtensionIndex> {
+    return (await this.call({ method: 'GET', path: this.listPath }, undefined, 'ExtensionIndex')).result;
+  }
+
+  /** `GET` of a `discoveries` entry (or a path): the discovery's description. */
+  async describeDiscovery(reference: DescribingEndpointReference | string): Promise<DiscoveryDescription> {
+    return (await this.call(asReference(reference), undefined, 'DiscoveryDescription')).result;
+  }
+
+  /** Call a discovery's `discover` endpoint, as the agent does every `callInterval`: the targets and enrichment data. */
+  async discover(discovery: DiscoveryDescription | DescribingEndpointReference | string): Promise<DiscoveryData> {
+    const reference = typeof discovery === 'object' && 'discover' in discovery ? (discovery as DiscoveryDescription).discover : asReference(discovery as DescribingEndpointReference | string);
+    return (await this.call(reference, undefined, 'DiscoveryData')).result;
+  }
+
+  /** `GET` of a `targetTypes` entry (or a path): the target type's description. */
+  async describeTargetType(reference: DescribingEndpointReference | string): Promise<TargetDescription> {
+    return (await this.call(asReference(reference), undefined, 'TargetDescription')).result;
+  }
+
+  /** `GET` of a `targetAttributes` entry (or a path): the attributes' labels. */
+  async describeTargetAttributes(reference: DescribingEndpointReference | string): Promise<AttributeDescriptions> {
+    return (await this.call(asReference(reference), undefined, 'AttributeDescriptions')).result;
+  }
+
+  /** `GET` of a `targetEnrichmentRules` entry (or a path): the enrichment rule. */
+  async describeEnrichmentRule(reference: DescribingEndpointReference | string): Promise<TargetEnrichmentRule> {
+    return (await this.call(asReference(reference), undefined, 'TargetEnrichmentRule')).result;
+  }
+
   /** `GET <path>` of a list entry (or a path): the action's description. */
   async describe(reference: DescribingEndpointReference | string): Promise<ActionDescription> {
-    const ref = typeof reference === 'string' ? { method: 'GET', path: reference } : reference;
-    return (await this.call(ref, undefined, 'ActionDescription')).result;
+    return (await this.call(asReference(reference), undefined, 'ActionDescription')).result;
   }
 
   /** Every listed description, in list order. */
@@ -258,6 +293,10 @@ export function interpretAnswer<N extends AnswerSchemaName>(answer: RawAnswer, s
     if (error.success && schema !== 'ActionKitError') throw new ErrorAnswer(request, httpStatus, error.data);
   }
   return { httpStatus, result: validateWire(schema, json, request, httpStatus), durationMs: answer.durationMs };
+}
+
+function asReference(reference: DescribingEndpointReference | string): DescribingEndpointReference {
+  return typeof reference === 'string' ? { method: 'GET', path: reference } : reference;
 }
 
 async function loadFile(source: FileSource): Promise<{ filename: string; content: Uint8Array | string }> {

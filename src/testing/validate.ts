@@ -1,5 +1,6 @@
 /**
- * Validation of answers against the runtime's own wire schemas (`src/api/schemas.ts`): the same
+ * Validation of answers against the runtime's own wire schemas (`src/api/schemas.ts`, DiscoveryKit's
+ * in `src/api/discovery.ts`): the same
  * zod schemas the runtime serves with, so the client and the server can never disagree on what the
  * spec allows. A failure becomes a {@link SchemaViolation} listing every offending path and value.
  */
@@ -16,6 +17,14 @@ import {
   StatusResultSchema,
   StopResultSchema,
 } from '../api/schemas.js';
+import {
+  AttributeDescriptionsSchema,
+  DiscoveryDataSchema,
+  DiscoveryDescriptionSchema,
+  TargetDescriptionSchema,
+  TargetEnrichmentRuleSchema,
+} from '../api/discovery.js';
+import { ExtensionIndexSchema } from '../api/extension-index.js';
 import { SchemaViolation, type SchemaIssue } from './errors.js';
 
 /** The schemas an agent applies to answers, by spec name. */
@@ -28,6 +37,13 @@ export const ANSWER_SCHEMAS = {
   StopResult: StopResultSchema,
   QueryMetricsResult: QueryMetricsResultSchema,
   ActionKitError: ActionKitErrorSchema,
+  /** The whole index: `ActionList` plus the other kits' lists (`DiscoveryList` complete when used). */
+  ExtensionIndex: ExtensionIndexSchema,
+  DiscoveryDescription: DiscoveryDescriptionSchema,
+  DiscoveryData: DiscoveryDataSchema,
+  TargetDescription: TargetDescriptionSchema,
+  AttributeDescriptions: AttributeDescriptionsSchema,
+  TargetEnrichmentRule: TargetEnrichmentRuleSchema,
 } as const;
 
 /** Spec name of an answer schema. */

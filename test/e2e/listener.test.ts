@@ -361,7 +361,7 @@ describe('unix socket', () => {
       // Anything else is still the extension's (its JSON 404), not the probes'.
       const missing = await httpGet({ socketPath }, '/health/other');
       assert.equal(missing.status, 404);
-      assert.match(missing.body, /no action or endpoint at this path/);
+      assert.match(missing.body, /nothing is served at this path/);
     } finally {
       await extension.close();
     }
