@@ -4,7 +4,9 @@
  * CIDRs, unknown fields, hundreds of restricted endpoints) are accepted over real HTTP, answered
  * within the spec, and reach the author's handlers normalised the way the reference's Go decoding
  * does (`src/api/schemas.ts`, "Request bodies"). What cannot be processed stays a 400 naming the
- * field.
+ * field. And the answers for executions this process never saw (a restart, a pod move), as the
+ * reference gives them: status `{"completed": false}`, stop 200 — unless a remembered stop outcome
+ * says otherwise.
  */
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
@@ -16,6 +18,7 @@ import { validateWire, type AnswerSchemaName } from '../../src/testing/index.js'
 import { fixture, start, type Answer, type Running } from '../support/harness.js';
 
 const ECHO = 'fixture.agent.echo';
+const BODY_ONLY = 'fixture.agent.body-only';
 
 /** The fixture files live beside the sources; tests run from the build output. */
 const FIXTURE_DIR = fileURLToPath(new URL('../../../test/fixtures/agent-requests/', import.meta.url));
@@ -232,5 +235,65 @@ describe('agent request fixtures', () => {
     const prepared = await running.agent.prepare(ECHO, executionId, { duration: 1000 });
     assertResult('prepare', prepared, 'prepare after the refused requests');
     assertResult('stop', await running.agent.stop(ECHO, executionId, prepared.body['state']), 'stop after the refused requests');
+  });
+});
+
+describe('executions this process never saw (after a restart or a pod move)', () => {
+  test('status without a status handler: 200 {"completed": false}, as the reference, however often polled', async () => {
+    const executionId = randomUUID();
+    for (let poll = 0; poll < 3; poll++) {
+      const answer = await running.agent.status(BODY_ONLY, executionId, { from: 'the agent' });
+      assertResult('status', answer, `poll ${poll}`);
+      assert.deepEqual(answer.body, { completed: false });
+    }
+    // It stays unknown: the synthetic answer creates nothing.
+    assert.equal(running.extension.stats().activeExecutions, 0);
+  });
+
+  test('stop of a body-only action: 200 with nothing to do, remembered like any stop', async () => {
+    const executionId = randomUUID();
+    const stopped = await running.agent.stop(BODY_ONLY, executionId, {});
+    assertResult('stop', stopped, 'stop');
+    const messages = stopped.body['messages'] as { level: string; message: string }[];
+    assert.equal(messages.length, 1);
+    assert.equal(messages[0]!.level, 'info');
+    assert.match(messages[0]!.message, new RegExp(`^Nothing to stop: this extension process has no record of execution ${executionId} `));
+    // A duplicate stop gets the same answer.
+    assert.deepEqual((await running.agent.stop(BODY_ONLY, executionId, {})).body, stopped.body);
+    // The remembered stop wins over the synthetic status: the agent is told it is over.
+    assert.deepEqual((await running.agent.status(BODY_ONLY, executionId, {})).body, { completed: true });
+    // And the id cannot come back to life here.
+    const started = await running.agent.start(BODY_ONLY, executionId, {});
+    assert.equal((started.body['error'] as { title: string } | undefined)?.title, 'Action was stopped by extension: agent stop');
+    const prepared = await running.agent.prepare(BODY_ONLY, executionId, { duration: 1000 });
+    assert.equal(prepared.status, 409, JSON.stringify(prepared.body));
+    assert.equal(running.extension.stats().activeExecutions, 0);
+  });
+
+  test('a remembered agent stop wins over the synthetic answers', async () => {
+    const executionId = randomUUID();
+    const state = await running.agent.run(BODY_ONLY, executionId, { duration: 1000 });
+    const stopped = await running.agent.stop(BODY_ONLY, executionId, state);
+    assertResult('stop', stopped, 'stop of a running body');
+    const stopMessages = (stopped.body['messages'] as { message: string }[]).map((m) => m.message);
+    assert.match(stopMessages.join('\n'), /^Action body stopped cooperatively /m);
+    assert.doesNotMatch(stopMessages.join('\n'), /Nothing to stop/);
+    assert.deepEqual((await running.agent.status(BODY_ONLY, executionId, state)).body, { completed: true });
+    assert.deepEqual((await running.agent.stop(BODY_ONLY, executionId, state)).body, stopped.body);
+  });
+
+  test('a remembered extension-initiated stop wins over the synthetic answers', async () => {
+    const executionId = randomUUID();
+    const state = await running.agent.run(BODY_ONLY, executionId, { duration: 1000 });
+    const result = await running.extension.stopAll();
+    assert.equal(result.succeeded, 1);
+    const status = await running.agent.status(BODY_ONLY, executionId, state);
+    assert.equal(status.status, 200);
+    validateWire('StatusResult', status.body, 'status after the extension stopped it', status.status);
+    assert.deepEqual(status.body, { completed: true, error: { title: 'Action was stopped by extension: extension shutdown', status: 'errored' } });
+    const stop = await running.agent.stop(BODY_ONLY, executionId, state);
+    assert.equal(stop.status, 200);
+    validateWire('StopResult', stop.body, 'stop after the extension stopped it', stop.status);
+    assert.deepEqual(stop.body, { error: { title: 'Action was stopped by extension extension shutdown' } });
   });
 });

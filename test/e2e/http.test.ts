@@ -768,10 +768,10 @@ describe('duplicates and concurrency', () => {
     assert.equal(running.extension.stats().activeExecutions, 0);
   });
 
-  test('status of an unknown executionId: without status handler → 404 JSON; with one → the handler runs', async () => {
-    const missing = await running.agent.status(STOPPABLE, randomUUID(), {});
-    assert.equal(missing.status, 404, JSON.stringify(missing.body));
-    title(missing);
+  test('status of an unknown executionId: without status handler → the synthetic "not completed"; with one → the handler runs', async () => {
+    const synthetic = await running.agent.status(STOPPABLE, randomUUID(), {});
+    assert.equal(synthetic.status, 200, JSON.stringify(synthetic.body));
+    assert.deepEqual(synthetic.body, { completed: false });
 
     const external = await running.agent.status(EXTERNAL, randomUUID(), { config: {}, polls: 41 });
     assert.equal(external.status, 200);
