@@ -15,8 +15,8 @@
  * - defaults documented in the spec (`Message.level = info`, `ActionKitError.status = errored`, …)
  *   are NOT inserted: these schemas validate, they never rewrite what goes on the wire.
  *
- * Request bodies are where the runtime is stricter or more lenient than the spec on purpose; see
- * {@link ExecutionIdSchema} and {@link PrepareActionRequestBodySchema}.
+ * Request bodies are decoded the way the reference's Go decoding does — `null` and missing optional
+ * fields accepted and normalised after each field's Go type — see the table at "Request bodies".
  */
 import { z } from 'zod';
 import { jsonTypeName, maxChars, uniqueItems } from './json-schema.js';
@@ -633,6 +633,106 @@ export type ActionState = z.infer<typeof ActionStateSchema>;
 // ---------------------------------------------------------------------------------------------
 // Request bodies
 // ---------------------------------------------------------------------------------------------
+//
+// What the agent sends is decoded by the reference with Go's `encoding/json` into the generated
+// types of `action_kit_api`, so the agent (and Steadybit's Go test client) send whatever that
+// decoding accepts: `null` in optional places, missing objects, IPv6 CIDRs the spec's IPv4 pattern
+// does not allow. These schemas accept what Go accepts and normalise it the way Go does, field by
+// field after its Go type, so the types an author sees stay true:
+//
+// | Go type of the field | JSON `null` or key missing | wrong JSON type |
+// |---|---|---|
+// | pointer (`*Target`, `*ExecutionContext`, `*string`, `*int`, `*[]RestrictedEndpoint`) | absent (never `null`) | 400 |
+// | `string` / `int` | `""` / `0` | 400 (also a non-integer for `int`) |
+// | map (`config`, `properties`, `state`, `Target.attributes`) | `{}` | 400 |
+// | slice (an attribute's list of values) | `[]` | 400 |
+// | struct value (an element of `restrictedEndpoints`) | every field its zero value | 400 |
+// | `time.Time` (`timestamp` of a metric query) | `0001-01-01T00:00:00Z`, Go's zero time | 400 (not RFC 3339) |
+//
+// Unknown keys are kept (Go ignores them; the spec allows additional properties). Deliberately
+// stricter than Go: `executionId` is required and must be a UUID (see {@link ExecutionIdSchema}),
+// and a request body that is not a JSON object is a 400 (Go decodes `null` into zero values).
+// Deliberately more lenient: integers are JSON numbers without a fraction once parsed (`1.0` and
+// `1e2` pass; Go's `int` refuses both) within JavaScript's safe range (Go: int64).
+//
+// The spec's components above ({@link TargetSchema}, {@link ExecutionContextSchema},
+// {@link RestrictedEndpointSchema}) stay as strict as the spec: they describe what a conforming
+// client sends, and are what `actionkit-runtime/testing` sends; only the request bodies the runtime
+// receives use the lenient forms below.
+
+/** Go's zero `time.Time` as RFC 3339: what the reference's handler sees for a missing `timestamp`. */
+export const GO_ZERO_TIME = '0001-01-01T00:00:00Z';
+
+/**
+ * A Go non-pointer field: JSON `null` or a missing key decode to the type's zero value; anything
+ * else must match `schema`.
+ */
+function orZero<T extends z.ZodType>(schema: T, zero: () => z.output<T>) {
+  return schema.nullish().transform((value): z.output<T> => value ?? zero());
+}
+
+/**
+ * A Go struct: an object whose pointer fields (`pointerKeys`, declared `.optional()` in `shape`)
+ * decode JSON `null` to nil — here: the key is removed before validation, so it is absent from the
+ * result rather than `null`. Unknown keys pass through. Anything but an object is left to the
+ * object schema to reject.
+ */
+function goStruct<S extends z.core.$ZodLooseShape>(shape: S, pointerKeys: readonly (keyof S & string)[]) {
+  return z.preprocess((input) => {
+    if (typeof input !== 'object' || input === null || Array.isArray(input)) return input;
+    const record = input as Record<string, unknown>;
+    if (!pointerKeys.some((key) => record[key] === null)) return input;
+    // A shallow copy (own keys, `__proto__` included, stay own keys): the agent's object is not changed.
+    const copy: Record<string, unknown> = { ...record };
+    for (const key of pointerKeys) if (copy[key] === null) delete copy[key];
+    return copy;
+  }, z.looseObject(shape));
+}
+
+/** A Go `string` field. */
+const goString = () => orZero(z.string(), () => '');
+/** A Go `int` field: any integer (the spec's port bounds are not Go's, and not checked by the reference). */
+const goInt = () => orZero(z.number().int(), () => 0);
+/** A Go `map[string]interface{}` field. */
+const goMap = () => orZero(JsonObjectSchema, () => ({}));
+
+/**
+ * `Target` as received: `name` and `attributes` are Go non-pointer fields (missing → `""` / `{}`),
+ * an attribute's `null` list is `[]` and a `null` item in a list is `""`.
+ */
+export const TargetInRequestSchema = goStruct(
+  {
+    name: goString(),
+    attributes: orZero(z.record(z.string(), orZero(z.array(goString()), () => [])), () => ({})),
+  },
+  [],
+);
+
+/**
+ * `RestrictedEndpoint` as received: every field a Go non-pointer (`""` / `0` when null or
+ * missing); `cidr` is any string (IPv6 such as `::/0`, a host name, anything the agent knows about),
+ * ports any integer. A `null` array element is an endpoint of zero values, as Go decodes it.
+ */
+export const RestrictedEndpointInRequestSchema = z.preprocess(
+  (input) => (input === null ? {} : input),
+  goStruct({ name: goString(), url: goString(), cidr: goString(), portMin: goInt(), portMax: goInt() }, []),
+);
+
+/** The spec's `ExecutionContext` fields, with restricted endpoints as received. */
+const executionContextInRequestShape = { ...ExecutionContextSchema.shape, restrictedEndpoints: z.array(RestrictedEndpointInRequestSchema).optional() };
+
+/** `ExecutionContext` as received: every field a Go pointer (`null` → absent). */
+export const ExecutionContextInRequestSchema = goStruct(
+  executionContextInRequestShape,
+  Object.keys(executionContextInRequestShape) as (keyof typeof executionContextInRequestShape)[],
+);
+
+// What authors are told they receive must be what these produce.
+type Same<A, B> = [A] extends [B] ? ([B] extends [A] ? true : false) : false;
+const targetTypesAgree: Same<z.output<typeof TargetInRequestSchema>, Target> = true;
+const contextTypesAgree: Same<z.output<typeof ExecutionContextInRequestSchema>, ExecutionContext> = true;
+void targetTypesAgree;
+void contextTypesAgree;
 
 /**
  * The `executionId` of request bodies: a UUID in 8-4-4-4-12 hex form, any case, any version
@@ -649,51 +749,54 @@ export const ExecutionIdSchema = z.guid({
 export type ExecutionId = z.infer<typeof ExecutionIdSchema>;
 
 /**
- * `PrepareActionRequestBody`. `properties` is required by the spec, but the Go test client sends
- * `null` or leaves it out, so missing/null is accepted and normalised to `{}`; anything else must be
- * an object. `config` is required and must be an object.
+ * `PrepareActionRequestBody`, decoded as Go does (see the table above): `config` and `properties`
+ * (required by the spec; the Go test client sends `null` or leaves them out) become `{}` when null
+ * or missing; `target` and `executionContext` are absent when null or missing.
  */
-export const PrepareActionRequestBodySchema = z.looseObject({
-  executionId: ExecutionIdSchema,
-  config: JsonObjectSchema,
-  target: TargetSchema.optional(),
-  executionContext: ExecutionContextSchema.optional(),
-  properties: JsonObjectSchema.nullish().transform((value): JsonObject => value ?? {}),
-});
-/** `PrepareActionRequestBody` after normalisation (`properties` always present). */
+export const PrepareActionRequestBodySchema = goStruct(
+  {
+    executionId: ExecutionIdSchema,
+    config: goMap(),
+    target: TargetInRequestSchema.optional(),
+    executionContext: ExecutionContextInRequestSchema.optional(),
+    properties: goMap(),
+  },
+  ['target', 'executionContext'],
+);
+/** `PrepareActionRequestBody` after normalisation (`config` and `properties` always present). */
 export type PrepareActionRequestBody = z.infer<typeof PrepareActionRequestBodySchema>;
 
-/** `StartActionRequestBody`: `state` as returned by prepare is required. */
-export const StartActionRequestBodySchema = z.looseObject({
-  executionId: ExecutionIdSchema,
-  state: ActionStateSchema,
-});
+/** The body of start, status and stop: the execution and the latest state (`{}` when null or missing). */
+const stateRequestShape = { executionId: ExecutionIdSchema, state: orZero(ActionStateSchema, () => ({})) };
+
+/** `StartActionRequestBody`: `state` as returned by prepare. */
+export const StartActionRequestBodySchema = goStruct(stateRequestShape, []);
 /** `StartActionRequestBody`. */
 export type StartActionRequestBody = z.infer<typeof StartActionRequestBodySchema>;
 
-/** `ActionStatusRequestBody`: `state` is required. */
-export const ActionStatusRequestBodySchema = z.looseObject({
-  executionId: ExecutionIdSchema,
-  state: ActionStateSchema,
-});
+/** `ActionStatusRequestBody`: the latest state. */
+export const ActionStatusRequestBodySchema = goStruct(stateRequestShape, []);
 /** `ActionStatusRequestBody`. */
 export type ActionStatusRequestBody = z.infer<typeof ActionStatusRequestBodySchema>;
 
-/** `StopActionRequestBody`: `state` is required. */
-export const StopActionRequestBodySchema = z.looseObject({
-  executionId: ExecutionIdSchema,
-  state: ActionStateSchema,
-});
+/** `StopActionRequestBody`: the latest state. */
+export const StopActionRequestBodySchema = goStruct(stateRequestShape, []);
 /** `StopActionRequestBody`. */
 export type StopActionRequestBody = z.infer<typeof StopActionRequestBodySchema>;
 
-/** `QueryMetricsRequestBody`: a metric query for one timestamp of an execution. */
-export const QueryMetricsRequestBodySchema = z.looseObject({
-  executionId: ExecutionIdSchema,
-  timestamp: DateTimeSchema,
-  config: JsonObjectSchema,
-  target: TargetSchema.optional(),
-});
+/**
+ * `QueryMetricsRequestBody`: a metric query for one timestamp of an execution; a null or missing
+ * `timestamp` is Go's zero time ({@link GO_ZERO_TIME}), `config` `{}`, `target` absent.
+ */
+export const QueryMetricsRequestBodySchema = goStruct(
+  {
+    executionId: ExecutionIdSchema,
+    timestamp: orZero(DateTimeSchema, () => GO_ZERO_TIME),
+    config: goMap(),
+    target: TargetInRequestSchema.optional(),
+  },
+  ['target'],
+);
 /** `QueryMetricsRequestBody`. */
 export type QueryMetricsRequestBody = z.infer<typeof QueryMetricsRequestBodySchema>;
 

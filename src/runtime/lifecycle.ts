@@ -162,6 +162,9 @@ const BODY_ERROR_WAIT_MS = 1_000;
 /** Each retry of a failed stop waits this many times longer than the one before. */
 const STOP_RETRY_FACTOR = 4;
 
+/** Unknown executions remembered as already logged by the synthetic status, before the set starts over. */
+const UNKNOWN_REPORTED_MAX = 1_024;
+
 /** The expiry sweep of prepared executions runs at least this often (and at a quarter of the TTL when shorter). */
 const EXPIRY_SWEEP_MAX_MS = 60_000;
 
@@ -202,6 +205,8 @@ export class Lifecycle {
   private drained = false;
   /** Stops of executions this process does not know, de-duplicated while they run. */
   private readonly statelessStops = new Map<string, Promise<StopOutcome>>();
+  /** Unknown executions whose synthetic status was already logged (see {@link unknownStatus}). */
+  private readonly reportedUnknown = new Set<string>();
   /** Stop runs in progress (taken from the queue, not yet settled). */
   private readonly stopRuns = new Set<Promise<void>>();
   private readonly authorStops: Admission;
@@ -311,7 +316,7 @@ export class Lifecycle {
     if (execution === undefined) {
       const recent = action.stoppable ? this.deps.store.recentStop(id) : undefined;
       if (recent !== undefined) return stoppedStatus(recent.outcome.reason, recent.outcome.bodyError);
-      if (!action.hasStatusHandler) throw executionNotFound(id);
+      if (!action.hasStatusHandler) return this.unknownStatus(action, id);
       return statusReply(await this.runHandler(this.task('status', action, id, scope, { state })), state, undefined);
     }
     this.deps.table.recordHeartbeat(execution.slot);
@@ -646,12 +651,42 @@ export class Lifecycle {
   }
 
   /**
+   * The synthetic status of an execution this process does not know and remembers no stop of —
+   * typically after a restart or a move to another pod, while the agent goes on polling. The
+   * reference answers `{"completed": false}` here (its synthetic status never looks at
+   * executions), and so do we: a 404 would make the agent fail the experiment on a status poll,
+   * whereas "not completed" lets it go on until its stop, which rolls back what can be rolled back
+   * (the author's stop runs with the agent's state). Whatever body the execution had does not run
+   * in this process; the operator is told once per execution.
+   */
+  private unknownStatus(action: RegisteredAction, id: string): Reply {
+    if (!this.reportedUnknown.has(id)) {
+      // Bounded: forgetting them all only means one more log line per execution still polled.
+      if (this.reportedUnknown.size >= UNKNOWN_REPORTED_MAX) this.reportedUnknown.clear();
+      this.reportedUnknown.add(id);
+      this.deps.logger.warn(
+        { executionId: id, action: action.id },
+        'status of an execution this process does not know (restarted?): answering not completed, as the reference; nothing of it runs here, and the agent\'s stop will end it',
+      );
+    }
+    return { status: 200, body: { completed: false } };
+  }
+
+  /**
    * Stop of an execution this process does not know (e.g. the extension restarted mid-attack):
    * run the author's stop with the agent's state so the rollback still happens, as the reference.
    * Concurrent duplicates share one run.
+   *
+   * An action stoppable only through its body (no author stop) has nothing to roll back here: its
+   * body ran on a thread of the process that knew the execution, and no thread of this process runs
+   * it. The reference has no such action (its stop endpoint always calls an author's Stop, which
+   * answers 200 after a restart); the answer the agent can act on is the same 200 — a 404 would
+   * make it report a failed rollback that is not one — with a message saying that nothing was
+   * stopped here. The outcome is remembered like any stop, so duplicates get the same answer and
+   * the id can be neither prepared nor started afterwards.
    */
   private async statelessStop(action: RegisteredAction, id: string, state: JsonObject): Promise<Reply> {
-    if (!action.hasStopHandler) throw executionNotFound(id);
+    if (!action.hasStopHandler) return this.nothingToStop(action, id);
     let running = this.statelessStops.get(id);
     if (running === undefined) {
       running = runAuthorStop(this.deps.pools, this.deps.handlerTimeoutMs, {
@@ -673,6 +708,31 @@ export class Lifecycle {
       });
     }
     return stopReplyFor(await running);
+  }
+
+  /** The stateless stop of a body-only action (see {@link statelessStop}): nothing runs here, so nothing is stopped. */
+  private nothingToStop(action: RegisteredAction, id: string): Reply {
+    this.deps.logger.warn(
+      { executionId: id, action: action.id },
+      'stop of an execution this process does not know (restarted?): the action has no author stop and no body of it runs here; nothing to stop',
+    );
+    const outcome: StopOutcome = {
+      reason: Reason.Agent,
+      succeeded: true,
+      httpStatus: 200,
+      body: {
+        messages: [
+          {
+            level: 'info',
+            message: `Nothing to stop: this extension process has no record of execution ${id} (it was restarted since, or the execution ran on another instance); no body of it runs here`,
+          },
+        ],
+      },
+      finishedAtMs: clockMs(),
+      stateless: true,
+    };
+    this.deps.store.remember(id, action.id, outcome);
+    return stopReplyFor(outcome);
   }
 
   /**
@@ -841,15 +901,6 @@ function stopReplyFor(outcome: StopOutcome): Reply {
   }
   if (outcome.reason === Reason.Agent) return { status: outcome.httpStatus, body: outcome.body };
   return stoppedByExtensionForStop(outcome.reason);
-}
-
-function executionNotFound(id: string): RuntimeError {
-  return new RuntimeError(
-    ErrorCode.NotFound,
-    404,
-    `Execution ${id} not found`,
-    'this extension has no active execution with this id and remembers no stop of it (outcomes are kept for at least 10 minutes)',
-  );
 }
 
 function stopRunning(id: string): RuntimeError {

@@ -345,8 +345,9 @@ async function checkMalformedJson(client: AgentClient, description: ActionDescri
 
 /**
  * `unknown execution <id>`: status (else stop) of an execution nobody prepared. A 4xx ActionKitError
- * passes; so does a schema-valid 2xx (extensions that keep no execution state run the handler
- * with the agent's state, as the reference SDK does). Anything else fails.
+ * passes; so does a schema-valid 2xx, which is what the reference SDK answers (its synthetic status
+ * says `{"completed": false}`, a status handler runs with the agent's state — an agent polling
+ * after a restart of the extension must not fail the experiment). Anything else fails.
  */
 async function checkUnknownExecution(client: AgentClient, description: ActionDescription, add: Add): Promise<void> {
   const name = `unknown execution ${description.id}`;

@@ -132,8 +132,9 @@ const ENDPOINTS: Endpoint[] = [
     wrongTypes: (executionId) => [
       { what: 'config as array', body: { executionId, config: [1, 2], properties: {} }, field: 'config' },
       { what: 'config as string', body: { executionId, config: 'x', properties: {} }, field: 'config' },
-      { what: 'config missing', body: { executionId, properties: {} }, field: 'config' },
       { what: 'properties as string', body: { executionId, config: behave(), properties: 'x' }, field: 'properties' },
+      { what: 'target as string', body: { executionId, config: behave(), target: 'x' }, field: 'target' },
+      { what: 'a CIDR as number', body: { executionId, config: behave(), executionContext: { restrictedEndpoints: [{ cidr: 5 }] } }, field: 'cidr' },
     ],
   },
   ...(['start', 'status', 'stop'] as const).map(
@@ -144,8 +145,7 @@ const ENDPOINTS: Endpoint[] = [
       wrongTypes: (executionId) => [
         { what: 'state as string', body: { executionId, state: 'x' }, field: 'state' },
         { what: 'state as array', body: { executionId, state: [] }, field: 'state' },
-        { what: 'state null', body: { executionId, state: null }, field: 'state' },
-        { what: 'state missing', body: { executionId }, field: 'state' },
+        { what: 'state as number', body: { executionId, state: 1 }, field: 'state' },
       ],
     }),
   ),
@@ -155,8 +155,9 @@ const ENDPOINTS: Endpoint[] = [
     valid: (executionId) => ({ executionId, timestamp: new Date().toISOString(), config: {} }),
     wrongTypes: (executionId) => [
       { what: 'config as array', body: { executionId, timestamp: new Date().toISOString(), config: [] }, field: 'config' },
-      { what: 'config missing', body: { executionId, timestamp: new Date().toISOString() }, field: 'config' },
       { what: 'timestamp not a date', body: { executionId, timestamp: 'yesterday', config: {} }, field: 'timestamp' },
+      { what: 'timestamp as number', body: { executionId, timestamp: 1_700_000_000, config: {} }, field: 'timestamp' },
+      { what: 'target as array', body: { executionId, timestamp: new Date().toISOString(), config: {}, target: [] }, field: 'target' },
     ],
   },
 ];
@@ -767,10 +768,10 @@ describe('duplicates and concurrency', () => {
     assert.equal(running.extension.stats().activeExecutions, 0);
   });
 
-  test('status of an unknown executionId: without status handler → 404 JSON; with one → the handler runs', async () => {
-    const missing = await running.agent.status(STOPPABLE, randomUUID(), {});
-    assert.equal(missing.status, 404, JSON.stringify(missing.body));
-    title(missing);
+  test('status of an unknown executionId: without status handler → the synthetic "not completed"; with one → the handler runs', async () => {
+    const synthetic = await running.agent.status(STOPPABLE, randomUUID(), {});
+    assert.equal(synthetic.status, 200, JSON.stringify(synthetic.body));
+    assert.deepEqual(synthetic.body, { completed: false });
 
     const external = await running.agent.status(EXTERNAL, randomUUID(), { config: {}, polls: 41 });
     assert.equal(external.status, 200);

@@ -24,10 +24,15 @@ import {
   StopActionRequestBodySchema,
   StopResultSchema,
   SummarySchema,
+  GO_ZERO_TIME,
+  RestrictedEndpointInRequestSchema,
+  RestrictedEndpointSchema,
+  TargetInRequestSchema,
   TargetSchema,
   TargetSelectionSchema,
   formatZodIssues,
   type ActionDescription,
+  type PrepareActionRequestBody,
 } from '../../src/api/schemas.js';
 import {
   RegistrationError,
@@ -541,19 +546,21 @@ describe('request bodies', () => {
     assert.match(failure(StartActionRequestBodySchema, { executionId: 42, state: {} }).first, /^executionId: Invalid input: expected UUID, received number/);
   });
 
-  test('config must be an object', () => {
+  test('config: null or missing is {} (a Go map), anything but an object is refused', () => {
+    assert.deepEqual(PrepareActionRequestBodySchema.parse({ executionId: UUID, config: null }).config, {});
+    assert.deepEqual(PrepareActionRequestBodySchema.parse({ executionId: UUID }).config, {});
+    assert.deepEqual(QueryMetricsRequestBodySchema.parse({ executionId: UUID, timestamp: '2024-01-01T00:00:00Z' }).config, {});
     assert.equal(failure(PrepareActionRequestBodySchema, { executionId: UUID, config: [] }).first, 'config: Invalid input: expected object, received array');
-    assert.equal(failure(PrepareActionRequestBodySchema, { executionId: UUID, config: null }).first, 'config: Invalid input: expected object, received null');
-    assert.equal(failure(PrepareActionRequestBodySchema, { executionId: UUID }).first, 'config: Invalid input: expected object, received undefined');
     assert.equal(failure(PrepareActionRequestBodySchema, { executionId: UUID, config: {}, properties: [] }).first, 'properties: Invalid input: expected object, received array');
     assert.equal(failure(QueryMetricsRequestBodySchema, { executionId: UUID, timestamp: '2024-01-01T00:00:00Z', config: 'x' }).first, 'config: Invalid input: expected object, received string');
   });
 
-  test('state missing or not an object in start/status/stop', () => {
+  test('state in start/status/stop: null or missing is {}, anything but an object is refused', () => {
     for (const schema of [StartActionRequestBodySchema, ActionStatusRequestBodySchema, StopActionRequestBodySchema]) {
-      assert.equal(failure(schema, { executionId: UUID }).first, 'state: Invalid input: expected object, received undefined');
-      assert.equal(failure(schema, { executionId: UUID, state: null }).first, 'state: Invalid input: expected object, received null');
+      assert.deepEqual(schema.parse({ executionId: UUID }).state, {});
+      assert.deepEqual(schema.parse({ executionId: UUID, state: null }).state, {});
       assert.equal(failure(schema, { executionId: UUID, state: [1] }).first, 'state: Invalid input: expected object, received array');
+      assert.equal(failure(schema, { executionId: UUID, state: 'x' }).first, 'state: Invalid input: expected object, received string');
     }
   });
 
@@ -571,17 +578,96 @@ describe('request bodies', () => {
     assert.match(all, /^executionId: .*; state: /);
   });
 
-  test('query metrics: timestamp must be an ISO date-time', () => {
+  test('query metrics: timestamp is an ISO date-time, null or missing is Go\'s zero time', () => {
     assert.equal(QueryMetricsRequestBodySchema.safeParse({ executionId: UUID, timestamp: '2024-01-01T00:00:00.123456789+02:00', config: {} }).success, true);
     assert.match(failure(QueryMetricsRequestBodySchema, { executionId: UUID, timestamp: 'yesterday', config: {} }).first, /^timestamp: /);
-    assert.match(failure(QueryMetricsRequestBodySchema, { executionId: UUID, config: {} }).first, /^timestamp: /);
+    assert.match(failure(QueryMetricsRequestBodySchema, { executionId: UUID, timestamp: 1_700_000_000, config: {} }).first, /^timestamp: /);
+    assert.equal(QueryMetricsRequestBodySchema.parse({ executionId: UUID, config: {} }).timestamp, GO_ZERO_TIME);
+    assert.equal(QueryMetricsRequestBodySchema.parse({ executionId: UUID, timestamp: null, config: {} }).timestamp, '0001-01-01T00:00:00Z');
   });
 
-  test('target attributes are lists of strings', () => {
-    assert.equal(
-      failure(TargetSchema, { name: 't', attributes: { 'k8s.pod.name': 'x' } }).first,
-      'attributes["k8s.pod.name"]: Invalid input: expected array, received string',
-    );
+  test('target attributes are lists of strings (spec component and request alike)', () => {
+    for (const schema of [TargetSchema, TargetInRequestSchema]) {
+      assert.equal(
+        failure(schema, { name: 't', attributes: { 'k8s.pod.name': 'x' } }).first,
+        'attributes["k8s.pod.name"]: Invalid input: expected array, received string',
+      );
+    }
+  });
+});
+
+describe('request bodies decode as Go does', () => {
+  test('pointer fields: null is absent, never null', () => {
+    const prepare = PrepareActionRequestBodySchema.parse({ executionId: UUID, config: {}, target: null, executionContext: null });
+    assert.equal('target' in prepare, false);
+    assert.equal('executionContext' in prepare, false);
+    const query = QueryMetricsRequestBodySchema.parse({ executionId: UUID, config: {}, target: null });
+    assert.equal('target' in query, false);
+    const context = PrepareActionRequestBodySchema.parse({
+      executionId: UUID,
+      executionContext: { agentPid: null, agentAwsAccountId: null, restrictedEndpoints: null, experimentKey: null, experimentUri: null, executionId: null, executionUri: null },
+    }).executionContext;
+    assert.deepEqual(context, {});
+  });
+
+  test('non-pointer fields: null or missing is the zero value', () => {
+    const parsed = PrepareActionRequestBodySchema.parse({
+      executionId: UUID,
+      target: { name: null, attributes: { a: null, b: ['x', null] } },
+      executionContext: { restrictedEndpoints: [null, { cidr: null }] },
+    });
+    assert.deepEqual(parsed.target, { name: '', attributes: { a: [], b: ['x', ''] } });
+    const zero = { name: '', url: '', cidr: '', portMin: 0, portMax: 0 };
+    assert.deepEqual(parsed.executionContext?.restrictedEndpoints, [zero, zero]);
+    assert.deepEqual(PrepareActionRequestBodySchema.parse({ executionId: UUID, target: { attributes: null } }).target, { name: '', attributes: {} });
+  });
+
+  test('restricted endpoints: any CIDR or host string, any integer port', () => {
+    const endpoints = [
+      { name: 'all v6', url: '', cidr: '::/0', portMin: 0, portMax: 65535 },
+      { name: 'v6 host', url: 'https://[fd00::1]:8443', cidr: 'fd00::1/128', portMin: 8443, portMax: 8443 },
+      { name: 'net', url: '', cidr: '10.0.0.0/8', portMin: 0, portMax: 0 },
+      { name: 'host', url: 'https://platform.steadybit.com', cidr: 'platform.steadybit.com', portMin: -1, portMax: 100_000 },
+    ];
+    const parsed = RestrictedEndpointInRequestSchema.array().parse(endpoints);
+    assert.deepEqual(parsed, endpoints);
+    // The spec's own component keeps its IPv4 pattern: it describes what a conforming client sends.
+    assert.match(failure(RestrictedEndpointSchema, endpoints[0]).first, /^cidr: Invalid CIDR/);
+  });
+
+  test('unknown keys are kept, at every level', () => {
+    const parsed = PrepareActionRequestBodySchema.parse({
+      executionId: UUID,
+      config: {},
+      future: 1,
+      target: { name: 't', attributes: {}, extra: true },
+      executionContext: { somethingNew: 'x', restrictedEndpoints: [{ cidr: '::/0', portMin: 0, portMax: 1, zone: 'eu' }] },
+    }) as Record<string, unknown> & PrepareActionRequestBody;
+    assert.equal(parsed['future'], 1);
+    assert.equal(parsed.target?.['extra'], true);
+    assert.equal(parsed.executionContext?.['somethingNew'], 'x');
+    assert.equal(parsed.executionContext?.restrictedEndpoints?.[0]?.['zone'], 'eu');
+  });
+
+  test('a null pointer field is dropped from a copy: the received object is not changed', () => {
+    const received = { executionId: UUID, config: {}, target: null };
+    PrepareActionRequestBodySchema.parse(received);
+    assert.deepEqual(received, { executionId: UUID, config: {}, target: null });
+  });
+
+  test('wrong JSON types stay errors, naming the field', () => {
+    const at = (executionContext: unknown) => failure(PrepareActionRequestBodySchema, { executionId: UUID, config: {}, executionContext }).first;
+    assert.equal(at({ restrictedEndpoints: [{ cidr: 5 }] }), 'executionContext.restrictedEndpoints[0].cidr: Invalid input: expected string, received number');
+    assert.equal(at({ restrictedEndpoints: [{ portMin: 1.5 }] }), 'executionContext.restrictedEndpoints[0].portMin: Invalid input: expected int, received number');
+    assert.equal(at({ restrictedEndpoints: [{ portMax: '80' }] }), 'executionContext.restrictedEndpoints[0].portMax: Invalid input: expected number, received string');
+    assert.equal(at({ restrictedEndpoints: {} }), 'executionContext.restrictedEndpoints: Invalid input: expected array, received object');
+    assert.equal(at({ agentPid: 'x' }), 'executionContext.agentPid: Invalid input: expected number, received string');
+    assert.equal(at({ executionId: 1.5 }), 'executionContext.executionId: Invalid input: expected int, received number');
+    assert.equal(at('x'), 'executionContext: Invalid input: expected object, received string');
+    assert.equal(failure(PrepareActionRequestBodySchema, { executionId: UUID, target: { name: 1 } }).first, 'target.name: Invalid input: expected string, received number');
+    assert.equal(failure(PrepareActionRequestBodySchema, { executionId: UUID, target: [] }).first, 'target: Invalid input: expected object, received array');
+    assert.equal(failure(PrepareActionRequestBodySchema, { executionId: null, config: {} }).first, 'executionId: Invalid input: expected UUID, received null');
+    assert.equal(failure(PrepareActionRequestBodySchema, null).first, 'Invalid input: expected object, received null');
   });
 });
 
