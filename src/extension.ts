@@ -25,6 +25,7 @@ import { importActions, moduleUrl } from './runtime/modules.js';
 import type { BodyKind } from './runtime/protocol.js';
 import { ActionRegistry } from './runtime/registry.js';
 import { EXIT_CODES, SignalHandling, type HandledSignal } from './runtime/signals.js';
+import { stateLimitFor } from './runtime/state-limit.js';
 import { StopQueueLoop } from './runtime/stop-queue.js';
 import { installedGates } from './runtime/test-points.js';
 import { ControlTable, Reason, type WatchdogStats } from './shm/table.js';
@@ -168,7 +169,7 @@ export class Extension {
     });
     const boot = { buffer: this.table.buffer, actionModules: moduleUrls, log: { level: options.logLevel, format: options.logFormat } };
     this.pools = new WorkerPools({
-      boot,
+      boot: { ...boot, stateLimit: stateLimitFor(options.maxBodyBytes) },
       handlerThreads: options.handlerThreads,
       maxOldGenerationMb: options.workerMaxOldGenerationMb,
       logger,

@@ -16,11 +16,11 @@ import type { Worker } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 import { ErrorCode, RuntimeError } from './errors.js';
 import type { Logger } from './logging.js';
-import type { HandlerReply, HandlerTask, Phase, WorkerBootData } from './runtime/protocol.js';
+import type { HandlerReply, HandlerTask, HandlerThreadBootData, Phase } from './runtime/protocol.js';
 
 /** Settings of the handler lane. */
 export interface PoolSettings {
-  boot: WorkerBootData;
+  boot: HandlerThreadBootData;
   handlerThreads: number;
   /** V8 old-space limit per worker, MiB; undefined = Node's default. */
   maxOldGenerationMb: number | undefined;

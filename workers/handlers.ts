@@ -3,8 +3,9 @@
  *
  * Everything author-provided is checked here, off the main thread: the config schema, the shape of
  * results (validated against the wire schemas, so a bad message level is the author's error, not a
- * response the agent rejects) and JSON-serialisability (a JSON round trip: what the agent will see
- * is exactly what the next call gets back).
+ * response the agent rejects), JSON-serialisability (a JSON round trip: what the agent will see
+ * is exactly what the next call gets back) and the size of the state (one the agent could not
+ * send back is refused here, before it is copied to the main thread: `src/runtime/state-limit.ts`).
  */
 import { workerData } from 'node:worker_threads';
 import type { z } from 'zod';
@@ -20,9 +21,10 @@ import {
 import { ErrorCode, ExtensionError, toErrorData } from '../src/errors.js';
 import { createLogger, type Logger } from '../src/logging.js';
 import { importActions } from '../src/runtime/modules.js';
-import type { HandlerReply, HandlerTask, Phase, WorkerBootData } from '../src/runtime/protocol.js';
+import type { HandlerReply, HandlerTask, HandlerThreadBootData, Phase } from '../src/runtime/protocol.js';
+import { REQUEST_ENVELOPE_BYTES, stateBytesOver } from '../src/runtime/state-limit.js';
 
-const boot = workerData as WorkerBootData;
+const boot = workerData as HandlerThreadBootData;
 const actions = new Map((await importActions(boot.actionModules)).map((action) => [action.description.id, action]));
 const rootLogger = createLogger(boot.log, { thread: 'handler' });
 
@@ -46,7 +48,10 @@ export default async function runHandler(task: HandlerTask): Promise<HandlerRepl
     const raw = await invoke(action, task, state, context(task));
     return finish(task.phase, raw, state);
   } catch (error) {
-    return { ok: false, error: toErrorData(error), state: task.phase === 'prepare' ? {} : stateAfterFailure(state) };
+    if (task.phase === 'prepare') return { ok: false, error: toErrorData(error), state: {} };
+    // Nobody uses the state a failed stop or query left.
+    if (task.phase === 'stop' || task.phase === 'query') return { ok: false, error: toErrorData(error) };
+    return failedWithState(task.phase, error, state);
   }
 }
 
@@ -136,11 +141,14 @@ function finish(phase: Phase, raw: unknown, mutatedState: JsonObject): HandlerRe
   if (phase === 'status' && typeof result['completed'] !== 'boolean') {
     throw new TypeError('status must return { completed: boolean, ... }');
   }
+  let stateOut: JsonObject | undefined;
   // A returned state replaces the mutated one; query and stop have no state.
-  const stateOut =
-    phase === 'query' || phase === 'stop'
-      ? undefined
-      : (toJson(returnedState !== undefined && returnedState !== null ? returnedState : mutatedState, 'state') as JsonObject);
+  if (phase !== 'query' && phase !== 'stop') {
+    const text = jsonText(returnedState !== undefined && returnedState !== null ? returnedState : mutatedState, 'state');
+    const tooLarge = stateTooLarge(phase, text);
+    if (tooLarge !== undefined) return { ok: false, error: toErrorData(tooLarge) };
+    stateOut = JSON.parse(text) as JsonObject;
+  }
   const candidate = stateOut === undefined ? result : { ...result, state: stateOut };
   const checked = RESULT_SCHEMAS[phase].safeParse(candidate);
   if (!checked.success) {
@@ -154,25 +162,56 @@ function finish(phase: Phase, raw: unknown, mutatedState: JsonObject): HandlerRe
   return { ok: true, result, ...(stateOut === undefined ? {} : { state: stateOut }) };
 }
 
-/** The state a failed handler left, as JSON; if even that is impossible, the last good one is lost and we say so in logs. */
-function stateAfterFailure(state: JsonObject): JsonObject {
+/**
+ * The reply of a start or status handler that threw: its error and the state as it left it — or,
+ * when that state is too large to hand out, the size error naming the handler's error too.
+ */
+function failedWithState(phase: Phase, error: unknown, state: JsonObject): HandlerReply {
+  let text: string;
   try {
-    return toJson(state, 'state') as JsonObject;
-  } catch (error) {
-    rootLogger.error({ err: error }, 'state left by a failed handler is not JSON-serialisable; returning {}');
-    return {};
+    text = jsonText(state, 'state');
+  } catch (notJson) {
+    rootLogger.error({ err: notJson }, 'state left by a failed handler is not JSON-serialisable; returning {}');
+    return { ok: false, error: toErrorData(error), state: {} };
   }
+  const tooLarge = stateTooLarge(phase, text, toErrorData(error).message);
+  if (tooLarge !== undefined) return { ok: false, error: toErrorData(tooLarge) };
+  return { ok: false, error: toErrorData(error), state: JSON.parse(text) as JsonObject };
+}
+
+/**
+ * The error for a state the agent could not send back (`src/runtime/state-limit.ts`), or
+ * undefined when it fits. Such a state is not handed out: the agent keeps the one it sent, and
+ * that one still fits into its start, status and stop requests.
+ */
+function stateTooLarge(phase: Phase, stateJson: string, handlerFailure?: string): ExtensionError | undefined {
+  const { maxStateBytes, maxBodyBytes } = boot.stateLimit;
+  const bytes = stateBytesOver(stateJson, maxStateBytes);
+  if (bytes === undefined) return undefined;
+  const kept = phase === 'prepare' ? 'none: {}' : `the state of this ${phase} request`;
+  const detail =
+    `the ${phase} handler left a state of ${bytes} bytes of JSON (as the agent sends it back), more than the ${maxStateBytes} bytes ` +
+    `the agent can send back: ACTIONKIT_MAX_BODY_BYTES is ${maxBodyBytes} bytes, and a start, status or stop request adds ` +
+    `${REQUEST_ENVELOPE_BYTES} bytes around the state. The state was not taken; the agent keeps the one it had (${kept}). ` +
+    'Keep bulky data out of the state (in a file, for example), or raise ACTIONKIT_MAX_BODY_BYTES.' +
+    (handlerFailure === undefined ? '' : ` The ${phase} handler had also failed: ${handlerFailure}`);
+  return new ExtensionError('State too large', { detail });
 }
 
 /** JSON round trip: exactly what the agent will see; throws naming `what` if not serialisable. */
 function toJson(value: unknown, what: string): unknown {
+  return JSON.parse(jsonText(value, what)) as unknown;
+}
+
+/** The JSON text of `value` (`{}` for a value JSON drops, such as undefined); throws naming `what` if not serialisable. */
+function jsonText(value: unknown, what: string): string {
   let text: string | undefined;
   try {
     text = JSON.stringify(value);
   } catch (error) {
     throw new TypeError(`${what} is not JSON-serialisable: ${error instanceof Error ? error.message : String(error)}`);
   }
-  return text === undefined ? {} : JSON.parse(text);
+  return text ?? '{}';
 }
 
 /** Warm-up task (`WorkerPools.warmUp`): resolves once this thread has loaded the actions. */

@@ -3,7 +3,11 @@
  * agent, stops from anywhere else, retries, expiry — and who may run what when. The HTTP layer
  * hands validated wire bodies in and gets the HTTP status and body to answer with (or a thrown
  * {@link RuntimeError}). Handler failures of prepare/start/status are HTTP 200 with `error` and
- * the latest state; stop and query failures are HTTP 500 (reference §1.5, §1.6).
+ * the latest state; stop and query failures are HTTP 500 (reference §1.5, §1.6). A state too
+ * large for the agent to send back is refused on the handler thread (`State too large`, reply
+ * without state): the answer then carries the state the request brought (prepare: `{}`), and so
+ * does the execution — a failed prepare is discarded, a failed start is stopped by the agent with
+ * the state it still holds, a failed status leaves the state as it was.
  *
  * ```
  *                 prepare ok                    start ok: markRunning, body dispatched, began

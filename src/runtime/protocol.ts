@@ -5,6 +5,7 @@
 import type { BodyInfo, BodyReports, JsonObject, Message, Metric, ResultExtras } from '../action.js';
 import type { ErrorData } from '../errors.js';
 import type { LogSettings } from '../logging.js';
+import type { StateLimit } from './state-limit.js';
 
 /** Lifecycle phases that run an author handler on the handler lane. */
 export type Phase = 'prepare' | 'start' | 'status' | 'stop' | 'query';
@@ -16,6 +17,12 @@ export interface WorkerBootData {
   /** `file:` URLs of the action modules. */
   actionModules: string[];
   log: LogSettings;
+}
+
+/** Data a handler thread receives at start-up. */
+export interface HandlerThreadBootData extends WorkerBootData {
+  /** A state larger than this is refused where the handler returned it (`./state-limit.ts`). */
+  stateLimit: StateLimit;
 }
 
 /** One handler invocation. */
@@ -35,7 +42,10 @@ export interface HandlerTask {
   deadlineMs: number;
 }
 
-/** A handler's answer. `state` is always the state as the handler left it, also on failure. */
+/**
+ * A handler's answer. `state` is the state as the handler left it, also on failure — absent when
+ * it could not be taken (too large for the agent to send back): the caller keeps the state it sent.
+ */
 export type HandlerReply =
   | { ok: true; result: ResultExtras & { completed?: boolean }; state?: JsonObject }
   | { ok: false; error: ErrorData; state?: JsonObject };

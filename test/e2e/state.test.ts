@@ -6,10 +6,10 @@
  */
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { readFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { eventually, fixture, sleep, spawnExtension, start, tempDir, type Answer, type Running } from '../support/harness.js';
+import { ok, stateOf, stopLogLines } from '../support/http-state.js';
 
 const STATE = 'fixture.http.state';
 const BEHAVE = 'fixture.behave';
@@ -42,24 +42,6 @@ function received(answer: Answer): Json {
   const messages = answer.body['messages'] as Array<{ message: string }> | undefined;
   assert.ok(messages !== undefined && messages.length > 0, `no messages in ${JSON.stringify(answer.body).slice(0, 300)}`);
   return JSON.parse(messages[0]!.message) as Json;
-}
-
-function stateOf(answer: Answer): Json {
-  const state = answer.body['state'];
-  assert.ok(typeof state === 'object' && state !== null, `no state in ${JSON.stringify(answer.body).slice(0, 300)}`);
-  return state as Json;
-}
-
-function ok(answer: Answer, what: string): void {
-  assert.equal(answer.status, 200, `${what}: ${JSON.stringify(answer.body).slice(0, 500)}`);
-  assert.equal(answer.body['error'], undefined, `${what}: ${JSON.stringify(answer.body['error'])}`);
-}
-
-function stopLogLines(file: string): Json[] {
-  return readFileSync(file, 'utf8')
-    .split('\n')
-    .filter((line) => line !== '')
-    .map((line) => JSON.parse(line) as Json);
 }
 
 /**
