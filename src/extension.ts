@@ -155,6 +155,7 @@ export class Extension {
           heartbeatTimeouts: stats.watchdog.heartbeatTimeouts,
           pools: stats.pools,
           bodies: stats.bodies,
+          rememberedStops: { ...this.store.recentStopCounts, bytes: stats.recentStopBytes },
         };
       },
     });
@@ -197,6 +198,7 @@ export class Extension {
       stopGraceMs: options.stopGraceMs,
       stopRetry: { baseMs: options.stopRetryBaseMs, attempts: options.stopRetryAttempts },
       preparedTtlMs: options.preparedTtlMs,
+      uploadDir: options.uploadDir,
       removeUploads: async (executionId) => {
         try {
           await removeExecutionFolder(options.uploadDir, executionId);

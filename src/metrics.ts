@@ -41,6 +41,8 @@ export interface MetricsSnapshot {
   heartbeatTimeouts: number;
   pools: PoolStats;
   bodies: BodyThreadStats;
+  /** Stop outcomes remembered for late and duplicate requests, by kind, and their approximate heap. */
+  rememberedStops: { ran: number; stateless: number; bytes: number };
 }
 
 /** Where the metrics read the runtime's state. */
@@ -131,6 +133,25 @@ export class ExtensionMetrics {
     // Every collect callback of one scrape reads the same snapshot, so the series agree.
     const snapshot = (): MetricsSnapshot => (this.current ??= sources.snapshot());
 
+    new Gauge({
+      name: 'actionkit_remembered_stops',
+      help: 'Stop outcomes remembered for late and duplicate requests: of executions that ran here (kind="ran") and of ids this process never knew (kind="stateless"), each bounded.',
+      labelNames: ['kind'],
+      registers,
+      collect() {
+        const { ran, stateless } = snapshot().rememberedStops;
+        this.set({ kind: 'ran' }, ran);
+        this.set({ kind: 'stateless' }, stateless);
+      },
+    });
+    new Gauge({
+      name: 'actionkit_remembered_stops_bytes',
+      help: 'Approximate heap held by remembered stop outcomes, bytes.',
+      registers,
+      collect() {
+        this.set(snapshot().rememberedStops.bytes);
+      },
+    });
     new Gauge({
       name: 'actionkit_active_executions',
       help: 'Executions this process holds (prepared or running), by action. Only stoppable actions are tracked.',

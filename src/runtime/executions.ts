@@ -36,8 +36,99 @@ export interface RecentStop {
   outcome: StopOutcome;
   /** `Date.now()` when it was recorded. */
   recordedAt: number;
-  /** Approximate memory it holds (its answer's JSON length plus a fixed overhead). */
+  /** Approximate memory it holds. */
   bytes: number;
+}
+
+/**
+ * How an outcome is kept: its answer as JSON text instead of an object tree (a third of the heap,
+ * and a size that is known), parsed again when a late request asks.
+ */
+interface KeptStop {
+  actionId: string;
+  outcome: Omit<StopOutcome, 'body'>;
+  bodyJson: string;
+  recordedAt: number;
+  bytes: number;
+}
+
+/** Bounds of an {@link OutcomeMemory}. */
+export interface OutcomeBounds {
+  /** Keep at least this many, whatever their age (within the other bounds). */
+  retainAtLeast: number;
+  /** Never more than this many. */
+  maxCount: number;
+  /** Never more than this many bytes (approximate heap, measured: see {@link OutcomeMemory.ENTRY_OVERHEAD_BYTES}). */
+  maxBytes: number;
+}
+
+/**
+ * Outcomes by execution id, oldest first (Map order), evicted by age beyond `retainAtLeast` and
+ * always within the count and byte bounds.
+ */
+class OutcomeMemory {
+  /**
+   * Heap an entry costs besides its answer's text: Map entry, id, record and outcome objects.
+   * Measured with `--expose-gc` over 100,000 entries (about 600 bytes on Node 20), rounded up.
+   */
+  static readonly ENTRY_OVERHEAD_BYTES = 704;
+  private readonly entries = new Map<string, KeptStop>();
+  private heldBytes = 0;
+
+  constructor(
+    readonly bounds: OutcomeBounds,
+    private readonly retentionMs: number,
+  ) {}
+
+  get bytes(): number {
+    return this.heldBytes;
+  }
+
+  get size(): number {
+    return this.entries.size;
+  }
+
+  /** The action of a remembered outcome, without reading the outcome. */
+  actionOf(id: string): string | undefined {
+    return this.entries.get(id)?.actionId;
+  }
+
+  get(id: string): RecentStop | undefined {
+    const kept = this.entries.get(id);
+    if (kept === undefined) return undefined;
+    const outcome: StopOutcome = { ...kept.outcome, body: JSON.parse(kept.bodyJson) as JsonObject };
+    return { actionId: kept.actionId, outcome, recordedAt: kept.recordedAt, bytes: kept.bytes };
+  }
+
+  set(id: string, actionId: string, outcome: StopOutcome): void {
+    this.delete(id);
+    const { body, ...rest } = outcome;
+    const bodyJson = JSON.stringify(body);
+    // Strings of Latin-1 text take a byte per character, others two.
+    const textBytes = (/[^\u0000-\u00ff]/.test(bodyJson) ? 2 : 1) * bodyJson.length + 2 * id.length + 2 * actionId.length;
+    const bytes = OutcomeMemory.ENTRY_OVERHEAD_BYTES + textBytes + (rest.bodyError?.length ?? 0) * 2;
+    this.entries.set(id, { actionId, outcome: rest, bodyJson, recordedAt: Date.now(), bytes });
+    this.heldBytes += bytes;
+    this.evict();
+  }
+
+  delete(id: string): void {
+    const kept = this.entries.get(id);
+    if (kept === undefined) return;
+    this.entries.delete(id);
+    this.heldBytes -= kept.bytes;
+  }
+
+  private evict(): void {
+    const cutoff = Date.now() - this.retentionMs;
+    const { retainAtLeast, maxCount, maxBytes } = this.bounds;
+    for (const [id, kept] of this.entries) {
+      const tooMany = this.entries.size > maxCount || this.heldBytes > maxBytes;
+      const expendable = this.entries.size > retainAtLeast && kept.recordedAt < cutoff;
+      if (!tooMany && !expendable) break;
+      this.delete(id);
+    }
+  }
 }
 
 /** Serialises the handler calls of one execution (no prepare/start/status/stop overlap). */
@@ -129,6 +220,11 @@ export interface Execution {
   state: JsonObject;
   /** `<uploadDir>/<id>` when files were uploaded. */
   uploadFolder: string | undefined;
+  /**
+   * Actions with `file` parameters: every absolute path in a state handed out for this execution
+   * (`./file-state.ts`, rule 2). Undefined for other actions.
+   */
+  readonly handedOutPaths: Set<string> | undefined;
   readonly lock: ExecutionLock;
   readonly reports: PendingReports;
   body: BodyRun | undefined;
@@ -153,21 +249,24 @@ export class ExecutionStore {
   private readonly bySlot: (Execution | undefined)[];
   /** Free slots; popped from the end so recently used (cache-warm) slots are reused first. */
   private readonly freeSlots: number[];
-  private readonly recent = new Map<string, RecentStop>();
-  private readonly retentionMs: number;
-  /** Always keep at least this many outcomes, whatever their age. */
-  static readonly RETAIN_AT_LEAST = 1000;
-  /** Never keep more than this many, whatever their age (memory bound under extreme storms). */
-  static readonly RETAIN_AT_MOST = 200_000;
-  /** Never hold more than this many bytes of outcomes, whatever their count and age (one outcome may carry thousands of messages). */
-  static readonly RETAIN_AT_MOST_BYTES = 64 * 1024 ** 2;
-  /** What an outcome costs besides its answer's JSON (map entry, objects, id). */
-  private static readonly ENTRY_OVERHEAD_BYTES = 300;
-  private recentBytes = 0;
+  /**
+   * Outcomes of executions this process ran. Their number grows only as fast as executions are
+   * prepared and stopped; the bounds matter under extreme storms only.
+   */
+  static readonly RAN: OutcomeBounds = { retainAtLeast: 1000, maxCount: 200_000, maxBytes: 64 * 1024 ** 2 };
+  /**
+   * Outcomes of stops of ids this process never knew (stateless stops). Anyone can send those, as
+   * fast as they like, so they are bounded separately and tightly: a flood of them evicts only
+   * its own kind, never the outcome of an execution that ran here.
+   */
+  static readonly STATELESS: OutcomeBounds = { retainAtLeast: 1000, maxCount: 10_000, maxBytes: 8 * 1024 ** 2 };
+  private readonly ran: OutcomeMemory;
+  private readonly stateless: OutcomeMemory;
 
   constructor(table: ControlTable, retentionMs: number) {
     this.table = table;
-    this.retentionMs = retentionMs;
+    this.ran = new OutcomeMemory(ExecutionStore.RAN, retentionMs);
+    this.stateless = new OutcomeMemory(ExecutionStore.STATELESS, retentionMs);
     this.bySlot = new Array<Execution | undefined>(table.capacity).fill(undefined);
     this.freeSlots = Array.from({ length: table.capacity }, (_, i) => table.capacity - 1 - i);
   }
@@ -178,7 +277,7 @@ export class ExecutionStore {
    */
   create(id: string, action: RegisteredAction): Execution {
     if (this.active.has(id)) throw new RuntimeError(ErrorCode.Conflict, 409, `Execution ${id} already exists`, 'an execution with this id is active; every prepare needs a new executionId');
-    if (this.recent.has(id)) throw new RuntimeError(ErrorCode.Conflict, 409, `Execution ${id} already exists`, 'an execution with this id was already stopped');
+    if (this.recentStopActionOf(id) !== undefined) throw new RuntimeError(ErrorCode.Conflict, 409, `Execution ${id} already exists`, 'an execution with this id was already stopped');
     const slot = this.freeSlots.pop();
     if (slot === undefined) {
       throw new RuntimeError(
@@ -199,6 +298,7 @@ export class ExecutionStore {
       prepared: false,
       state: {},
       uploadFolder: undefined,
+      handedOutPaths: action.fileParameters.size > 0 ? new Set() : undefined,
       lock: new ExecutionLock(),
       reports: new PendingReports(),
       body: undefined,
@@ -253,43 +353,33 @@ export class ExecutionStore {
     return true;
   }
 
-  /** Remember a stop outcome for an execution that has no control block (stateless stop). */
+  /**
+   * Remember how the stop of `id` ended (an outcome marked `stateless` counts against the
+   * stateless bounds); replaces what was remembered of it.
+   */
   remember(id: string, actionId: string, outcome: StopOutcome): void {
-    this.forgetRecent(id);
-    const bytes = ExecutionStore.ENTRY_OVERHEAD_BYTES + JSON.stringify(outcome.body).length;
-    this.recent.set(id, { actionId, outcome, recordedAt: Date.now(), bytes });
-    this.recentBytes += bytes;
-    this.evict();
+    this.ran.delete(id);
+    this.stateless.delete(id);
+    (outcome.stateless === true ? this.stateless : this.ran).set(id, actionId, outcome);
   }
 
-  /** Bytes held by remembered outcomes (approximate). */
+  /** Bytes held by remembered outcomes (approximate heap). */
   get recentStopBytes(): number {
-    return this.recentBytes;
+    return this.ran.bytes + this.stateless.bytes;
   }
 
-  private forgetRecent(id: string): void {
-    const entry = this.recent.get(id);
-    if (entry === undefined) return;
-    this.recent.delete(id);
-    this.recentBytes -= entry.bytes;
+  /** Outcomes remembered, of executions that ran here and of stateless stops. */
+  get recentStopCounts(): { ran: number; stateless: number } {
+    return { ran: this.ran.size, stateless: this.stateless.size };
+  }
+
+  /** The action of the remembered stop of this execution, if any (cheap: the outcome is not read). */
+  recentStopActionOf(id: string): string | undefined {
+    return this.ran.actionOf(id) ?? this.stateless.actionOf(id);
   }
 
   /** The remembered stop of this execution, if any. */
   recentStop(id: string): RecentStop | undefined {
-    return this.recent.get(id);
-  }
-
-  /**
-   * Keep outcomes younger than the retention, and at least the last RETAIN_AT_LEAST — within the
-   * bounds of count and bytes, which win over both (Map order is insertion order: oldest first).
-   */
-  private evict(): void {
-    const cutoff = Date.now() - this.retentionMs;
-    for (const [id, entry] of this.recent) {
-      const tooMany = this.recent.size > ExecutionStore.RETAIN_AT_MOST || this.recentBytes > ExecutionStore.RETAIN_AT_MOST_BYTES;
-      const expendable = this.recent.size > ExecutionStore.RETAIN_AT_LEAST && entry.recordedAt < cutoff;
-      if (!tooMany && !expendable) break;
-      this.forgetRecent(id);
-    }
+    return this.ran.get(id) ?? this.stateless.get(id);
   }
 }

@@ -53,6 +53,7 @@
  *   run settles its waiters, failed ones retry and are finally given up.
  */
 import * as os from 'node:os';
+import * as path from 'node:path';
 import type { JsonObject, Message } from '../action.js';
 import type {
   ActionStatusRequestBody,
@@ -62,12 +63,14 @@ import type {
   StopActionRequestBody,
 } from '../api/schemas.js';
 import { ErrorCode, handlerErrorToWire, RuntimeError, type ActionKitErrorBody } from '../errors.js';
+import { LogBudget } from '../log-budget.js';
 import type { Logger } from '../logging.js';
 import { HandlerTimedOut, type WorkerPools } from '../pool.js';
 import { clockMs, clockUs, elapsedMs, generationOf, Reason, reasonOf, reasonText, State, stateOf, type ControlTable } from '../shm/table.js';
 import type { BodyEnd, BodyLane, BodyRun } from './bodies.js';
 import { settlesWithin } from './waits.js';
 import type { BodySeat } from './body-threads.js';
+import { assertFileParametersUploaded, assertNoForeignPaths, collectAbsolutePaths } from './file-state.js';
 import { prependReports, type Execution, type ExecutionStore, type StopOutcome } from './executions.js';
 import type { HandlerReply, HandlerTask } from './protocol.js';
 import type { RegisteredAction } from './registry.js';
@@ -114,6 +117,8 @@ export interface LifecycleDeps {
   stopRetry: StopRetrySettings;
   /** Prepared executions never started are stopped after this long. */
   preparedTtlMs: number;
+  /** Where uploads go: `<uploadDir>/<executionId>/<file>`. */
+  uploadDir: string;
   /** Remove `<uploadDir>/<executionId>` if it exists (never throws). */
   removeUploads(executionId: string): Promise<void>;
   /** Told when a stop attempt finished, before its waiters are answered (metrics; must be cheap). */
@@ -169,6 +174,9 @@ const STOP_RETRY_FACTOR = 4;
 /** Unknown executions remembered as already logged by the synthetic status, before the set starts over. */
 const UNKNOWN_REPORTED_MAX = 1_024;
 
+/** Log lines per minute about requests for executions this process does not know (anyone can send those). */
+const UNKNOWN_LOG_LINES_PER_MINUTE = 20;
+
 /** The expiry sweep of prepared executions runs at least this often (and at a quarter of the TTL when shorter). */
 const EXPIRY_SWEEP_MAX_MS = 60_000;
 
@@ -208,9 +216,10 @@ export class Lifecycle {
   /** Set by {@link drain}: no more timers (retries, expiry). */
   private drained = false;
   /** Stops of executions this process does not know, de-duplicated while they run. */
-  private readonly statelessStops = new Map<string, Promise<StopOutcome>>();
+  private readonly statelessStops = new Map<string, { actionId: string; outcome: Promise<StopOutcome> }>();
   /** Unknown executions whose synthetic status was already logged (see {@link unknownStatus}). */
   private readonly reportedUnknown = new Set<string>();
+  private readonly unknownLog = new LogBudget(UNKNOWN_LOG_LINES_PER_MINUTE);
   /** Stop runs in progress (taken from the queue, not yet settled). */
   private readonly stopRuns = new Set<Promise<void>>();
   private readonly authorStops: Admission;
@@ -254,7 +263,9 @@ export class Lifecycle {
       if (this.statelessStops.has(id)) throw stopRunning(id);
       // Only stoppable actions are tracked; the agent carries the state of the others.
       if (action.stoppable) execution = this.deps.store.create(id, action);
+      if (action.fileParameters.size > 0) assertFileParametersUploaded(action.fileParameters, request.config as JsonObject, upload?.files);
     } catch (error) {
+      if (execution !== undefined) this.deps.store.release(execution);
       if (upload?.folder !== undefined) await this.deps.removeUploads(id);
       throw error;
     }
@@ -272,7 +283,7 @@ export class Lifecycle {
       if (!reply.ok || reply.result.error !== undefined) {
         await this.discardFailedPrepare(owned);
       } else {
-        owned.state = reply.state ?? {};
+        handOut(owned, reply.state ?? {});
         owned.prepared = true;
         if (scope.abandoned()) {
           // The agent gave up waiting and will never start or stop it: roll back what prepare did.
@@ -288,24 +299,31 @@ export class Lifecycle {
   async start(action: RegisteredAction, request: StartActionRequestBody, scope: RequestScope): Promise<Reply> {
     const id = request.executionId.toLowerCase();
     const state = request.state as JsonObject;
-    if (!action.stoppable) return stateReply(await this.runHandler(this.task('start', action, id, scope, { state })), state, 'Failed to start action.');
+    this.assertOwnedBy(action, id);
+    if (!action.stoppable) {
+      this.assertStateConfined(action, id, state, undefined);
+      return stateReply(await this.runHandler(this.task('start', action, id, scope, { state })), state, 'Failed to start action.');
+    }
 
     let execution = this.deps.store.get(id);
     if (execution === undefined) {
       // The agent's stop of this id (unknown here, e.g. after a restart) is running: it ends first,
       // and this start then finds it stopped — never an author start beside or after that stop.
       const statelessStop = this.statelessStops.get(id);
-      if (statelessStop !== undefined) await statelessStop;
+      if (statelessStop !== undefined) await statelessStop.outcome;
       const recent = this.deps.store.recentStop(id);
       if (recent !== undefined) return { status: 200, body: { state, error: stoppedByExtensionForStatus(recent.outcome.reason) } };
       execution = this.deps.store.get(id);
     }
     if (execution === undefined) {
       if (this.closed) throw shuttingDown();
+      this.assertStateConfined(action, id, state, undefined);
       // Prepared by a previous process of this extension (restart): adopt it with the agent's state.
       execution = this.deps.store.create(id, action);
-      execution.state = state;
+      handOut(execution, state);
       execution.prepared = true;
+    } else {
+      this.assertStateConfined(action, id, state, execution);
     }
     const owned = execution;
     await hold('start.before-lock', id);
@@ -316,17 +334,20 @@ export class Lifecycle {
   async status(action: RegisteredAction, request: ActionStatusRequestBody, scope: RequestScope): Promise<Reply> {
     const id = request.executionId.toLowerCase();
     const state = request.state as JsonObject;
+    this.assertOwnedBy(action, id);
     const execution = action.stoppable ? this.deps.store.get(id) : undefined;
     if (execution === undefined) {
       const recent = action.stoppable ? this.deps.store.recentStop(id) : undefined;
       if (recent !== undefined) return stoppedStatus(recent.outcome.reason, recent.outcome.bodyError);
       if (!action.hasStatusHandler) return this.unknownStatus(action, id);
+      this.assertStateConfined(action, id, state, undefined);
       return statusReply(await this.runHandler(this.task('status', action, id, scope, { state })), state, undefined);
     }
     this.deps.table.recordHeartbeat(execution.slot);
     const stopped = this.stoppedStatusOf(execution);
     if (stopped !== undefined) return stopped;
     if (!action.hasStatusHandler) return { status: 200, body: prependReports({ completed: false }, execution.reports.drain()) };
+    this.assertStateConfined(action, id, state, execution);
     return execution.lock.run(async () => {
       // Re-check: a stop may have been requested while this request waited for the lock.
       const stoppedMeanwhile = this.stoppedStatusOf(execution);
@@ -335,7 +356,7 @@ export class Lifecycle {
       const body = { ...this.deps.bodies.info(execution), reports };
       const reply = await this.runHandler(this.task('status', action, id, scope, { state, body }));
       const newState = reply.state ?? state;
-      execution.state = newState;
+      handOut(execution, newState);
       return statusReply(reply, newState, reports);
     });
   }
@@ -348,10 +369,12 @@ export class Lifecycle {
   async stop(action: RegisteredAction, request: StopActionRequestBody): Promise<Reply> {
     const id = request.executionId.toLowerCase();
     const state = request.state as JsonObject;
+    this.assertOwnedBy(action, id);
     // Two rounds at most: an extension-initiated stop that failed is retried once as the agent's.
     for (let round = 0; round < 2; round++) {
       const execution = this.deps.store.get(id);
       if (execution === undefined) break;
+      this.assertStateConfined(action, id, state, execution);
       const outcome = await this.request(execution, Reason.Agent, state);
       if (outcome.reason === Reason.Agent || outcome.givenUp === true) return stopReplyFor(outcome);
       if (outcome.succeeded) return stoppedByExtensionForStop(outcome.reason);
@@ -361,12 +384,14 @@ export class Lifecycle {
     if (recent !== undefined && (recent.outcome.succeeded || recent.outcome.stateless !== true)) return stopReplyFor(recent.outcome);
     const live = this.deps.store.get(id);
     if (live !== undefined) return stoppedByExtensionForStop(this.stopReasonOf(live) ?? Reason.Agent);
+    this.assertStateConfined(action, id, state, undefined);
     return this.statelessStop(action, id, state);
   }
 
   /** `POST query` (metric query): stateless. */
   async query(action: RegisteredAction, request: QueryMetricsRequestBody, scope: RequestScope): Promise<Reply> {
     const id = request.executionId.toLowerCase();
+    this.assertOwnedBy(action, id);
     const reply = await this.runHandler(this.task('query', action, id, scope, { request: request as JsonObject }));
     if (!reply.ok) return { status: 500, body: { ...handlerErrorToWire(reply.error, 'Failed to query metrics.') } };
     return { status: 200, body: reply.result as JsonObject };
@@ -470,7 +495,7 @@ export class Lifecycle {
     const reply = await this.runHandler(this.task('start', action, execution.id, scope, { state: agentState }));
     await hold('start.settled', execution.id);
     const newState = reply.state ?? agentState;
-    execution.state = newState;
+    handOut(execution, newState);
     const dispatching = seat !== undefined && reply.ok && reply.result.error === undefined;
     // Like the reference, the heartbeat is armed even when start failed: the agent will call stop.
     // With a body to dispatch, it is armed once this start answers: the agent cannot poll before.
@@ -668,7 +693,8 @@ export class Lifecycle {
       // Bounded: forgetting them all only means one more log line per execution still polled.
       if (this.reportedUnknown.size >= UNKNOWN_REPORTED_MAX) this.reportedUnknown.clear();
       this.reportedUnknown.add(id);
-      this.deps.logger.warn(
+      this.unknownLog.warn(
+        this.deps.logger,
         { executionId: id, action: action.id },
         'status of an execution this process does not know (restarted?): answering not completed, as the reference; nothing of it runs here, and the agent\'s stop will end it',
       );
@@ -691,7 +717,7 @@ export class Lifecycle {
    */
   private async statelessStop(action: RegisteredAction, id: string, state: JsonObject): Promise<Reply> {
     if (!action.hasStopHandler) return this.nothingToStop(action, id);
-    let running = this.statelessStops.get(id);
+    let running = this.statelessStops.get(id)?.outcome;
     if (running === undefined) {
       running = runAuthorStop(this.deps.pools, this.deps.handlerTimeoutMs, {
         actionId: action.id,
@@ -703,7 +729,7 @@ export class Lifecycle {
         await threadExited;
         return { ...answer, reason: Reason.Agent, finishedAtMs: clockMs(), stateless: true };
       });
-      this.statelessStops.set(id, running);
+      this.statelessStops.set(id, { actionId: action.id, outcome: running });
       void running.then((outcome) => {
         this.statelessStops.delete(id);
         // Remembered also when it failed: the id is taken (a start must not adopt it), and the
@@ -716,7 +742,8 @@ export class Lifecycle {
 
   /** The stateless stop of a body-only action (see {@link statelessStop}): nothing runs here, so nothing is stopped. */
   private nothingToStop(action: RegisteredAction, id: string): Reply {
-    this.deps.logger.warn(
+    this.unknownLog.warn(
+      this.deps.logger,
       { executionId: id, action: action.id },
       'stop of an execution this process does not know (restarted?): the action has no author stop and no body of it runs here; nothing to stop',
     );
@@ -737,6 +764,32 @@ export class Lifecycle {
     };
     this.deps.store.remember(id, action.id, outcome);
     return stopReplyFor(outcome);
+  }
+
+  /**
+   * Before author code runs with a state the client sent: for an action with `file` parameters,
+   * the state names no file but the execution's uploads and the paths the extension handed out for
+   * `execution` (none when this process does not know it). See `./file-state.ts`.
+   */
+  private assertStateConfined(action: RegisteredAction, id: string, state: JsonObject, execution: Execution | undefined): void {
+    if (action.fileParameters.size === 0) return;
+    assertNoForeignPaths(state, path.join(this.deps.uploadDir, id), execution?.handedOutPaths, id);
+  }
+
+  /**
+   * An execution is operated through the endpoints of the action that prepared it: another
+   * action's handlers, heartbeat expiry and state types do not apply to it. 409 naming the owner
+   * when this process knows the id as another action's (active, stopped, or stopping statelessly).
+   */
+  private assertOwnedBy(action: RegisteredAction, id: string): void {
+    const owner = this.deps.store.get(id)?.action.id ?? this.deps.store.recentStopActionOf(id) ?? this.statelessStops.get(id)?.actionId;
+    if (owner === undefined || owner === action.id) return;
+    throw new RuntimeError(
+      ErrorCode.Conflict,
+      409,
+      `Execution ${id} belongs to action ${owner}`,
+      `it was prepared (or stopped) through the endpoints of ${owner}; use that action's endpoints, not those of ${action.id}`,
+    );
   }
 
   /**
@@ -842,6 +895,18 @@ function bodyEndMessages(end: BodyEnd, execution: Execution, graceMs: number): M
     default:
       return [];
   }
+}
+
+/** Actions with file parameters never hold more handed-out paths than this; beyond, only the latest state's count. */
+const HANDED_OUT_PATHS_MAX = 1_024;
+
+/** Record `state` as the execution's latest, handed out to the agent (with its absolute paths, `./file-state.ts`). */
+function handOut(execution: Execution, state: JsonObject): void {
+  execution.state = state;
+  const paths = execution.handedOutPaths;
+  if (paths === undefined) return;
+  if (paths.size > HANDED_OUT_PATHS_MAX) paths.clear();
+  collectAbsolutePaths(state, paths);
 }
 
 /** 0.042 ms → "42 µs"; 12.3456 → "12.3 ms". */

@@ -381,7 +381,6 @@ describe('uploads: hostile and invalid input', () => {
       { what: 'malformed JSON', data: form('{"executionId": ', [file]), title: /^Failed to parse request body\.$/ },
       { what: 'JSON array', data: form('[]', [file]) },
       { what: 'config as array', data: form({ executionId: randomUUID(), config: [], properties: {} }, [file]), title: /config/ },
-      { what: 'config missing', data: form({ executionId: randomUUID(), properties: {} }, [file]), title: /config/ },
     ];
     const missing = new FormData();
     missing.append('payload', new Blob(['content']), 'c.txt');

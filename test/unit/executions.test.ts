@@ -22,8 +22,8 @@ test('remembered stop outcomes are bounded by bytes, even below the count floor 
   // 100 outcomes of 1 MiB each: far below the 1,000 kept by count, all young — and 100 MiB.
   const bytesEach = 1024 * 1024;
   for (let i = 0; i < 100; i++) store.remember(`id-${i}`, 'action', outcome(bytesEach));
-  assert.ok(store.recentStopBytes <= ExecutionStore.RETAIN_AT_MOST_BYTES, `${store.recentStopBytes} bytes kept`);
-  assert.ok(store.recentStopBytes > ExecutionStore.RETAIN_AT_MOST_BYTES - 2 * bytesEach, 'it keeps as many as fit');
+  assert.ok(store.recentStopBytes <= ExecutionStore.RAN.maxBytes, `${store.recentStopBytes} bytes kept`);
+  assert.ok(store.recentStopBytes > ExecutionStore.RAN.maxBytes - 2 * bytesEach, 'it keeps as many as fit');
   assert.equal(store.recentStop('id-0'), undefined, 'the oldest went first');
   assert.ok(store.recentStop('id-99') !== undefined, 'the newest is kept');
   // Small outcomes: the count floor and the retention apply as before.
