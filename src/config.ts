@@ -20,7 +20,18 @@ export class ConfigError extends Error {
   }
 }
 
-const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal'] as const;
+/**
+ * Levels accepted: zerolog's (the reference's), any case from the environment. pino has no
+ * `panic`; it maps to `fatal`, pino's most severe level: nothing but the runtime's fatal errors
+ * (a crashed watchdog, a stop run that failed by a bug) is logged.
+ */
+const LOG_LEVELS = ['trace', 'debug', 'info', 'warn', 'error', 'fatal', 'panic'] as const;
+
+/** The reference's default `oom_score_adj` (extension-kit `extruntime`): almost never the OOM killer's choice. */
+export const DEFAULT_OOM_SCORE_ADJ = -998;
+/** The kernel's bounds of `oom_score_adj`; values beyond are clamped, as the reference does. */
+const OOM_SCORE_ADJ_MIN = -1000;
+const OOM_SCORE_ADJ_MAX = 1000;
 
 /** A duration: milliseconds as a number, or a spec string such as `500ms`, `5s`, `1m`, `1h`, `1d`. */
 const duration = z.union([z.number().int().nonnegative(), z.string()]).transform((value, ctx) => {
@@ -111,10 +122,35 @@ export const OptionsSchema = z.strictObject({
   tlsReloadCheckMs: duration.refine((ms) => ms >= 10, 'expected at least 10ms').default(1_000),
   /** Health probe port (`STEADYBIT_EXTENSION_HEALTH_PORT`). Default 8081; 0 picks a free port; `null` disables probes. */
   healthPort: z.number().int().min(0).max(65535).nullable().default(8081),
-  /** Log level (`STEADYBIT_LOG_LEVEL`). Default `info`. */
-  logLevel: z.enum(LOG_LEVELS).default('info'),
+  /**
+   * Log level (`STEADYBIT_LOG_LEVEL`, any case): `trace`, `debug`, `info`, `warn`, `error`, `fatal`,
+   * or `panic` (the reference's; pino has none, so it resolves to `fatal`). Default `info`.
+   */
+  logLevel: z
+    .enum(LOG_LEVELS)
+    .default('info')
+    .transform((level) => (level === 'panic' ? 'fatal' : level)),
   /** Log format (`STEADYBIT_LOG_FORMAT`): `json` lines or human `text`. Default `text`, on stderr. */
   logFormat: z.enum(['json', 'text']).default('text'),
+  /**
+   * Colours in the `text` log format (`STEADYBIT_LOG_COLOR`: `true` or `false`, any case). Default:
+   * colours when stderr is a terminal. `true` means colours — the reference reads the variable
+   * inverted (`true` turns them off); we do what the name says. JSON logs are never coloured.
+   */
+  logColor: z.boolean().optional(),
+  /**
+   * `oom_score_adj` written to `/proc/self/oom_score_adj` when `extension.listen()` starts
+   * serving (`STEADYBIT_EXTENSION_OOM_SCORE_ADJ`; Linux only), so that under memory pressure the
+   * kernel kills the attacks' victims before the extension that rolls the attacks back. Clamped
+   * to [-1000, 1000]. Lowering it needs root or CAP_SYS_RESOURCE; without, a warning is logged and
+   * the extension serves anyway. `null` (environment: `off`) leaves it alone. Default -998.
+   */
+  oomScoreAdj: z
+    .number()
+    .int()
+    .nullable()
+    .default(DEFAULT_OOM_SCORE_ADJ)
+    .transform((score) => (score === null ? null : Math.min(OOM_SCORE_ADJ_MAX, Math.max(OOM_SCORE_ADJ_MIN, score)))),
   /** Control-block capacity = max concurrently active stoppable executions (`ACTIONKIT_MAX_EXECUTIONS`). Default 10000. */
   maxExecutions: z.number().int().min(1).max(1_000_000).default(10_000),
   /** How long a body may take to honour a stop before its worker is terminated (`ACTIONKIT_STOP_GRACE`). Default 5s. */
@@ -184,7 +220,7 @@ export type ExtensionOptions = z.input<typeof OptionsSchema>;
 /** Options after defaults, environment and validation; frozen. */
 export type ResolvedOptions = Readonly<z.output<typeof OptionsSchema>>;
 
-type EnvKind = 'int' | 'string' | 'lowercase' | 'duration' | 'bytes' | 'list';
+type EnvKind = 'int' | 'string' | 'lowercase' | 'duration' | 'bytes' | 'list' | 'boolean' | 'int-or-off';
 const ENVIRONMENT: ReadonlyArray<readonly [string, keyof z.input<typeof OptionsSchema>, EnvKind]> = [
   ['STEADYBIT_EXTENSION_PORT', 'port', 'int'],
   ['STEADYBIT_EXTENSION_HEALTH_PORT', 'healthPort', 'int'],
@@ -194,6 +230,8 @@ const ENVIRONMENT: ReadonlyArray<readonly [string, keyof z.input<typeof OptionsS
   ['STEADYBIT_EXTENSION_TLS_CLIENT_CAS', 'tlsClientCas', 'list'],
   ['STEADYBIT_LOG_LEVEL', 'logLevel', 'lowercase'],
   ['STEADYBIT_LOG_FORMAT', 'logFormat', 'lowercase'],
+  ['STEADYBIT_LOG_COLOR', 'logColor', 'boolean'],
+  ['STEADYBIT_EXTENSION_OOM_SCORE_ADJ', 'oomScoreAdj', 'int-or-off'],
   ['ACTIONKIT_MAX_EXECUTIONS', 'maxExecutions', 'int'],
   ['ACTIONKIT_STOP_GRACE', 'stopGraceMs', 'duration'],
   ['ACTIONKIT_HEARTBEAT_MIN_INTERVAL', 'heartbeatMinIntervalMs', 'duration'],
@@ -270,11 +308,21 @@ function fromEnv(name: string, raw: string, kind: EnvKind): unknown {
     case 'duration':
     case 'bytes':
       return raw;
-    case 'int': {
-      if (!/^-?\d+$/.test(raw)) throw new ConfigError(`Invalid configuration: ${name}="${raw}": expected an integer`);
-      return Number(raw);
+    case 'int':
+      return envInteger(name, raw);
+    case 'int-or-off':
+      return raw.toLowerCase() === 'off' ? null : envInteger(name, raw, ' or off');
+    case 'boolean': {
+      const value = raw.toLowerCase();
+      if (value !== 'true' && value !== 'false') throw new ConfigError(`Invalid configuration: ${name}="${raw}": expected true or false`);
+      return value === 'true';
     }
   }
+}
+
+function envInteger(name: string, raw: string, alternatives = ''): number {
+  if (!/^-?\d+$/.test(raw)) throw new ConfigError(`Invalid configuration: ${name}="${raw}": expected an integer${alternatives}`);
+  return Number(raw);
 }
 
 /**

@@ -13,8 +13,9 @@ import { assertPathsFree, buildApp } from './http/app.js';
 import { openListener } from './http/listener.js';
 import { createProbeServer, probeHandler, type ProbeState } from './http/probes.js';
 import { removeExecutionFolder, sweepStaleUploads } from './http/uploads.js';
-import { createLogger, type Logger } from './logging.js';
+import { createLogger, logSettingsOf, type LogSettings, type Logger } from './logging.js';
 import { ExtensionMetrics } from './metrics.js';
+import { adjustOomScoreAdj } from './oom-score.js';
 import { WorkerPools, type PoolStats } from './pool.js';
 import { BodyLane } from './runtime/bodies.js';
 import { settlesWithin } from './runtime/waits.js';
@@ -88,7 +89,8 @@ const THREADS_END_MS = 1_000;
  */
 export async function createExtension(options: ExtensionOptions): Promise<Extension> {
   const resolved = resolveOptions(options);
-  const logger = createLogger({ level: resolved.logLevel, format: resolved.logFormat });
+  const logSettings = logSettingsOf(resolved);
+  const logger = createLogger(logSettings);
   const moduleUrls = resolved.actions.map(moduleUrl);
   const registry = new ActionRegistry();
   registry.register(await importActions(moduleUrls), resolved.heartbeatMinIntervalMs);
@@ -100,7 +102,7 @@ export async function createExtension(options: ExtensionOptions): Promise<Extens
     // Housekeeping only: an unreadable upload dir must not keep the extension from starting.
     logger.warn({ err: error, uploadDir: resolved.uploadDir }, 'could not sweep stale upload folders');
   }
-  const extension = new Extension(resolved, logger, registry, moduleUrls);
+  const extension = new Extension(resolved, logSettings, logger, registry, moduleUrls);
   try {
     await extension.warmUp();
   } catch (error) {
@@ -139,7 +141,7 @@ export class Extension {
   private closing: Promise<void> | undefined;
 
   /** @internal Use {@link createExtension}. */
-  constructor(options: ResolvedOptions, logger: Logger, registry: ActionRegistry, moduleUrls: string[]) {
+  constructor(options: ResolvedOptions, logSettings: LogSettings, logger: Logger, registry: ActionRegistry, moduleUrls: string[]) {
     this.options = options;
     this.logger = logger;
     this.registry = registry;
@@ -168,7 +170,7 @@ export class Extension {
       this.watchdogAlive = false;
       if (!this.releasing) logger.fatal({ code }, 'heartbeat watchdog thread exited; liveness is now failing');
     });
-    const boot = { buffer: this.table.buffer, actionModules: moduleUrls, log: { level: options.logLevel, format: options.logFormat } };
+    const boot = { buffer: this.table.buffer, actionModules: moduleUrls, log: logSettings };
     this.pools = new WorkerPools({
       boot: { ...boot, stateLimit: stateLimitFor(options.maxBodyBytes) },
       handlerThreads: options.handlerThreads,
@@ -262,11 +264,14 @@ export class Extension {
   /**
    * Serve the extension on `port` over HTTP or HTTPS (or on `unixSocket`), the probes on
    * `healthPort` (on the socket when on a socket), and install the signal handlers unless
-   * `handleSignals` is false. A TLS file or socket path that cannot be used rejects with a
-   * `ConfigError` naming it.
+   * `handleSignals` is false. First, on Linux, the process's `oom_score_adj` is set to
+   * `oomScoreAdj` unless that is `null` (a refusal is only logged). A TLS file or socket path that
+   * cannot be used rejects with a `ConfigError` naming it.
    */
   async listen(): Promise<ListenInfo> {
-    const { port, host, healthPort, unixSocket, tlsServerCert, tlsServerKey } = this.options;
+    const { port, host, healthPort, unixSocket, tlsServerCert, tlsServerKey, oomScoreAdj } = this.options;
+    // Before the first request: an attack started through this extension must find it protected.
+    if (oomScoreAdj !== null) adjustOomScoreAdj(oomScoreAdj, this.logger);
     const probeState: ProbeState = { ready: () => this.ready && this.closing === undefined, alive: () => this.watchdogAlive };
     const onSocket = unixSocket !== undefined;
     const handler = onSocket && healthPort !== null ? withProbes(probeState, this.metrics, this.app) : this.app;

@@ -49,6 +49,8 @@ function options(extra: Partial<ExtensionOptions>): ExtensionOptions {
     handleSignals: false,
     logLevel: 'fatal',
     handlerThreads: 1,
+    // In the test runner's process: leave its OOM-killer standing alone.
+    oomScoreAdj: null,
     ...extra,
   };
 }

@@ -39,6 +39,8 @@ test('as in an author\'s repo: createExtension on port 0 plus the agent client',
     handleSignals: false,
     logLevel: 'fatal',
     uploadDir: uploads.path,
+    // In the test runner's process: leave its OOM-killer standing alone.
+    oomScoreAdj: null,
   });
   try {
     const { port } = await extension.listen();

@@ -56,6 +56,8 @@ export async function start(options: Partial<ExtensionOptions> & { actions: Exte
     heartbeatMinIntervalMs: 200,
     stopGraceMs: 1000,
     uploadDir: uploads.path,
+    // The test runner's own process: its OOM-killer standing is not the extension's to change.
+    oomScoreAdj: null,
     ...options,
   });
   const { port, healthPort } = await extension.listen();
@@ -183,33 +185,31 @@ export async function eventually<T>(what: string, check: () => T | undefined | P
   }
 }
 
-/** A child process running `test/support/serve.js` with the given environment. */
-export interface Child {
+/** A `node` child process and what it wrote to stderr. */
+export interface Spawned {
   process: ChildProcess;
+  /** Every stderr line so far. */
+  logs: string[];
+  /** Resolves with the exit code (or signal name) once stderr is closed too: every line is in `logs`. */
+  exited: Promise<number | string>;
+}
+
+/** A child process serving an extension, once it logged that it listens. */
+export interface Child extends Spawned {
   port: number;
   healthPort: number;
   base: string;
   agent: Agent;
-  /** Every stderr line so far (JSON logs). */
-  logs: string[];
-  /** Resolves with the exit code (or signal name). */
-  exited: Promise<number | string>;
 }
 
-/**
- * Start an extension in a child process (`test/support/serve.js` serving the given fixture
- * modules), with real signal handling. Resolves when it logged that it listens.
- */
-export function spawnExtension(modules: string[], env: Record<string, string> = {}): Promise<Child> {
-  return spawnListening([fileURLToPath(new URL('./serve.js', import.meta.url)), ...modules], env);
-}
+/** How long a child may take to log what a test waits for. */
+const CHILD_LOG_TIMEOUT_MS = 20_000;
 
 /**
- * Run `node <args>` — any entry that serves an extension configured by the environment (the
- * harness's serve.js, `actionkit serve`, an example main) — on ports 0 with JSON logs, and resolve
- * once it logged `extension listening`.
+ * Run `node <args>` with the test environment — ports 0, JSON logs at `info`, heartbeat minimum
+ * 200ms — overridden by `env`, and nothing else of this process's environment but `PATH`.
  */
-export async function spawnListening(args: string[], env: Record<string, string> = {}): Promise<Child> {
+export function spawnNode(args: string[], env: Record<string, string> = {}): Spawned {
   const child = spawn(process.execPath, args, {
     env: {
       PATH: process.env['PATH'] ?? '',
@@ -223,30 +223,62 @@ export async function spawnListening(args: string[], env: Record<string, string>
     stdio: ['ignore', 'inherit', 'pipe'],
   });
   const logs: string[] = [];
-  const exited = new Promise<number | string>((resolve) => child.once('exit', (code, signal) => resolve(code ?? signal ?? -1)));
-  const listening = new Promise<{ port: number; healthPort: number }>((resolve, reject) => {
-    createInterface({ input: child.stderr! }).on('line', (line) => {
-      logs.push(line);
-      try {
-        const entry = JSON.parse(line) as { message?: string; port?: number; healthPort?: number };
-        if (entry.message === 'extension listening') resolve({ port: entry.port!, healthPort: entry.healthPort! });
-      } catch {
-        // not JSON: keep it in the logs
-      }
-    });
-    void exited.then((code) => reject(new Error(`extension exited (${code}) before listening:\n${logs.join('\n')}`)));
-  });
-  let timer: NodeJS.Timeout | undefined;
-  const timeout = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`extension did not listen within 20 s:\n${logs.join('\n')}`)), 20_000);
-  });
+  createInterface({ input: child.stderr! }).on('line', (line) => logs.push(line));
+  const exited = new Promise<number | string>((resolve) => child.once('close', (code, signal) => resolve(code ?? signal ?? -1)));
+  return { process: child, logs, exited };
+}
+
+/**
+ * The first value `match` returns for a stderr line of `child`, waiting for it. Rejects, with the
+ * lines so far, when the child exits first or nothing matched within 20 s; the child is then killed.
+ */
+export async function untilLogged<T>(child: Spawned, what: string, match: (line: string) => T | undefined): Promise<T> {
+  let exit: number | string | undefined;
+  void child.exited.then((code) => (exit = code));
+  const deadline = Date.now() + CHILD_LOG_TIMEOUT_MS;
   try {
-    const { port, healthPort } = await Promise.race([listening, timeout]).finally(() => clearTimeout(timer));
-    const base = baseUrl(port);
-    return { process: child, port, healthPort, base, agent: new Agent(base), logs, exited };
+    for (;;) {
+      for (const line of child.logs) {
+        const value = match(line);
+        if (value !== undefined) return value;
+      }
+      if (exit !== undefined) throw new Error(`extension exited (${exit}) before ${what}`);
+      if (Date.now() > deadline) throw new Error(`timed out after ${CHILD_LOG_TIMEOUT_MS} ms waiting for ${what}`);
+      await sleep(20);
+    }
   } catch (error) {
     // A child left running would keep the test process alive after the failure.
-    child.kill('SIGKILL');
-    throw error;
+    child.process.kill('SIGKILL');
+    throw new Error(`${(error as Error).message}:\n${child.logs.join('\n')}`);
   }
+}
+
+/** The path of the harness's child entry `test/support/serve.js`, for {@link spawnNode}. */
+export const SERVE_ENTRY = fileURLToPath(new URL('./serve.js', import.meta.url));
+
+/**
+ * Start an extension in a child process (`test/support/serve.js` serving the given fixture
+ * modules), with real signal handling. Resolves when it logged that it listens.
+ */
+export function spawnExtension(modules: string[], env: Record<string, string> = {}): Promise<Child> {
+  return spawnListening([SERVE_ENTRY, ...modules], env);
+}
+
+/**
+ * Run `node <args>` — any entry that serves an extension configured by the environment (the
+ * harness's serve.js, `actionkit serve`, an example main) — with {@link spawnNode}'s environment
+ * (JSON logs required), and resolve once it logged `extension listening`.
+ */
+export async function spawnListening(args: string[], env: Record<string, string> = {}): Promise<Child> {
+  const child = spawnNode(args, env);
+  const { port, healthPort } = await untilLogged(child, 'listening', (line) => {
+    try {
+      const entry = JSON.parse(line) as { message?: string; port?: number; healthPort?: number };
+      return entry.message === 'extension listening' ? { port: entry.port!, healthPort: entry.healthPort! } : undefined;
+    } catch {
+      return undefined; // not JSON: only kept in the logs
+    }
+  });
+  const base = baseUrl(port);
+  return { ...child, port, healthPort, base, agent: new Agent(base) };
 }
