@@ -97,7 +97,7 @@ export async function createExtension(options: ExtensionOptions): Promise<Extens
   assertPathsFree(registry, resolved.indexPath, resolved.index);
   try {
     const swept = await sweepStaleUploads(resolved.uploadDir);
-    if (swept.length > 0) logger.info({ folders: swept }, 'removed upload folders left by dead processes');
+    if (swept.length > 0) logger.info({ removed: swept }, 'removed uploads left by dead processes');
   } catch (error) {
     // Housekeeping only: an unreadable upload dir must not keep the extension from starting.
     logger.warn({ err: error, uploadDir: resolved.uploadDir }, 'could not sweep stale upload folders');

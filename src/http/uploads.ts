@@ -1,30 +1,86 @@
 /**
  * Multipart prepare requests: the `request` JSON field plus one file per `file` parameter.
  *
- * Differences to the reference Go SDK (sdk-behaviour.md §1.8, §1.17), all deliberate:
+ * Like the reference Go SDK (sdk-behaviour.md §1.8): the files of an execution land in
+ * `<uploadDir>/<executionId>/<basename>`, the folder made with mode 0755 and the files with 0666,
+ * both less the process umask (Go: `MkdirAll(0755)`, `os.Create`), and the folder holds exactly the
+ * uploaded files. Differences to the reference (§1.8, §1.17), all deliberate:
  * - Files are streamed to disk as they arrive (Go buffers each file in memory) and each is capped at
  *   {@link MultipartLimits.maxFileBytes}; the `request` field, the number of fields, files and parts
  *   are capped as well.
- * - Parts may come in any order, so files land in a private staging folder
- *   `<uploadDir>/.staging-XXXXXX` first; only when the whole body is parsed and the execution id is
- *   known and valid is the staging folder renamed to `<uploadDir>/<executionId>`. Every failure
- *   removes the staging folder, so a failed prepare leaves nothing behind (Go leaks the folder).
+ * - Parts may come in any order, so files land in a staging folder first; only when the whole body
+ *   is parsed and the execution id is known and valid is it renamed to `<uploadDir>/<executionId>`.
+ *   Every failure removes the staging folder, so a failed prepare leaves nothing behind (Go leaks
+ *   the folder).
  * - Bad input is a 4xx with a precise title instead of a panic or a 500.
  * - Hostile file names (traversal, control characters, over-long names) are rejected, and two
  *   parameters whose files share a name are rejected instead of silently overwriting each other.
+ * - Folders left by processes that died are removed at start-up ({@link sweepStaleUploads}).
  *
- * ## Ownership marker
+ * ## Bookkeeping: who owns a folder
  *
- * Every staging folder gets one extra file, {@link OWNER_MARKER_FILE} (`.actionkit-owner`), holding
- * `{"pid":…,"startTime":…,"bootId":"…"}` of the process that created it. The marker travels with the
- * rename into `<uploadDir>/<executionId>`, so an action sees it next to its uploaded files; it is the
- * only file in the folder that is not an upload, and no upload may be named like it.
- * {@link sweepStaleUploads} removes at start-up only folders whose marker names an owner that is no
- * longer alive, which keeps it away from folders of live sibling processes and of Go extensions that
- * share `/tmp/steadybit` (they write no marker).
+ * Ownership is recorded outside the folders an action reads, in {@link BOOKKEEPING_DIR}, whose name
+ * is never a UUID and so never an execution's folder:
+ *
+ * ```
+ * <uploadDir>/
+ *   <executionId>/                      the execution's files, nothing else
+ *   .actionkit/
+ *     owners/<executionId>              owner record: {"pid":…,"startTime":…,"bootId":"…"} of the
+ *                                       process that owns <uploadDir>/<executionId>
+ *     staging/p<pid>-s<startTime>-b<bootId>/
+ *                                       one folder per process, its name the owner (atomic with
+ *                                       the folder: no marker to write), holding
+ *       <random>/                       the files of a request still arriving, and
+ *       <random>.record                 an owner record being written
+ * ```
+ *
+ * The rule: **an owner record is complete before its execution folder exists, and outlives it.**
+ * - Making a folder: (1) write the files into a staging folder; (2) if `<uploadDir>/<executionId>`
+ *   exists (a Go extension's, an earlier version's) → 409, no record is made; (3) claim the id: write
+ *   the record under a temporary name in this process's staging folder, then `link(2)` it to
+ *   `owners/<executionId>` — exclusive (`EEXIST` → 409: the id is taken, by a live process or by a
+ *   dead one whose folder only a sweep may remove) and atomic (a reader sees no record or a whole
+ *   one, never a partial one); the temporary name is then unlinked; (4) look for the folder again
+ *   (made since step 2 by someone who keeps no records → 409, the record is removed); (5) rename the
+ *   staging folder to `<uploadDir>/<executionId>`. Every failure removes the staging folder and, from
+ *   step 3 on, the record. On a file system without hard links step 3 falls back to creating the
+ *   record exclusively (`O_EXCL`) and writing it; a crash between the two leaves an unreadable
+ *   record (see the sweep).
+ * - Removing a folder: the folder first, then its record.
+ * - Sweeping at start-up ({@link sweepStaleUploads}): a staging folder of a process that is gone is
+ *   removed with everything in it; for a record whose owner is gone, the execution folder is removed,
+ *   then the record. A record that cannot be read as one (empty, partial, not ours) is removed once
+ *   it is older than {@link UNREADABLE_RECORD_MIN_AGE_MS} (one minute: a record is written in
+ *   microseconds, so an older unreadable one is not being written any more); its folder, if any, is
+ *   kept: a folder is renamed into place only after its record was complete, so the folder beside
+ *   an unreadable record was not made under it — it is not attributable, and kept like any folder
+ *   we cannot attribute (a Go extension's).
+ *
+ * So a crash at any step leaves a complete record with or without its folder, an unreadable record
+ * without a folder (fallback only), or files in a staging folder named by its owner — never a folder
+ * of ours that a sweep could not attribute, and nothing a sweep keeps forever — and the next
+ * start-up removes them once the owner is gone. A sweep never removes a live execution's folder:
+ * that folder has a live owner's record, and while a dead owner's record exists no process can
+ * create the folder of that id (step 3), so the sweep removes exactly the dead owner's folder.
+ * (Left open, all needing a coincidence agents do not produce, as they never reuse an execution id:
+ * two processes starting at once may both judge the same dead record, and should a third re-create
+ * that execution id between their sweeps, the slower sweep would remove it; a folder of a Go
+ * extension made between steps 2 and 4 of a process that then crashes is attributed to that
+ * process.)
+ *
+ * Folders of the earlier layout (an `.actionkit-owner` marker inside `<uploadDir>/<executionId>`
+ * and `<uploadDir>/.staging-*`) are still swept by their marker: a folder whose marker names an
+ * owner that is gone is removed. A `.staging-*` folder (a name only earlier versions used) whose
+ * marker is missing or unreadable — a crash between creating the folder or marker and writing it —
+ * is removed once the marker (or, without one, the folder) is older than
+ * {@link UNREADABLE_RECORD_MIN_AGE_MS}; an execution folder with such a marker is kept (not
+ * attributable: earlier versions wrote the marker before the rename). Uploads may still not be named
+ * like the marker, so a sweep of an earlier version never misreads an upload as one.
  *
  * @module
  */
+import { randomBytes } from 'node:crypto';
 import { constants as fsConstants, createWriteStream, readFileSync } from 'node:fs';
 import * as fsp from 'node:fs/promises';
 import type { IncomingMessage } from 'node:http';
@@ -36,7 +92,7 @@ import { ErrorCode, RuntimeError } from '../errors.js';
 
 /** Limits and context of {@link receiveMultipart}. */
 export interface MultipartLimits {
-  /** Base folder, e.g. `/tmp/steadybit`. Created (recursive, mode 0o755) when missing. */
+  /** Base folder, e.g. `/tmp/steadybit`. Created (recursive, mode 0755 less the umask) when missing. */
   uploadDir: string;
   /**
    * Max bytes of one uploaded file (a file of exactly this size is accepted); larger →
@@ -61,11 +117,30 @@ export interface ReceivedMultipart {
   files: Map<string, string>;
 }
 
-/** Name of the ownership marker written into every upload folder (see the module documentation). */
-export const OWNER_MARKER_FILE = '.actionkit-owner';
+/** Bookkeeping directory inside the upload dir (see the module documentation). */
+export const BOOKKEEPING_DIR = '.actionkit';
 
-/** Prefix of staging folders inside the upload dir. */
-export const STAGING_PREFIX = '.staging-';
+/** Owner records, one per execution folder, inside {@link BOOKKEEPING_DIR}. */
+const OWNERS_DIR = 'owners';
+
+/** Per-process staging folders inside {@link BOOKKEEPING_DIR}. */
+const STAGING_DIR = 'staging';
+
+/** The ownership marker earlier versions wrote into every upload folder; still reserved and still swept. */
+export const LEGACY_OWNER_MARKER_FILE = '.actionkit-owner';
+
+/** Prefix of the staging folders earlier versions made directly in the upload dir. */
+const LEGACY_STAGING_PREFIX = '.staging-';
+
+/**
+ * Age after which the start-up sweep removes an owner record (or an earlier version's staging
+ * marker) that cannot be read as one: writing one takes microseconds, so after a minute it is not
+ * being written any more, it was left by a crash (module documentation).
+ */
+export const UNREADABLE_RECORD_MIN_AGE_MS = 60_000;
+
+/** Suffix of an owner record being written in a process's staging folder (module documentation). */
+const RECORD_DRAFT_SUFFIX = '.record';
 
 /** Name of the form value field holding the prepare body (reference SDK). */
 const REQUEST_FIELD = 'request';
@@ -88,12 +163,16 @@ const MAX_FILE_NAME_BYTES = 255;
  * instead: a client that keeps streaming after an error is not worth the bandwidth.
  */
 const DRAIN_AFTER_FAILURE_MIN_BYTES = 1024 * 1024;
-/** The marker is tiny; anything larger is not ours. */
-const MAX_MARKER_BYTES = 4096;
-/** Folder mode of the upload dir itself (reference SDK: `MkdirAll(0755)`). */
-const UPLOAD_DIR_MODE = 0o755;
-/** Uploaded files are readable by the runtime's user only. */
-const UPLOADED_FILE_MODE = 0o600;
+/** An owner record is tiny; anything larger is not ours. */
+const MAX_RECORD_BYTES = 4096;
+/** Every folder we make, less the umask (reference SDK: `MkdirAll(0755)`). */
+export const FOLDER_MODE = 0o755;
+/** Uploaded files, less the umask (reference SDK: `os.Create`). */
+export const UPLOADED_FILE_MODE = 0o666;
+/** Owner records, less the umask: readable by a sibling process that sweeps. */
+const RECORD_MODE = 0o644;
+/** Random bytes in a staging folder's name. */
+const STAGING_NAME_BYTES = 8;
 
 const UUID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 // eslint-disable-next-line no-control-regex -- control characters are exactly what is rejected
@@ -363,7 +442,7 @@ class MultipartReceiver {
     }
   }
 
-  /** Create the staging folder and its marker once, on the first file part. */
+  /** Create the staging folder once, on the first file part. */
   private ensureStaging(fileName: string): Promise<string> {
     this.staging ??= createStagingFolder(this.limits.uploadDir);
     return this.staging.catch((error: unknown) => {
@@ -388,13 +467,21 @@ class MultipartReceiver {
     }
     const uploadDir = path.resolve(this.limits.uploadDir);
     const folder = path.join(uploadDir, executionId);
+    let claimed = false;
     try {
       const staging = await this.staging;
-      // rename(2) silently replaces an *empty* directory, so check first; a concurrent prepare that
-      // wins the race still makes our rename fail with ENOTEMPTY, because its folder holds a marker.
-      if (await pathExists(folder)) throw conflictError(executionId);
+      // Steps 2–5 of the module documentation. A folder nobody recorded (a Go extension's, an
+      // earlier version's) is looked for before the claim, so no record ever names it, and again
+      // after it, because rename(2) would silently replace it if it were empty.
+      await refuseUnrecordedFolder(folder, executionId);
+      // Exclusive: of two prepares of one id, in this process or another of this runtime, exactly
+      // one gets past this line.
+      await claimExecutionFolder(uploadDir, executionId);
+      claimed = true;
+      await refuseUnrecordedFolder(folder, executionId);
       await fsp.rename(staging, folder);
     } catch (error) {
+      if (claimed) await fsp.rm(ownerRecordPath(uploadDir, executionId), { force: true }).catch(() => undefined);
       if (error instanceof RuntimeError) this.fail(error);
       else if (isErrno(error, 'EEXIST', 'ENOTEMPTY', 'ENOTDIR')) this.fail(conflictError(executionId));
       else {
@@ -402,6 +489,12 @@ class MultipartReceiver {
           new RuntimeError(ErrorCode.FileSave, 500, 'Failed to save uploaded files.', `Could not move them into place: ${errnoSummary(error)}.`),
         );
       }
+      return;
+    }
+    if (this.failure !== undefined) {
+      // Failed while the folder was being moved into place (nothing does so today, the body being
+      // read): the failure's clean-up found no staging folder, so the folder and record go here.
+      await removeExecutionFolder(uploadDir, executionId).catch(ignore);
       return;
     }
     for (const { parameter, fileName } of this.accepted) files.set(parameter, path.join(folder, fileName));
@@ -446,7 +539,7 @@ class MultipartReceiver {
     await Promise.all(this.writes);
     if (this.staging !== undefined) {
       const staging = await this.staging.catch(() => undefined);
-      // Best effort: if this fails the marker still lets a later start-up sweep reclaim the folder.
+      // Best effort: if this fails, the name of its parent (its owner) lets a later start-up sweep reclaim it.
       if (staging !== undefined) await fsp.rm(staging, { recursive: true, force: true }).catch(() => undefined);
     }
     this.settle(() => this.reject(error));
@@ -454,11 +547,12 @@ class MultipartReceiver {
 }
 
 /**
- * Remove `<uploadDir>/<executionId>` recursively. A missing folder is fine (never throws for
- * ENOENT); a symlink in its place is removed itself, never followed.
+ * Remove `<uploadDir>/<executionId>` recursively, then its owner record (module documentation: the
+ * record outlives the folder). A missing folder is fine (never throws for ENOENT); a symlink in its
+ * place is removed itself, never followed. Call it only for a folder this process made.
  *
  * @throws RuntimeError(InvalidRequest, 400) when `executionId` is not a UUID, so a crafted id can
- *   never name another path (`..`, `/`, `.staging-*`).
+ *   never name another path (`..`, `/`, `.actionkit`).
  */
 export async function removeExecutionFolder(uploadDir: string, executionId: string): Promise<void> {
   if (!isUuid(executionId)) {
@@ -469,25 +563,38 @@ export async function removeExecutionFolder(uploadDir: string, executionId: stri
       `Refusing to remove the upload folder of ${truncateForDetail(JSON.stringify(executionId))}: not a UUID.`,
     );
   }
+  const base = path.resolve(uploadDir);
+  const id = executionId.toLowerCase();
   // fs.rm lstat()s each entry, so symlinks (top-level or inside) are unlinked, not traversed.
-  await fsp.rm(path.join(path.resolve(uploadDir), executionId.toLowerCase()), { recursive: true, force: true });
+  await fsp.rm(path.join(base, id), { recursive: true, force: true });
+  await fsp.rm(ownerRecordPath(base, id), { force: true });
 }
 
 /**
- * Start-up sweep: remove upload folders left behind by dead processes of this runtime.
+ * Start-up sweep: remove what dead processes of this runtime left in the upload dir (module
+ * documentation), judged by owner: a process is gone when its pid no longer exists, or exists with
+ * a different start time (pid reused), or it ran in another boot.
  *
- * Only direct entries of `uploadDir` are considered, and only when (a) the entry itself (lstat, never
- * followed) is a directory named like a UUID or `.staging-*`, and (b) it contains a regular-file
- * {@link OWNER_MARKER_FILE} whose owner is gone: the pid no longer exists, or it exists but with a
- * different start time (pid reused), or the marker comes from another boot. Folders without a
- * readable marker (e.g. from a Go extension sharing `/tmp/steadybit`) and folders of live owners are
- * kept. A missing `uploadDir` yields `[]`.
+ * - Staging folders `.actionkit/staging/<owner>/` (files of unfinished requests, record drafts) of
+ *   an owner that is gone.
+ * - For each owner record `.actionkit/owners/<executionId>` of an owner that is gone: the folder
+ *   `<uploadDir>/<executionId>`, then the record.
+ * - Owner records that cannot be read as one and are older than
+ *   {@link UNREADABLE_RECORD_MIN_AGE_MS}; their folders are kept.
+ * - Earlier layout: a UUID-named folder without an owner record, or a `.staging-*` folder, directly
+ *   in `uploadDir`, whose `.actionkit-owner` marker names an owner that is gone; a `.staging-*`
+ *   folder whose marker is missing or unreadable, by the same age.
+ *
+ * Nothing is followed through a symlink: a bookkeeping directory, folder or record that is one is
+ * left alone. Folders without a readable record or marker (e.g. a Go extension's, sharing
+ * `/tmp/steadybit`) and folders of live owners are kept. A missing `uploadDir` yields `[]`.
  *
  * Pids are checked in this process's pid namespace: a folder shared with a runtime in *another*
  * container on the same host would be judged by the wrong pid, so do not share one upload dir across
  * containers.
  *
- * @returns The names (not paths) of the removed entries.
+ * @returns The removed folders and records, relative to `uploadDir` (an execution's folder is its id,
+ *   its record `.actionkit/owners/<id>`).
  */
 export async function sweepStaleUploads(uploadDir: string): Promise<string[]> {
   const base = path.resolve(uploadDir);
@@ -500,20 +607,101 @@ export async function sweepStaleUploads(uploadDir: string): Promise<string[]> {
   }
   const self = ownIdentity();
   const removed: string[] = [];
+  const remove = async (relative: string): Promise<void> => {
+    // fs.rm lstat()s each entry, so symlinks are unlinked, never traversed.
+    if (!(await pathExists(path.join(base, relative)))) return;
+    await fsp.rm(path.join(base, relative), { recursive: true, force: true });
+    removed.push(relative);
+  };
+  if (await isRealDirectory(path.join(base, BOOKKEEPING_DIR))) {
+    const staging = path.join(BOOKKEEPING_DIR, STAGING_DIR);
+    for (const name of await subdirectories(path.join(base, staging))) {
+      const owner = parseOwnerName(name);
+      if (owner !== undefined && (await isOwnerGone(owner, self))) await remove(path.join(staging, name));
+    }
+    const owners = path.join(BOOKKEEPING_DIR, OWNERS_DIR);
+    for (const name of await directoryEntries(path.join(base, owners))) {
+      if (!isUuid(name)) continue;
+      const record = await readOwnerRecord(path.join(base, owners, name));
+      if (record.kind === 'owner' && (await isOwnerGone(record.owner, self))) {
+        // The folder first: the record outlives it.
+        await remove(name);
+        await remove(path.join(owners, name));
+      } else if (record.kind === 'unreadable' && record.ageMs >= UNREADABLE_RECORD_MIN_AGE_MS) {
+        await remove(path.join(owners, name));
+      }
+    }
+  }
   for (const name of entries) {
-    if (!isUuid(name) && !name.startsWith(STAGING_PREFIX)) continue;
+    const legacyStaging = name.startsWith(LEGACY_STAGING_PREFIX);
+    if (!isUuid(name) && !legacyStaging) continue;
     const entry = path.join(base, name);
-    const stats = await fsp.lstat(entry).catch(() => undefined);
-    if (stats === undefined || !stats.isDirectory()) continue;
-    const owner = await readMarker(path.join(entry, OWNER_MARKER_FILE));
-    if (owner === undefined || !(await isOwnerGone(owner, self))) continue;
-    await fsp.rm(entry, { recursive: true, force: true });
-    removed.push(name);
+    if (!(await isRealDirectory(entry))) continue;
+    // A recorded folder is judged by its record (above), never by a file inside it.
+    if (isUuid(name) && (await pathExists(ownerRecordPath(base, name)))) continue;
+    if (await isLegacyFolderStale(entry, legacyStaging, self)) await remove(name);
   }
   return removed;
 }
 
-/** Identity of a process as written to the marker. */
+/**
+ * Whether a folder of the earlier layout is a dead process's: its marker names an owner that is
+ * gone, or — a `.staging-*` folder only — it has no readable marker and is older than
+ * {@link UNREADABLE_RECORD_MIN_AGE_MS}.
+ */
+async function isLegacyFolderStale(folder: string, staging: boolean, self: OwnerIdentity): Promise<boolean> {
+  const marker = await readOwnerRecord(path.join(folder, LEGACY_OWNER_MARKER_FILE));
+  if (marker.kind === 'owner') return isOwnerGone(marker.owner, self);
+  if (!staging) return false;
+  if (marker.kind === 'unreadable') return marker.ageMs >= UNREADABLE_RECORD_MIN_AGE_MS;
+  const stats = await fsp.lstat(folder).catch(() => undefined);
+  return stats !== undefined && Date.now() - stats.mtimeMs >= UNREADABLE_RECORD_MIN_AGE_MS;
+}
+
+/** Where the owner record of `<uploadDir>/<executionId>` is. */
+function ownerRecordPath(uploadDir: string, executionId: string): string {
+  return path.join(path.resolve(uploadDir), BOOKKEEPING_DIR, OWNERS_DIR, executionId);
+}
+
+/**
+ * Record this process as the owner of `<uploadDir>/<executionId>`, before that folder exists (step
+ * 3 of the module documentation): the record is written under a draft name in this process's
+ * staging folder and linked into place, so it appears whole or not at all. Exclusive: a record that
+ * exists already (anyone's) → 409.
+ */
+async function claimExecutionFolder(uploadDir: string, executionId: string): Promise<void> {
+  const record = ownerRecordPath(uploadDir, executionId);
+  const content = JSON.stringify(ownIdentity());
+  await fsp.mkdir(path.dirname(record), { recursive: true, mode: FOLDER_MODE });
+  const draft = path.join(await processStagingFolder(uploadDir), randomBytes(STAGING_NAME_BYTES).toString('hex') + RECORD_DRAFT_SUFFIX);
+  try {
+    await fsp.writeFile(draft, content, { flag: 'wx', mode: RECORD_MODE });
+    try {
+      await fsp.link(draft, record).catch(async (error: unknown) => {
+        if (!isErrno(error, ...NO_HARD_LINKS)) throw error;
+        // Not atomic: a crash between create and write leaves an empty record, which the sweep
+        // removes by age (module documentation).
+        await fsp.writeFile(record, content, { flag: 'wx', mode: RECORD_MODE });
+      });
+    } catch (error) {
+      if (isErrno(error, 'EEXIST')) throw conflictError(executionId);
+      throw error;
+    }
+  } finally {
+    // Best effort: a draft left behind goes with this process's staging folder once it is gone.
+    await fsp.rm(draft, { force: true }).catch(ignore);
+  }
+}
+
+/** What link(2) answers on a file system that has no hard links. */
+const NO_HARD_LINKS = ['EPERM', 'ENOTSUP', 'EOPNOTSUPP', 'ENOSYS'];
+
+/** 409 when `folder` exists: made by someone who keeps no owner records (module documentation). */
+async function refuseUnrecordedFolder(folder: string, executionId: string): Promise<void> {
+  if (await pathExists(folder)) throw conflictError(executionId);
+}
+
+/** Identity of a process as written to owner records (and to the markers of earlier versions). */
 interface OwnerIdentity {
   pid: number;
   /** Linux: start time in clock ticks since boot (field 22 of /proc/<pid>/stat); elsewhere epoch seconds. */
@@ -560,51 +748,99 @@ function readBootId(): string | undefined {
   }
 }
 
-/** Create `<uploadDir>/.staging-XXXXXX` (private) with the ownership marker; returns its absolute path. */
-async function createStagingFolder(uploadDir: string): Promise<string> {
+/** This process's staging folder `<uploadDir>/.actionkit/staging/<this process>`, made if missing; its absolute path. */
+async function processStagingFolder(uploadDir: string): Promise<string> {
   const base = path.resolve(uploadDir);
-  await fsp.mkdir(base, { recursive: true, mode: UPLOAD_DIR_MODE });
-  // mkdtemp is atomic and unique; its 0o700 keeps half-uploaded files private.
-  const staging = await fsp.mkdtemp(path.join(base, STAGING_PREFIX));
-  try {
-    // Written before any upload and in one small write, so a crash leaves either no marker (folder
-    // kept: cannot prove it is ours) or a complete one (folder swept later).
-    await fsp.writeFile(path.join(staging, OWNER_MARKER_FILE), JSON.stringify(ownIdentity()), {
-      flag: 'wx',
-      mode: UPLOADED_FILE_MODE,
-    });
-  } catch (error) {
-    await fsp.rm(staging, { recursive: true, force: true }).catch(() => undefined);
-    throw error;
-  }
-  return staging;
+  await fsp.mkdir(base, { recursive: true, mode: FOLDER_MODE });
+  const folder = path.join(base, BOOKKEEPING_DIR, STAGING_DIR, ownerName(ownIdentity()));
+  // Made again for every request: a cleaner may have removed it since.
+  await fsp.mkdir(folder, { recursive: true, mode: FOLDER_MODE });
+  return folder;
 }
 
-/** Read and validate a marker without following symlinks; `undefined` when absent or not ours. */
-async function readMarker(file: string): Promise<OwnerIdentity | undefined> {
+/**
+ * Create a staging folder `<uploadDir>/.actionkit/staging/<this process>/<random>` (mode 0755 less
+ * the umask, like the execution folder it becomes by a rename); returns its absolute path.
+ */
+async function createStagingFolder(uploadDir: string): Promise<string> {
+  const parent = await processStagingFolder(uploadDir);
+  for (;;) {
+    const staging = path.join(parent, randomBytes(STAGING_NAME_BYTES).toString('hex'));
+    try {
+      // Exclusive: a name already taken fails, and another is drawn.
+      await fsp.mkdir(staging, { mode: FOLDER_MODE });
+      return staging;
+    } catch (error) {
+      if (!isErrno(error, 'EEXIST')) throw error;
+    }
+  }
+}
+
+/** A process's identity as a folder name, `p<pid>-s<startTime>-b<bootId>`: written atomically with the folder. */
+function ownerName(owner: OwnerIdentity): string {
+  return `p${owner.pid}-s${owner.startTime}-b${owner.bootId}`;
+}
+
+const OWNER_NAME = /^p(\d+)-s(\d+)-b([0-9a-f-]*)$/;
+
+/** The identity in a name made by {@link ownerName}; `undefined` for any other name. */
+function parseOwnerName(name: string): OwnerIdentity | undefined {
+  const match = OWNER_NAME.exec(name);
+  if (match === null) return undefined;
+  const pid = Number(match[1]);
+  const startTime = Number(match[2]);
+  if (!Number.isSafeInteger(pid) || pid <= 0 || !Number.isSafeInteger(startTime)) return undefined;
+  return { pid, startTime, bootId: match[3] ?? '' };
+}
+
+/** What {@link readOwnerRecord} found. */
+type RecordReading =
+  /** A complete record. */
+  | { kind: 'owner'; owner: OwnerIdentity }
+  /** A regular file that is not a record (empty, partial, not ours), last modified `ageMs` ago. */
+  | { kind: 'unreadable'; ageMs: number }
+  /** Nothing, or something that is not a regular file (a symlink is never followed). */
+  | { kind: 'none' };
+
+/** Read and validate an owner record (or an earlier version's marker) without following symlinks. */
+async function readOwnerRecord(file: string): Promise<RecordReading> {
   let handle: fsp.FileHandle;
   try {
-    handle = await fsp.open(file, fsConstants.O_RDONLY | (fsConstants.O_NOFOLLOW ?? 0));
+    // O_NONBLOCK: a FIFO planted in place of a record must not hang the start-up sweep.
+    handle = await fsp.open(file, fsConstants.O_RDONLY | (fsConstants.O_NOFOLLOW ?? 0) | (fsConstants.O_NONBLOCK ?? 0));
   } catch {
-    return undefined;
+    return { kind: 'none' };
   }
   try {
     const stats = await handle.stat();
-    if (!stats.isFile() || stats.size > MAX_MARKER_BYTES) return undefined;
-    const parsed: unknown = JSON.parse(await handle.readFile('utf8'));
-    if (typeof parsed !== 'object' || parsed === null) return undefined;
-    const { pid, startTime, bootId } = parsed as Record<string, unknown>;
-    if (!Number.isSafeInteger(pid) || (pid as number) <= 0) return undefined;
-    if (typeof startTime !== 'number' || !Number.isFinite(startTime) || typeof bootId !== 'string') return undefined;
-    return { pid: pid as number, startTime, bootId };
+    if (!stats.isFile()) return { kind: 'none' };
+    const unreadable: RecordReading = { kind: 'unreadable', ageMs: Date.now() - stats.mtimeMs };
+    if (stats.size > MAX_RECORD_BYTES) return unreadable;
+    const owner = parseOwnerRecord(await handle.readFile('utf8'));
+    return owner === undefined ? unreadable : { kind: 'owner', owner };
   } catch {
-    return undefined;
+    return { kind: 'none' };
   } finally {
     await handle.close();
   }
 }
 
-/** `true` only when the marker's owner is provably no longer running; unknown → `false` (keep). */
+/** The identity in a record's text; `undefined` when it is not a whole record. */
+function parseOwnerRecord(text: string): OwnerIdentity | undefined {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch {
+    return undefined;
+  }
+  if (typeof parsed !== 'object' || parsed === null) return undefined;
+  const { pid, startTime, bootId } = parsed as Record<string, unknown>;
+  if (!Number.isSafeInteger(pid) || (pid as number) <= 0) return undefined;
+  if (typeof startTime !== 'number' || !Number.isFinite(startTime) || typeof bootId !== 'string') return undefined;
+  return { pid: pid as number, startTime, bootId };
+}
+
+/** `true` only when the owner is provably no longer running; unknown → `false` (keep). */
 async function isOwnerGone(owner: OwnerIdentity, self: OwnerIdentity): Promise<boolean> {
   // Another boot: every process of that boot is gone.
   if (owner.bootId !== '' && self.bootId !== '' && owner.bootId !== self.bootId) return true;
@@ -636,13 +872,36 @@ function validateFileName(raw: string | undefined): string | undefined {
   if (Buffer.byteLength(name, 'utf8') > MAX_FILE_NAME_BYTES) {
     return `The file name is longer than ${MAX_FILE_NAME_BYTES} bytes.`;
   }
-  if (name === OWNER_MARKER_FILE) return `The file name ${OWNER_MARKER_FILE} is reserved.`;
+  if (name === LEGACY_OWNER_MARKER_FILE) return `The file name ${LEGACY_OWNER_MARKER_FILE} is reserved.`;
   return undefined;
 }
 
 function baseName(raw: string): string {
   const parts = raw.split(/[/\\]/);
   return parts[parts.length - 1] ?? '';
+}
+
+/** `true` when `file` is a directory itself, not a symlink to one. */
+async function isRealDirectory(file: string): Promise<boolean> {
+  const stats = await fsp.lstat(file).catch(() => undefined);
+  return stats?.isDirectory() === true;
+}
+
+/** Names in a directory; none when it is missing. */
+async function directoryEntries(dir: string): Promise<string[]> {
+  try {
+    return await fsp.readdir(dir);
+  } catch (error) {
+    if (isErrno(error, 'ENOENT', 'ENOTDIR')) return [];
+    throw error;
+  }
+}
+
+/** Names of the real directories (not symlinks) in a directory; none when it is missing. */
+async function subdirectories(dir: string): Promise<string[]> {
+  const names: string[] = [];
+  for (const name of await directoryEntries(dir)) if (await isRealDirectory(path.join(dir, name))) names.push(name);
+  return names;
 }
 
 async function pathExists(file: string): Promise<boolean> {

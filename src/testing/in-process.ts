@@ -18,6 +18,7 @@ import type { ExtensionOptions } from '../config.js';
 import { ErrorCode, RuntimeError } from '../errors.js';
 import { createExtension, type Extension } from '../extension.js';
 import { validateBody } from '../http/app.js';
+import { FOLDER_MODE, UPLOADED_FILE_MODE } from '../http/uploads.js';
 import type { Reply, RequestScope, UploadedFiles } from '../runtime/lifecycle.js';
 import type { RegisteredAction } from '../runtime/registry.js';
 import { interpretAnswer } from './client.js';
@@ -185,9 +186,9 @@ async function saveFiles(action: RegisteredAction, uploadDir: string, executionI
     }
     const filename = basename(typeof source === 'string' ? source : source.filename);
     const content = typeof source === 'string' ? await readFile(source) : source.content;
-    await mkdir(folder, { recursive: true });
+    await mkdir(folder, { recursive: true, mode: FOLDER_MODE });
     const path = join(folder, filename);
-    await writeFile(path, content, { mode: 0o600 });
+    await writeFile(path, content, { mode: UPLOADED_FILE_MODE });
     saved.set(name, path);
   }
   return { folder: saved.size === 0 ? undefined : folder, files: saved };

@@ -7,16 +7,17 @@
  */
 import assert from 'node:assert/strict';
 import { createHash, randomBytes, randomUUID } from 'node:crypto';
-import { existsSync, lstatSync, mkdirSync, readdirSync, readFileSync, statSync } from 'node:fs';
+import { existsSync, mkdirSync, readdirSync, readFileSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
-import { isAbsolute, join, relative, sep } from 'node:path';
+import { dirname, isAbsolute, join, sep } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import * as schemas from '../../src/api/schemas.js';
-import { assertWire, eventually, fixture, sleep, start, tempDir, type Answer, type Running } from '../support/harness.js';
+import { BOOKKEEPING_DIR, LEGACY_OWNER_MARKER_FILE } from '../../src/http/uploads.js';
+import { assertWire, eventually, fixture, sleep, spawnExtension, start, tempDir, type Answer, type Running } from '../support/harness.js';
+import { stagedFiles, uploadLeftovers, walk } from '../support/uploads.js';
 
 const FILES = 'fixture.http.files';
 const PREPARE = `/${FILES}/prepare`;
-const MARKER = '.actionkit-owner';
 
 type Json = Record<string, unknown>;
 
@@ -86,28 +87,19 @@ function title(answer: Answer): string {
   return String((answer.body as { title?: unknown }).title);
 }
 
-/** Every path under `dir` (files, folders, links), relative to it. */
-function walk(dir: string): string[] {
-  const out: string[] = [];
-  const visit = (current: string): void => {
-    for (const name of readdirSync(current)) {
-      const full = join(current, name);
-      out.push(relative(dir, full));
-      if (lstatSync(full).isDirectory()) visit(full);
-    }
-  };
-  if (existsSync(dir)) visit(dir);
-  return out.sort();
-}
-
-/** Everything in the temp root except the upload dir's ancestors, the upload dir itself and `allowed` folders' contents. */
+/**
+ * Everything in the temp root that should not be there: anything outside the upload dir but its
+ * ancestors, and anything an upload left inside it, except the folders (and owner records) of
+ * `allowedExecutionIds`.
+ */
 function strayEntries(setup: Setup, allowedExecutionIds: string[] = []): string[] {
-  const ancestors = new Set(['l1', join('l1', 'l2'), join('l1', 'l2', 'uploads')]);
   const uploadsRel = join('l1', 'l2', 'uploads');
-  return walk(setup.root.path).filter((entry) => {
-    if (ancestors.has(entry)) return false;
-    return !allowedExecutionIds.some((id) => entry === join(uploadsRel, id) || entry.startsWith(join(uploadsRel, id) + sep));
-  });
+  const ancestors = new Set(['l1', join('l1', 'l2'), uploadsRel]);
+  const outside = walk(setup.root.path).filter((entry) => !ancestors.has(entry) && !entry.startsWith(uploadsRel + sep));
+  const inside = uploadLeftovers(setup.uploadDir).filter(
+    (entry) => !allowedExecutionIds.some((id) => entry === id || entry.startsWith(`${id}/`) || entry === `${BOOKKEEPING_DIR}/owners/${id}`),
+  );
+  return [...outside, ...inside.map((entry) => join(uploadsRel, entry))];
 }
 
 function readLines(file: string): string[] {
@@ -182,11 +174,12 @@ describe('uploads: files reach the action and are removed on every terminal path
     const messages = prepared.body['messages'] as Array<{ message: string }>;
     assert.equal(messages[0]?.message, `received ${content.length} bytes, sha256 ${sha256(content)}`);
     assert.ok(readFileSync(expectedPath).equals(content), 'file on disk differs from the upload');
-    // Only the upload (and the runtime's ownership marker) is in the folder.
-    assert.deepEqual(
-      readdirSync(join(main.uploadDir, id)).filter((name) => name !== MARKER),
-      ['payload.bin'],
-    );
+    // Exactly the upload is in the folder, with the reference's permissions; the owner record is outside it.
+    assert.deepEqual(readdirSync(join(main.uploadDir, id)), ['payload.bin']);
+    const umask = process.umask();
+    assert.equal(statSync(join(main.uploadDir, id)).mode & 0o777, 0o755 & ~umask, 'folder: 0755 less the umask');
+    assert.equal(statSync(expectedPath).mode & 0o777, 0o666 & ~umask, 'file: 0666 less the umask');
+    assert.ok(statSync(join(main.uploadDir, BOOKKEEPING_DIR, 'owners', id)).isFile(), 'no owner record outside the folder');
     assert.deepEqual(strayEntries(main, [id]), []);
 
     const started = await main.running.agent.start(FILES, id, state);
@@ -196,7 +189,7 @@ describe('uploads: files reach the action and are removed on every terminal path
     assert.equal(stopped.body['error'], undefined);
     assert.deepEqual(readLines(stopLog), [`${id} agent stop true`], 'the author stop must still see the file');
     assert.equal(existsSync(join(main.uploadDir, id)), false, 'folder left after agent stop');
-    assert.deepEqual(walk(main.uploadDir), []);
+    assert.deepEqual(uploadLeftovers(main.uploadDir), []);
   });
 
   test('parts in any order, upper-case executionId: the folder is named by the lower-case id', async () => {
@@ -209,7 +202,7 @@ describe('uploads: files reach the action and are removed on every terminal path
     assert.equal(state['path'], join(main.uploadDir, id, 'first.txt'));
     assert.equal(readFileSync(String(state['path']), 'utf8'), 'file before request');
     assert.equal((await main.running.agent.stop(FILES, id, state)).status, 200);
-    assert.deepEqual(walk(main.uploadDir), []);
+    assert.deepEqual(uploadLeftovers(main.uploadDir), []);
   });
 
   test('a UTF-8 file name arrives as sent (like Go, which uses the raw name)', async () => {
@@ -219,7 +212,7 @@ describe('uploads: files reach the action and are removed on every terminal path
     assert.equal(state['path'], join(main.uploadDir, id, name));
     assert.equal(readFileSync(join(main.uploadDir, id, name), 'utf8'), 'unicode');
     assert.equal((await main.running.agent.stop(FILES, id, state)).status, 200);
-    assert.deepEqual(walk(main.uploadDir), []);
+    assert.deepEqual(uploadLeftovers(main.uploadDir), []);
   });
 
   test('extension-initiated stop (stopAll) removes the folder; the agent stop then reports it', async () => {
@@ -234,7 +227,7 @@ describe('uploads: files reach the action and are removed on every terminal path
     assert.equal(result.succeeded, 1, JSON.stringify(result));
     assert.deepEqual(readLines(stopLog), [`${id} extension shutdown true`]);
     assert.equal(existsSync(join(main.uploadDir, id)), false, 'folder left after an extension-initiated stop');
-    assert.deepEqual(walk(main.uploadDir), []);
+    assert.deepEqual(uploadLeftovers(main.uploadDir), []);
 
     const agentStop = await main.running.agent.stop(FILES, id, started.body['state']);
     assert.equal(agentStop.status, 200);
@@ -259,7 +252,7 @@ describe('uploads: files reach the action and are removed on every terminal path
     assert.equal(prepared.status, 200);
     assert.deepEqual(prepared.body['error'], { title: 'Failed to prepare.', detail: `prepare failed on purpose after reading ${content.length} bytes` });
     assert.equal(existsSync(join(main.uploadDir, id)), false, 'folder left after a failed prepare');
-    assert.deepEqual(walk(main.uploadDir), []);
+    assert.deepEqual(uploadLeftovers(main.uploadDir), []);
     assert.equal(main.running.extension.stats().activeExecutions, 0);
   });
 
@@ -277,7 +270,7 @@ describe('uploads: files reach the action and are removed on every terminal path
     await eventually('the folder to be removed', () => (existsSync(join(main.uploadDir, id)) ? undefined : true));
     assert.match(readLines(stopLog)[0]!, new RegExp(`^${id} .+ true$`));
     await eventually('no active execution', () => (main.running.extension.stats().activeExecutions === 0 ? true : undefined));
-    assert.deepEqual(walk(main.uploadDir), []);
+    assert.deepEqual(uploadLeftovers(main.uploadDir), []);
   });
 });
 
@@ -297,7 +290,7 @@ describe('uploads: hostile and invalid input', () => {
     { label: '..', disposition: () => 'form-data; name="payload"; filename=".."', basename: undefined },
     { label: '.', disposition: () => 'form-data; name="payload"; filename="."', basename: undefined },
     { label: 'empty name', disposition: () => 'form-data; name="payload"; filename=""', basename: undefined },
-    { label: 'the marker file name', disposition: () => `form-data; name="payload"; filename="${MARKER}"`, basename: undefined },
+    { label: "an earlier version's marker file name", disposition: () => `form-data; name="payload"; filename="${LEGACY_OWNER_MARKER_FILE}"`, basename: undefined },
     { label: 'a%2F..%2Fb (percent text in a plain filename is literal)', disposition: () => 'form-data; name="payload"; filename="a%2F..%2Fb"', basename: 'a%2F..%2Fb' },
   ];
 
@@ -323,7 +316,7 @@ describe('uploads: hostile and invalid input', () => {
         assert.deepEqual(strayEntries(main, [id]), [], 'an upload escaped its execution folder');
         assert.equal((await main.running.agent.stop(FILES, id, state)).status, 200);
       }
-      assert.deepEqual(walk(main.uploadDir), []);
+      assert.deepEqual(uploadLeftovers(main.uploadDir), []);
       if (passwdBefore !== undefined) assert.equal(statSync('/etc/passwd').mtimeMs, passwdBefore);
     });
   }
@@ -334,7 +327,7 @@ describe('uploads: hostile and invalid input', () => {
       const answer = await prepareMultipart(tiny, form(prepareBody(id), [{ name: 'payload', content: randomBytes(size), filename: 'big.bin' }]));
       assert.equal(answer.status, 413, `${size} bytes: ${JSON.stringify(answer.body)}`);
       assert.equal(title(answer), 'Uploaded file too large');
-      assert.deepEqual(walk(tiny.uploadDir), [], `${size} bytes: something left in uploadDir`);
+      assert.deepEqual(uploadLeftovers(tiny.uploadDir), [], `${size} bytes: something left in uploadDir`);
       assert.deepEqual(strayEntries(tiny), []);
     }
     // Far beyond the limit the runtime stops draining (max(1 MiB, uploadMaxBytes) discarded) and
@@ -344,7 +337,7 @@ describe('uploads: hostile and invalid input', () => {
       (error: unknown) => String(error),
     );
     assert.ok(huge === 413 || /ECONNRESET|EPIPE|other side closed/.test(String(huge)), `3 MiB upload: ${huge}`);
-    await eventually('the huge upload to be cleaned up', () => (walk(tiny.uploadDir).length === 0 ? true : undefined), 5000);
+    await eventually('the huge upload to be cleaned up', () => (uploadLeftovers(tiny.uploadDir).length === 0 ? true : undefined), 5000);
     assert.deepEqual(strayEntries(tiny), []);
     const id = randomUUID();
     const content = randomBytes(1024);
@@ -352,7 +345,7 @@ describe('uploads: hostile and invalid input', () => {
     const state = stateOf(accepted);
     assert.equal(state['sha256'], sha256(content));
     assert.equal((await tiny.running.agent.stop(FILES, id, state)).status, 200);
-    assert.deepEqual(walk(tiny.uploadDir), []);
+    assert.deepEqual(uploadLeftovers(tiny.uploadDir), []);
     assert.equal(tiny.running.extension.stats().activeExecutions, 0);
   });
 
@@ -367,7 +360,7 @@ describe('uploads: hostile and invalid input', () => {
     );
     assert.equal(answer.status, 400, JSON.stringify(answer.body));
     assert.equal(title(answer), 'Too many Fileheaders for parameter payload.');
-    assert.deepEqual(walk(main.uploadDir), []);
+    assert.deepEqual(uploadLeftovers(main.uploadDir), []);
     assert.equal(main.running.extension.stats().activeExecutions, 0);
   });
 
@@ -393,7 +386,7 @@ describe('uploads: hostile and invalid input', () => {
     for (const contentType of ['multipart/form-data', 'multipart/form-data; boundary=']) {
       const answer = await postRaw(main, PREPARE, contentType, rawMultipart('xyz', [{ disposition: 'form-data; name="request"', content: request }]));
       assert.equal(answer.status, 400, `${contentType}: ${JSON.stringify(answer.body)}`);
-      assert.deepEqual(walk(main.uploadDir), []);
+      assert.deepEqual(uploadLeftovers(main.uploadDir), []);
     }
     // Truncated body: the closing boundary never comes.
     const truncated = rawMultipart('cut', [
@@ -402,13 +395,13 @@ describe('uploads: hostile and invalid input', () => {
     ]);
     const cut = await postRaw(main, PREPARE, 'multipart/form-data; boundary=cut', truncated.subarray(0, truncated.length - 12));
     assert.equal(cut.status, 400, JSON.stringify(cut.body));
-    assert.deepEqual(walk(main.uploadDir), []);
+    assert.deepEqual(uploadLeftovers(main.uploadDir), []);
 
     for (const { what, data, title: expected } of cases) {
       const answer = await prepareMultipart(main, data);
       assert.equal(answer.status, 400, `${what}: ${JSON.stringify(answer.body)}`);
       if (expected !== undefined) assert.match(title(answer), expected, what);
-      assert.deepEqual(walk(main.uploadDir), [], `${what}: something left in uploadDir`);
+      assert.deepEqual(uploadLeftovers(main.uploadDir), [], `${what}: something left in uploadDir`);
       assert.deepEqual(strayEntries(main), [], what);
     }
     assert.equal(main.running.extension.stats().activeExecutions, 0);
@@ -426,16 +419,30 @@ describe('uploads: hostile and invalid input', () => {
       const duplicate = await prepareMultipart(main, data);
       assert.equal(duplicate.status, 409, JSON.stringify(duplicate.body));
       assert.equal(readFileSync(join(main.uploadDir, id, 'same.txt'), 'utf8'), 'first');
-      assert.deepEqual(
-        readdirSync(join(main.uploadDir, id)).filter((name) => name !== MARKER),
-        ['same.txt'],
-      );
+      assert.deepEqual(readdirSync(join(main.uploadDir, id)), ['same.txt']);
     }
     const json = await main.running.agent.prepare(FILES, id, { duration: 1000, payload: 'x' });
     assert.equal(json.status, 409);
     assert.equal(readFileSync(join(main.uploadDir, id, 'same.txt'), 'utf8'), 'first');
     assert.equal((await main.running.agent.stop(FILES, id, state)).status, 200);
-    assert.deepEqual(walk(main.uploadDir), []);
+    assert.deepEqual(uploadLeftovers(main.uploadDir), []);
+  });
+
+  test('an owner record for the id (another process claimed it) → 409, its record untouched, nothing else left', async () => {
+    const id = randomUUID();
+    const record = join(main.uploadDir, BOOKKEEPING_DIR, 'owners', id);
+    mkdirSync(dirname(record), { recursive: true });
+    writeFileSync(record, '{"pid":1,"startTime":1,"bootId":""}');
+    try {
+      const answer = await prepareMultipart(main, form(prepareBody(id), [{ name: 'payload', content: 'x', filename: 'x.txt' }]));
+      assert.equal(answer.status, 409, JSON.stringify(answer.body));
+      assert.equal(title(answer), `Execution ${id} already has uploaded files`);
+      assert.equal(readFileSync(record, 'utf8'), '{"pid":1,"startTime":1,"bootId":""}');
+      assert.deepEqual(uploadLeftovers(main.uploadDir), [`${BOOKKEEPING_DIR}/owners/${id}`], 'no folder, no staging, no record draft');
+      assert.equal(main.running.extension.stats().activeExecutions, 0);
+    } finally {
+      rmSync(record, { force: true });
+    }
   });
 
   test('concurrent multipart prepares with one executionId: one wins, its file is intact, nothing else is left', async () => {
@@ -451,20 +458,73 @@ describe('uploads: hostile and invalid input', () => {
     const index = contents.findIndex((content) => sha256(content) === state['sha256']);
     assert.ok(index >= 0);
     assert.equal(readFileSync(String(state['path']), 'utf8'), contents[index]);
-    assert.deepEqual(
-      readdirSync(join(main.uploadDir, id)).filter((name) => name !== MARKER),
-      [`c${index}.txt`],
-    );
+    assert.deepEqual(readdirSync(join(main.uploadDir, id)), [`c${index}.txt`]);
     // Give the losers' cleanup a moment, then nothing but the winner's folder may exist.
     await sleep(50);
     assert.deepEqual(strayEntries(main, [id]), []);
     assert.equal((await main.running.agent.stop(FILES, id, state)).status, 200);
-    assert.deepEqual(walk(main.uploadDir), []);
+    assert.deepEqual(uploadLeftovers(main.uploadDir), []);
   });
 
   test('afterwards nothing is left anywhere in the temp roots', async () => {
     await eventually('no active executions', () => (main.running.extension.stats().activeExecutions === 0 ? true : undefined));
     assert.deepEqual(strayEntries(main), []);
     assert.deepEqual(strayEntries(tiny), []);
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// a crash: the next start-up reclaims what the dead process left, and only that
+// ---------------------------------------------------------------------------------------------
+
+describe('uploads: a process killed mid-upload', () => {
+  test('SIGKILL: a live process keeps it all; the next start-up after the death removes folder, record and staged file', async () => {
+    const dir = tempDir('actionkit-uploads-kill-');
+    const uploadDir = join(dir.path, 'uploads');
+    const child = await spawnExtension([fixture('http-files')], { ACTIONKIT_UPLOAD_DIR: uploadDir, ACTIONKIT_HEARTBEAT_MIN_INTERVAL: '1h' });
+    try {
+      const prepared = randomUUID();
+      const answer = await child.agent.request('POST', PREPARE, form(prepareBody(prepared), [{ name: 'payload', content: 'prepared', filename: 'done.txt' }]));
+      stateOf(answer);
+      // A second upload, cut off by the kill while its file is being written.
+      const upload = httpRequest({
+        host: '127.0.0.1',
+        port: child.port,
+        path: PREPARE,
+        method: 'POST',
+        headers: { 'content-type': 'multipart/form-data; boundary=kill', 'content-length': String(10 * 1024 * 1024) },
+      });
+      upload.on('error', () => undefined); // the kill resets the connection
+      upload.write('--kill\r\nContent-Disposition: form-data; name="payload"; filename="half.bin"\r\nContent-Type: application/octet-stream\r\n\r\n');
+      upload.write(randomBytes(64 * 1024));
+      const staged = await eventually('the file to be staged', () => stagedFiles(uploadDir).find((file) => file.endsWith('/half.bin')));
+      const left = [prepared, `${prepared}/done.txt`, `${BOOKKEEPING_DIR}/owners/${prepared}`, dirname(staged), staged];
+
+      // Another process starting meanwhile: the owner is alive, nothing is swept.
+      const sibling = await start({ actions: [fixture('http-files')], uploadDir });
+      await sibling.close();
+      assert.deepEqual(uploadLeftovers(uploadDir), [...left].sort());
+
+      child.process.kill('SIGKILL');
+      assert.equal(await child.exited, 'SIGKILL');
+      upload.destroy();
+      assert.deepEqual(uploadLeftovers(uploadDir), [...left].sort(), 'the dead process left its folder, record and staged file');
+
+      const next = await start({ actions: [fixture('http-files')], uploadDir });
+      try {
+        assert.deepEqual(uploadLeftovers(uploadDir), []);
+        const deadStaging = staged.split('/')[2];
+        assert.ok(deadStaging !== undefined && !readdirSync(join(uploadDir, BOOKKEEPING_DIR, 'staging')).includes(deadStaging), 'the dead process\'s staging folder is gone');
+        // The id is free again.
+        const again = await next.agent.request('POST', PREPARE, form(prepareBody(prepared), [{ name: 'payload', content: 'again', filename: 'done.txt' }]));
+        assert.equal((await next.agent.stop(FILES, prepared, stateOf(again))).status, 200);
+        assert.deepEqual(uploadLeftovers(uploadDir), []);
+      } finally {
+        await next.close();
+      }
+    } finally {
+      child.process.kill('SIGKILL');
+      dir.remove();
+    }
   });
 });

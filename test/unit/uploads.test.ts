@@ -4,7 +4,7 @@
  * (FormData would sanitise them).
  */
 import assert from 'node:assert/strict';
-import { spawn } from 'node:child_process';
+import { spawn, spawnSync } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
 import * as fsp from 'node:fs/promises';
 import * as http from 'node:http';
@@ -14,13 +14,16 @@ import * as path from 'node:path';
 import { after, afterEach, beforeEach, describe, test } from 'node:test';
 import { RuntimeError } from '../../src/errors.js';
 import {
-  OWNER_MARKER_FILE,
+  BOOKKEEPING_DIR,
+  LEGACY_OWNER_MARKER_FILE,
   type MultipartLimits,
   type ReceivedMultipart,
   receiveMultipart,
   removeExecutionFolder,
   sweepStaleUploads,
+  UNREADABLE_RECORD_MIN_AGE_MS,
 } from '../../src/http/uploads.js';
+import { stagedFiles, uploadLeftovers } from '../support/uploads.js';
 
 const TEST_TIMEOUT_MS = 15_000;
 const MAX_FILE_BYTES = 1024;
@@ -186,23 +189,25 @@ async function listUploadDir(harness: Harness): Promise<string[]> {
   }
 }
 
-/** Poll until a `.staging-*` folder holding `fileName` exists; returns its name. */
+/** Poll until a staging folder holding `fileName` exists; returns its path relative to the upload dir. */
 async function waitForStaging(harness: Harness, fileName: string): Promise<string> {
   const POLL_MS = 10;
   const deadline = Date.now() + 5000;
   while (Date.now() < deadline) {
-    for (const name of await listUploadDir(harness)) {
-      if (!name.startsWith('.staging-')) continue;
-      const inside = await fsp.readdir(path.join(harness.uploadDir, name)).catch((): string[] => []);
-      if (inside.includes(fileName)) return name;
-    }
+    const staged = stagedFiles(harness.uploadDir).find((file) => path.basename(file) === fileName);
+    if (staged !== undefined) return path.dirname(staged);
     await new Promise((resolve) => setTimeout(resolve, POLL_MS));
   }
   throw new Error(`no staging folder with ${fileName} appeared`);
 }
 
 async function assertNothingLeft(harness: Harness): Promise<void> {
-  assert.deepEqual(await listUploadDir(harness), [], 'the upload dir must be empty after a failed upload');
+  assert.deepEqual(uploadLeftovers(harness.uploadDir), [], 'nothing but the empty bookkeeping may be left after a failed upload');
+}
+
+/** The owner record of an execution folder, parsed. */
+async function ownerRecord(uploadDir: string, executionId: string): Promise<{ pid: number; startTime: number; bootId: string }> {
+  return JSON.parse(await fsp.readFile(path.join(uploadDir, BOOKKEEPING_DIR, 'owners', executionId), 'utf8')) as { pid: number; startTime: number; bootId: string };
 }
 
 describe('receiveMultipart', { timeout: TEST_TIMEOUT_MS }, () => {
@@ -221,14 +226,15 @@ describe('receiveMultipart', { timeout: TEST_TIMEOUT_MS }, () => {
     assert.deepEqual(answer.body.files, { file1: path.join(folder, 'data.txt') });
     assert.deepEqual(answer.body.request, body, 'the request, including config.file1, is reported unchanged');
     assert.equal(await fsp.readFile(path.join(folder, 'data.txt'), 'utf8'), 'hello world');
-    assert.deepEqual((await fsp.readdir(folder)).sort(), [OWNER_MARKER_FILE, 'data.txt'].sort());
-    assert.deepEqual(await listUploadDir(harness), [eid], 'no staging folder is left next to the execution folder');
-    const stat = await fsp.stat(path.join(folder, 'data.txt'));
-    assert.equal(stat.mode & 0o077, 0, 'uploaded files are private to the owner');
-    const marker = JSON.parse(await fsp.readFile(path.join(folder, OWNER_MARKER_FILE), 'utf8')) as Record<string, unknown>;
-    assert.equal(marker.pid, process.pid);
-    assert.equal(typeof marker.startTime, 'number');
-    assert.equal(typeof marker.bootId, 'string');
+    assert.deepEqual(await fsp.readdir(folder), ['data.txt'], 'the folder holds exactly the uploads');
+    assert.deepEqual(uploadLeftovers(harness.uploadDir), [`${BOOKKEEPING_DIR}/owners/${eid}`, eid, `${eid}/data.txt`], 'no staging folder is left');
+    const umask = process.umask();
+    assert.equal((await fsp.stat(folder)).mode & 0o777, 0o755 & ~umask, 'folder: 0755 less the umask');
+    assert.equal((await fsp.stat(path.join(folder, 'data.txt'))).mode & 0o777, 0o666 & ~umask, 'file: 0666 less the umask');
+    const record = await ownerRecord(harness.uploadDir, eid);
+    assert.equal(record.pid, process.pid);
+    assert.equal(typeof record.startTime, 'number');
+    assert.equal(typeof record.bootId, 'string');
   });
 
   test('happy path: file parts before `request`, two parameters, upper-case id is lower-cased', async () => {
@@ -434,8 +440,8 @@ describe('receiveMultipart', { timeout: TEST_TIMEOUT_MS }, () => {
       assert.equal(answer.status, 200, JSON.stringify(answer.body));
       const folder = path.join(harness.uploadDir, eid);
       assert.deepEqual(answer.body.files, { file1: path.join(folder, expected) });
-      assert.deepEqual((await fsp.readdir(folder)).sort(), [OWNER_MARKER_FILE, expected].sort());
-      assert.deepEqual(await listUploadDir(harness), [eid]);
+      assert.deepEqual(await fsp.readdir(folder), [expected]);
+      assert.deepEqual(await listUploadDir(harness), [BOOKKEEPING_DIR, eid]);
     });
   }
 
@@ -453,7 +459,7 @@ describe('receiveMultipart', { timeout: TEST_TIMEOUT_MS }, () => {
     ['only a slash', { filename: '/' }],
     ['no filename (octet-stream part)', {}],
     ['longer than 255 bytes', { filename: 'é'.repeat(128) }],
-    ['the marker name', { filename: OWNER_MARKER_FILE }],
+    ["an earlier version's marker name", { filename: LEGACY_OWNER_MARKER_FILE }],
   ] as const) {
     test(`hostile file name: ${label} → 400 naming the parameter, nothing left`, async () => {
       const harness = await startServer();
@@ -505,8 +511,26 @@ describe('receiveMultipart', { timeout: TEST_TIMEOUT_MS }, () => {
     assert.equal(answer.status, 409);
     assert.equal(answer.body.title, `Execution ${eid} already has uploaded files`);
     assert.equal(await fsp.readFile(path.join(existing, 'data.txt'), 'utf8'), 'original');
-    assert.deepEqual(await listUploadDir(harness), [eid]);
+    assert.deepEqual(uploadLeftovers(harness.uploadDir), [eid, `${eid}/data.txt`], 'no staging folder, no owner record');
   });
+
+  for (const [label, content] of [
+    ['a complete one', '{"pid":1,"startTime":1,"bootId":""}'],
+    ['an empty one', ''],
+  ] as const) {
+    test(`an owner record for the id without a folder (${label}) → 409, the record untouched, nothing else left`, async () => {
+      const harness = await startServer();
+      const eid = randomUUID();
+      const record = path.join(harness.uploadDir, BOOKKEEPING_DIR, 'owners', eid);
+      await fsp.mkdir(path.dirname(record), { recursive: true });
+      await fsp.writeFile(record, content);
+      const answer = await postRaw(harness, multipartBody([requestPart(prepareBody(eid)), filePart('file1', 'data.txt')]));
+      assert.equal(answer.status, 409, JSON.stringify(answer.body));
+      assert.equal(answer.body.title, `Execution ${eid} already has uploaded files`);
+      assert.equal(await fsp.readFile(record, 'utf8'), content);
+      assert.deepEqual(uploadLeftovers(harness.uploadDir), [`${BOOKKEEPING_DIR}/owners/${eid}`], 'no folder, no staging, no record draft');
+    });
+  }
 
   test('two concurrent prepares with the same id: one 200, one 409', async () => {
     const harness = await startServer();
@@ -515,7 +539,7 @@ describe('receiveMultipart', { timeout: TEST_TIMEOUT_MS }, () => {
       postRaw(harness, multipartBody([requestPart(prepareBody(eid)), filePart('file1', 'data.txt', content)]));
     const answers = await Promise.all([send('a'), send('b')]);
     assert.deepEqual(answers.map((answer) => answer.status).sort(), [200, 409]);
-    assert.deepEqual(await listUploadDir(harness), [eid]);
+    assert.deepEqual(uploadLeftovers(harness.uploadDir), [`${BOOKKEEPING_DIR}/owners/${eid}`, eid, `${eid}/data.txt`]);
   });
 
   test('write failure (upload dir cannot be created) → 500 Failed to save file, no server path in the detail', async () => {
@@ -612,9 +636,19 @@ describe('removeExecutionFolder', { timeout: TEST_TIMEOUT_MS }, () => {
     await removeExecutionFolder(path.join(uploadDir, 'does-not-exist'), randomUUID());
   });
 
+  test('removes the owner record with the folder', async () => {
+    const eid = randomUUID();
+    await fsp.mkdir(path.join(uploadDir, eid));
+    await fsp.writeFile(path.join(uploadDir, eid, 'x'), 'x');
+    await fsp.mkdir(path.join(uploadDir, BOOKKEEPING_DIR, 'owners'), { recursive: true });
+    await fsp.writeFile(path.join(uploadDir, BOOKKEEPING_DIR, 'owners', eid), '{}');
+    await removeExecutionFolder(uploadDir, eid);
+    assert.deepEqual(uploadLeftovers(uploadDir), []);
+  });
+
   test('refuses ids that are not UUIDs', async () => {
     await fsp.mkdir(path.join(uploadDir, 'keep'));
-    for (const id of ['..', '../keep', 'keep', '', '.staging-abc', `${randomUUID()}/..`]) {
+    for (const id of ['..', '../keep', 'keep', '', '.staging-abc', BOOKKEEPING_DIR, `${randomUUID()}/..`]) {
       await assert.rejects(removeExecutionFolder(uploadDir, id), (error: unknown) => error instanceof RuntimeError && error.httpStatus === 400, id);
     }
     assert.deepEqual(await fsp.readdir(uploadDir), ['keep']);
@@ -641,28 +675,198 @@ describe('sweepStaleUploads', { timeout: TEST_TIMEOUT_MS }, () => {
     return pid;
   }
 
-  /** This process's marker, obtained through a real upload so the test does not re-implement it. */
-  async function ownMarker(): Promise<{ pid: number; startTime: number; bootId: string }> {
+  type Identity = { pid: number; startTime: number; bootId: string };
+
+  /**
+   * This process's owner record and the name of its staging folder, obtained through a real upload
+   * so the test does not re-implement them.
+   */
+  async function ownIdentity(): Promise<{ record: Identity; stagingName: string }> {
     const harness = await startServer();
     const eid = randomUUID();
     const answer = await postRaw(harness, multipartBody([requestPart(prepareBody(eid)), filePart('file1', 'a.txt')]));
     assert.equal(answer.status, 200);
-    return JSON.parse(await fsp.readFile(path.join(harness.uploadDir, eid, OWNER_MARKER_FILE), 'utf8')) as {
-      pid: number;
-      startTime: number;
-      bootId: string;
-    };
+    const [stagingName, ...others] = await fsp.readdir(path.join(harness.uploadDir, BOOKKEEPING_DIR, 'staging'));
+    assert.ok(stagingName !== undefined && others.length === 0);
+    return { record: await ownerRecord(harness.uploadDir, eid), stagingName };
   }
 
+  /** A folder with one upload in it, and an earlier version's marker if given. */
   async function folderWithMarker(dir: string, marker: unknown): Promise<void> {
     await fsp.mkdir(dir, { recursive: true });
     await fsp.writeFile(path.join(dir, 'upload.bin'), 'data');
-    if (marker !== undefined) await fsp.writeFile(path.join(dir, OWNER_MARKER_FILE), JSON.stringify(marker));
+    if (marker !== undefined) await fsp.writeFile(path.join(dir, LEGACY_OWNER_MARKER_FILE), JSON.stringify(marker));
   }
 
-  test('removes folders of dead owners only; keeps live, unmarked and foreign entries; never follows symlinks', async () => {
+  /** An owner record with `content` (a JSON value, or raw text). */
+  async function writeRecord(uploadDir: string, executionId: string, content: unknown): Promise<void> {
+    await fsp.mkdir(path.join(uploadDir, BOOKKEEPING_DIR, 'owners'), { recursive: true });
+    await fsp.writeFile(path.join(uploadDir, BOOKKEEPING_DIR, 'owners', executionId), typeof content === 'string' ? content : JSON.stringify(content));
+  }
+
+  /** Make `file` look `ageMs` old (its mtime), as a crash that long ago would have left it. */
+  async function age(file: string, ageMs: number): Promise<void> {
+    const then = new Date(Date.now() - ageMs);
+    await fsp.utimes(file, then, then);
+  }
+
+  test('owner records: removes the folder, then the record, of owners that are gone, and their staging; keeps live and unjudgeable ones', async () => {
     const uploadDir = await freshDir();
-    const own = await ownMarker();
+    const own = await ownIdentity();
+    const deadPidNumber = await deadPid();
+    const dead = { ...own.record, pid: deadPidNumber };
+
+    const deadExecution = randomUUID();
+    const reusedPid = randomUUID();
+    const recordOnly = randomUUID();
+    const otherBoot = randomUUID();
+    const live = randomUUID();
+    const liveWithPlantedMarker = randomUUID();
+    const emptyRecord = randomUUID();
+    const symlinkedRecord = randomUUID();
+    await folderWithMarker(path.join(uploadDir, deadExecution), undefined);
+    await writeRecord(uploadDir, deadExecution, dead);
+    // Same pid as a live process (this one) but another start time: the pid was reused.
+    await folderWithMarker(path.join(uploadDir, reusedPid), undefined);
+    await writeRecord(uploadDir, reusedPid, { ...own.record, startTime: own.record.startTime - 1 });
+    // A crash between writing the record and renaming the folder into place.
+    await writeRecord(uploadDir, recordOnly, dead);
+    const expectRemoved = [deadExecution, reusedPid].flatMap((id) => [id, `${BOOKKEEPING_DIR}/owners/${id}`]);
+    expectRemoved.push(`${BOOKKEEPING_DIR}/owners/${recordOnly}`);
+    if (own.record.bootId !== '') {
+      // Another boot: its processes are all gone, whatever pid they had (this process's here).
+      await folderWithMarker(path.join(uploadDir, otherBoot), undefined);
+      await writeRecord(uploadDir, otherBoot, { ...own.record, bootId: '00000000-0000-0000-0000-000000000000' });
+      expectRemoved.push(otherBoot, `${BOOKKEEPING_DIR}/owners/${otherBoot}`);
+    }
+    await folderWithMarker(path.join(uploadDir, live), undefined);
+    await writeRecord(uploadDir, live, own.record);
+    // A live folder is judged by its record, never by a file in it that looks like an old marker.
+    await folderWithMarker(path.join(uploadDir, liveWithPlantedMarker), dead);
+    await writeRecord(uploadDir, liveWithPlantedMarker, own.record);
+    // A record being written (fallback without hard links) or left by a crash less than a minute ago.
+    await folderWithMarker(path.join(uploadDir, emptyRecord), undefined);
+    await writeRecord(uploadDir, emptyRecord, '');
+    const outside = await freshDir();
+    await fsp.writeFile(path.join(outside, 'dead-record'), JSON.stringify(dead));
+    await folderWithMarker(path.join(uploadDir, symlinkedRecord), undefined);
+    await fsp.symlink(path.join(outside, 'dead-record'), path.join(uploadDir, BOOKKEEPING_DIR, 'owners', symlinkedRecord));
+
+    // Staging folders of a dead process, of this one, and a folder not named by an owner.
+    const staging = path.join(uploadDir, BOOKKEEPING_DIR, 'staging');
+    const deadStaging = own.stagingName.replace(/^p\d+-/, `p${deadPidNumber}-`);
+    for (const name of [deadStaging, own.stagingName, 'not-an-owner']) {
+      await fsp.mkdir(path.join(staging, name, 'abc123'), { recursive: true });
+      await fsp.writeFile(path.join(staging, name, 'abc123', 'half.bin'), 'half');
+    }
+    const before = uploadLeftovers(uploadDir);
+
+    expectRemoved.push(`${BOOKKEEPING_DIR}/staging/${deadStaging}`);
+
+    const removed = await sweepStaleUploads(uploadDir);
+    assert.deepEqual([...removed].sort(), [...expectRemoved].sort());
+    const gone = [
+      ...expectRemoved,
+      ...[deadExecution, reusedPid, otherBoot].map((id) => `${id}/upload.bin`),
+      `${BOOKKEEPING_DIR}/staging/${deadStaging}/abc123`,
+      `${BOOKKEEPING_DIR}/staging/${deadStaging}/abc123/half.bin`,
+    ];
+    assert.deepEqual(uploadLeftovers(uploadDir), before.filter((entry) => !gone.includes(entry)));
+    assert.equal(await fsp.readFile(path.join(outside, 'dead-record'), 'utf8'), JSON.stringify(dead), 'the symlink target is untouched');
+
+    // Idempotent.
+    assert.deepEqual(await sweepStaleUploads(uploadDir), []);
+  });
+
+  test('unreadable owner records: removed once older than UNREADABLE_RECORD_MIN_AGE_MS, their folders kept; younger ones kept', async () => {
+    const uploadDir = await freshDir();
+    const owners = path.join(uploadDir, BOOKKEEPING_DIR, 'owners');
+    const old = UNREADABLE_RECORD_MIN_AGE_MS + 1000;
+    const young = UNREADABLE_RECORD_MIN_AGE_MS - 5000;
+    // A crash between creating a record and writing it (no folder was made: the rename follows the write).
+    const oldEmpty = randomUUID();
+    await writeRecord(uploadDir, oldEmpty, '');
+    await age(path.join(owners, oldEmpty), old);
+    // A damaged record beside a folder: the folder was not made under it, so it is not attributable.
+    const oldPartialWithFolder = randomUUID();
+    await folderWithMarker(path.join(uploadDir, oldPartialWithFolder), undefined);
+    await writeRecord(uploadDir, oldPartialWithFolder, '{"pid":12');
+    await age(path.join(owners, oldPartialWithFolder), old);
+    const oldOversized = randomUUID();
+    await writeRecord(uploadDir, oldOversized, 'x'.repeat(5000));
+    await age(path.join(owners, oldOversized), old);
+    // Possibly still being written (the fallback without hard links): kept.
+    const freshEmpty = randomUUID();
+    await folderWithMarker(path.join(uploadDir, freshEmpty), undefined);
+    await writeRecord(uploadDir, freshEmpty, '');
+    const youngEmpty = randomUUID();
+    await writeRecord(uploadDir, youngEmpty, '');
+    await age(path.join(owners, youngEmpty), young);
+    // A FIFO in place of a record is not a record, and must not hang the sweep.
+    const fifo = randomUUID();
+    const hasFifo = spawnSync('mkfifo', [path.join(owners, fifo)]).status === 0;
+    if (hasFifo) await age(path.join(owners, fifo), old);
+
+    const removed = await sweepStaleUploads(uploadDir);
+    assert.deepEqual(
+      [...removed].sort(),
+      [oldEmpty, oldPartialWithFolder, oldOversized].map((id) => `${BOOKKEEPING_DIR}/owners/${id}`).sort(),
+    );
+    assert.deepEqual((await fsp.readdir(owners)).sort(), [freshEmpty, youngEmpty, ...(hasFifo ? [fifo] : [])].sort());
+    assert.deepEqual(await fsp.readdir(path.join(uploadDir, oldPartialWithFolder)), ['upload.bin']);
+    assert.deepEqual(await fsp.readdir(path.join(uploadDir, freshEmpty)), ['upload.bin']);
+
+    // Its id is free again: a new upload with it is accepted.
+    const harness = await startServer({ uploadDir });
+    const answer = await postRaw(harness, multipartBody([requestPart(prepareBody(oldEmpty)), filePart('file1', 'a.txt')]));
+    assert.equal(answer.status, 200, JSON.stringify(answer.body));
+  });
+
+  test('earlier layout: a staging folder with an empty or no marker is removed once older than the age; an execution folder with one is kept', async () => {
+    const uploadDir = await freshDir();
+    const old = UNREADABLE_RECORD_MIN_AGE_MS + 1000;
+    // The symptom of the earlier layout: a crash between creating the marker and writing it.
+    const emptyMarker = '.staging-empty1';
+    await folderWithMarker(path.join(uploadDir, emptyMarker), undefined);
+    await fsp.writeFile(path.join(uploadDir, emptyMarker, LEGACY_OWNER_MARKER_FILE), '');
+    await age(path.join(uploadDir, emptyMarker, LEGACY_OWNER_MARKER_FILE), old);
+    // A crash between creating the folder and its marker: judged by the folder's age.
+    const noMarker = '.staging-none01';
+    await folderWithMarker(path.join(uploadDir, noMarker), undefined);
+    await age(path.join(uploadDir, noMarker), old);
+    const freshEmptyMarker = '.staging-fresh1';
+    await folderWithMarker(path.join(uploadDir, freshEmptyMarker), undefined);
+    await fsp.writeFile(path.join(uploadDir, freshEmptyMarker, LEGACY_OWNER_MARKER_FILE), '');
+    const freshNoMarker = '.staging-fresh2';
+    await folderWithMarker(path.join(uploadDir, freshNoMarker), undefined);
+    // Earlier versions wrote the marker before the rename: an execution folder with an empty one is not attributable.
+    const execution = randomUUID();
+    await folderWithMarker(path.join(uploadDir, execution), undefined);
+    await fsp.writeFile(path.join(uploadDir, execution, LEGACY_OWNER_MARKER_FILE), '');
+    await age(path.join(uploadDir, execution, LEGACY_OWNER_MARKER_FILE), old);
+    await age(path.join(uploadDir, execution), old);
+
+    assert.deepEqual((await sweepStaleUploads(uploadDir)).sort(), [emptyMarker, noMarker].sort());
+    assert.deepEqual((await fsp.readdir(uploadDir)).sort(), [execution, freshEmptyMarker, freshNoMarker].sort());
+  });
+
+  test('a bookkeeping directory that is a symlink is not followed', async () => {
+    const uploadDir = await freshDir();
+    const dead = { ...(await ownIdentity()).record, pid: await deadPid() };
+    const outside = await freshDir();
+    const eid = randomUUID();
+    await writeRecord(outside, eid, dead);
+    await fsp.rename(path.join(outside, BOOKKEEPING_DIR), path.join(outside, 'books'));
+    await fsp.symlink(path.join(outside, 'books'), path.join(uploadDir, BOOKKEEPING_DIR));
+    await folderWithMarker(path.join(uploadDir, eid), undefined);
+    assert.deepEqual(await sweepStaleUploads(uploadDir), []);
+    assert.deepEqual(await fsp.readdir(path.join(uploadDir, eid)), ['upload.bin']);
+    assert.deepEqual(await fsp.readdir(path.join(outside, 'books', 'owners')), [eid]);
+  });
+
+  test("earlier layout (marker inside the folder): removes folders of dead owners only; keeps live, unmarked and foreign entries; never follows symlinks", async () => {
+    const uploadDir = await freshDir();
+    const own = (await ownIdentity()).record;
     const dead = { ...own, pid: await deadPid() };
 
     const deadExecution = randomUUID();
@@ -680,7 +884,7 @@ describe('sweepStaleUploads', { timeout: TEST_TIMEOUT_MS }, () => {
     await folderWithMarker(path.join(uploadDir, ownExecution), own);
     await folderWithMarker(path.join(uploadDir, unmarked), undefined);
     await folderWithMarker(path.join(uploadDir, brokenMarker), undefined);
-    await fsp.writeFile(path.join(uploadDir, brokenMarker, OWNER_MARKER_FILE), '{"pid":');
+    await fsp.writeFile(path.join(uploadDir, brokenMarker, LEGACY_OWNER_MARKER_FILE), '{"pid":');
     // Not UUID-named or staging: never touched, even with a dead marker.
     await folderWithMarker(path.join(uploadDir, 'not-ours'), dead);
     // A regular file named like an execution.
@@ -693,7 +897,7 @@ describe('sweepStaleUploads', { timeout: TEST_TIMEOUT_MS }, () => {
     await fsp.symlink(outside, path.join(uploadDir, plantedLink));
     // A real folder whose marker is a symlink to a dead marker elsewhere.
     await folderWithMarker(path.join(uploadDir, symlinkedMarker), undefined);
-    await fsp.symlink(path.join(outside, OWNER_MARKER_FILE), path.join(uploadDir, symlinkedMarker, OWNER_MARKER_FILE));
+    await fsp.symlink(path.join(outside, LEGACY_OWNER_MARKER_FILE), path.join(uploadDir, symlinkedMarker, LEGACY_OWNER_MARKER_FILE));
 
     const expectRemoved = [deadExecution, deadStaging, reusedPid];
     if (own.bootId !== '') {
@@ -707,7 +911,7 @@ describe('sweepStaleUploads', { timeout: TEST_TIMEOUT_MS }, () => {
     const after = (await fsp.readdir(uploadDir)).sort();
     assert.deepEqual(after, before.filter((name) => !expectRemoved.includes(name)).sort());
     assert.ok(after.includes(ownExecution) && after.includes(unmarked) && after.includes('not-ours') && after.includes(plantedLink));
-    assert.deepEqual((await fsp.readdir(outside)).sort(), [OWNER_MARKER_FILE, 'upload.bin'].sort(), 'the symlink target is untouched');
+    assert.deepEqual((await fsp.readdir(outside)).sort(), [LEGACY_OWNER_MARKER_FILE, 'upload.bin'].sort(), 'the symlink target is untouched');
     assert.equal((await fsp.lstat(path.join(uploadDir, plantedLink))).isSymbolicLink(), true);
 
     // Idempotent.
