@@ -125,7 +125,10 @@ export const OptionsSchema = z.strictObject({
   uploadDir: z.string().min(1).default('/tmp/steadybit'),
   /** Max size of one uploaded file (`ACTIONKIT_UPLOAD_MAX_BYTES`). Default 100mb. */
   uploadMaxBytes: byteSize.default(100 * 1024 ** 2),
-  /** Max size of a JSON request body (`ACTIONKIT_MAX_BODY_BYTES`). Default 5mb. */
+  /**
+   * Max size of a JSON request body (`ACTIONKIT_MAX_BODY_BYTES`). A body declaring a larger
+   * `Content-Length` gets 413 before any of it is read, and its connection is closed. Default 5mb.
+   */
   maxBodyBytes: byteSize.default(5 * 1024 ** 2),
   /** Threads running lifecycle handlers (`ACTIONKIT_HANDLER_THREADS`). Default max(2, cores). */
   handlerThreads: threads.default(Math.max(2, availableParallelism())),
