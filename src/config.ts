@@ -161,8 +161,19 @@ export const OptionsSchema = z.strictObject({
   uploadDir: z.string().min(1).default('/tmp/steadybit'),
   /** Max size of one uploaded file (`ACTIONKIT_UPLOAD_MAX_BYTES`). Default 100mb. */
   uploadMaxBytes: byteSize.default(100 * 1024 ** 2),
-  /** Max size of a JSON request body (`ACTIONKIT_MAX_BODY_BYTES`). Default 5mb. */
+  /**
+   * Max size of a JSON request body (`ACTIONKIT_MAX_BODY_BYTES`). A body declaring a larger
+   * `Content-Length` gets 413 before any of it is read, and its connection is closed. Default 5mb.
+   */
   maxBodyBytes: byteSize.default(5 * 1024 ** 2),
+  /**
+   * Open connections the extension's server keeps (`ACTIONKIT_MAX_CONNECTIONS`), so that a crowd of
+   * slow clients cannot use up the process's file descriptors. At the cap a new connection is still
+   * accepted and the slowest one is shed instead: first the oldest with an incomplete request, then
+   * the one idle the longest; only when every connection is busy with a complete request is the
+   * newcomer refused. Keep it below the file-descriptor limit (`ulimit -n`). Default 10000.
+   */
+  maxConnections: z.number().int().min(1).max(1_000_000).default(10_000),
   /** Threads running lifecycle handlers (`ACTIONKIT_HANDLER_THREADS`). Default max(2, cores). */
   handlerThreads: threads.default(Math.max(2, availableParallelism())),
   /**
@@ -238,6 +249,7 @@ const ENVIRONMENT: ReadonlyArray<readonly [string, keyof z.input<typeof OptionsS
   ['ACTIONKIT_UPLOAD_DIR', 'uploadDir', 'string'],
   ['ACTIONKIT_UPLOAD_MAX_BYTES', 'uploadMaxBytes', 'bytes'],
   ['ACTIONKIT_MAX_BODY_BYTES', 'maxBodyBytes', 'bytes'],
+  ['ACTIONKIT_MAX_CONNECTIONS', 'maxConnections', 'int'],
   ['ACTIONKIT_HANDLER_THREADS', 'handlerThreads', 'int'],
   ['ACTIONKIT_MAX_BODY_THREADS', 'maxBodyThreads', 'int'],
   ['ACTIONKIT_SPARE_BODY_THREADS', 'spareBodyThreads', 'int'],

@@ -92,6 +92,8 @@ export const ErrorCode = {
   MethodNotAllowed: 'METHOD_NOT_ALLOWED',
   /** Request body larger than the configured limit. */
   BodyTooLarge: 'BODY_TOO_LARGE',
+  /** Request body of a content type the endpoint does not accept. */
+  UnsupportedMediaType: 'UNSUPPORTED_MEDIA_TYPE',
   /** An execution with this id already exists (duplicate prepare or start). */
   Conflict: 'CONFLICT',
   /** The control-block table is full. */

@@ -277,11 +277,27 @@ export class Extension {
     const handler = onSocket && healthPort !== null ? withProbes(probeState, this.metrics, this.app) : this.app;
     const tls = tlsServerCert !== undefined && tlsServerKey !== undefined ? { certFile: tlsServerCert, keyFile: tlsServerKey, clientCaPaths: this.options.tlsClientCas } : undefined;
     // A deep accept backlog: a stop storm opens thousands of connections at once.
-    const opened = await openListener(handler, { port, host, unixSocket, tls, tlsReloadCheckMs: this.options.tlsReloadCheckMs, backlog: LISTEN_BACKLOG }, this.logger);
+    const opened = await openListener(
+      handler,
+      {
+        port,
+        host,
+        unixSocket,
+        tls,
+        tlsReloadCheckMs: this.options.tlsReloadCheckMs,
+        backlog: LISTEN_BACKLOG,
+        maxConnections: this.options.maxConnections,
+        onShed: (reason) => this.metrics.observeConnectionShed('api', reason),
+      },
+      this.logger,
+    );
     this.server = opened.server;
+    this.metrics.watchConnections('api', opened.connections);
     const info: ListenInfo = { ...opened.endpoint, healthPort: undefined };
     if (healthPort !== null && !onSocket) {
-      this.probes = createProbeServer(probeState, this.metrics);
+      const probes = createProbeServer(probeState, { metrics: this.metrics, logger: this.logger, onShed: (reason) => this.metrics.observeConnectionShed('probes', reason) });
+      this.probes = probes.server;
+      this.metrics.watchConnections('probes', probes.connections);
       this.probes.listen(healthPort, host);
       await once(this.probes, 'listening');
       info.healthPort = (this.probes.address() as AddressInfo).port;

@@ -22,6 +22,7 @@
 import { monitorEventLoopDelay, type IntervalHistogram } from 'node:perf_hooks';
 import { Counter, Gauge, Histogram, Registry } from 'prom-client';
 import type { BodyPhase } from './action.js';
+import type { ConnectionGuard, ShedReason } from './http/connections.js';
 import type { HandlerOutcome, PoolStats } from './pool.js';
 import type { BodyThreadStats } from './runtime/body-threads.js';
 import type { Phase } from './runtime/protocol.js';
@@ -84,6 +85,11 @@ const BODY_OUTCOME_LABELS: Record<BodyPhase, string> = {
 /** The ways a body can have ended when its stop took it (its counters start at 0). */
 const STOP_BODY_OUTCOMES: readonly BodyPhase[] = ['none', 'skipped', 'stopped', 'killed', 'returned', 'failed'];
 
+/** The servers of an extension whose connections are capped: the API and the probes' own port. */
+export type CappedServer = 'api' | 'probes';
+const CAPPED_SERVERS: readonly CappedServer[] = ['api', 'probes'];
+const SHED_REASONS: readonly ShedReason[] = ['incomplete_request', 'idle', 'refused'];
+
 const PHASES: readonly Phase[] = ['prepare', 'start', 'status', 'stop', 'query'];
 const HANDLER_OUTCOMES: readonly HandlerOutcome[] = ['ok', 'error', 'lost'];
 const KNOWN_METHODS = new Set(['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'PATCH', 'OPTIONS']);
@@ -125,6 +131,8 @@ export class ExtensionMetrics {
   private readonly httpRequests: Counter<'route' | 'method' | 'status'>;
   private readonly httpSeconds: Histogram<'route' | 'method'>;
   private readonly httpChildren = new Map<string, Map<string, HttpChildren>>();
+  private readonly connectionsShed: Counter<'server' | 'reason'>;
+  private readonly connectionGuards = new Map<CappedServer, ConnectionGuard>();
 
   constructor(sources: MetricsSources) {
     this.sources = sources;
@@ -337,6 +345,24 @@ export class ExtensionMetrics {
       buckets: HANDLER_BUCKETS_S,
       registers,
     });
+    this.connectionsShed = new Counter({
+      name: 'actionkit_http_connections_shed_total',
+      help: 'Connections closed at the connection cap to make room for a new one (ACTIONKIT_MAX_CONNECTIONS; the probe port has a fixed cap), by server and reason: incomplete_request (the oldest without a complete request: slow or silent clients), idle (the longest idle keep-alive connection), refused (every connection was busy, the new one was closed).',
+      labelNames: ['server', 'reason'],
+      registers,
+    });
+    for (const server of CAPPED_SERVERS) for (const reason of SHED_REASONS) this.connectionsShed.labels(server, reason).inc(0);
+    const guards = this.connectionGuards;
+    new Gauge({
+      name: 'actionkit_http_open_connections',
+      help: 'Open connections, by server (api, probes); the api server sheds the slowest beyond ACTIONKIT_MAX_CONNECTIONS.',
+      labelNames: ['server'],
+      registers,
+      collect() {
+        this.reset();
+        for (const [server, guard] of guards) this.set({ server }, guard.open);
+      },
+    });
 
     // The event-loop monitor samples with a timer of its own; reset at each scrape, so the
     // series describe the time since the previous scrape. Its samples are the time between two
@@ -435,6 +461,16 @@ export class ExtensionMetrics {
     }
     counter.inc();
     children.duration.observe(seconds);
+  }
+
+  /** Report the open connections of `server` (read at each scrape). */
+  watchConnections(server: CappedServer, guard: ConnectionGuard): void {
+    this.connectionGuards.set(server, guard);
+  }
+
+  /** Record a connection shed at the cap of `server`. */
+  observeConnectionShed(server: CappedServer, reason: ShedReason): void {
+    this.connectionsShed.labels(server, reason).inc();
   }
 
   /** The metrics in the Prometheus text format, state read now. */

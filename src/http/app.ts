@@ -6,6 +6,9 @@
  * serialise ourselves, so a streaming compression middleware on every request would only cost),
  * `Request-Timeout`/`X-Request-Timeout` → 503,
  * JSON errors everywhere, one access-log line and HTTP metric per request (`./access-log.ts`).
+ * Unlike the reference, which reads any body as JSON, the JSON endpoints take only JSON content
+ * types (415 otherwise, so a web page cannot call them without a CORS preflight), and a body whose
+ * declared `Content-Length` exceeds its limit gets 413 before a byte of it is read.
  * The lifecycle work happens in `src/runtime/lifecycle.ts`.
  *
  * The rest of an extension (discoveries, advice, event listeners) is served by the author's
@@ -99,8 +102,9 @@ export function buildApp(deps: AppDeps): express.Express {
   app.use((error: unknown, req: Request, res: Response, _next: express.NextFunction) => {
     const failure = asRuntimeError(error);
     if (failure.httpStatus >= 500) deps.logger.error({ err: error, path: req.path }, failure.message);
-    // After an upload was rejected the client may still be sending; do not read the rest of it.
-    if (failure.code === ErrorCode.FileTooLarge || failure.code === ErrorCode.BodyTooLarge) res.setHeader('Connection', 'close');
+    // Refused before its body was read, or while it was still arriving: the client may still be
+    // sending. Close the connection after the answer instead of reading the rest.
+    if (failure.code === ErrorCode.FileTooLarge || failure.code === ErrorCode.BodyTooLarge || failure.code === ErrorCode.UnsupportedMediaType) res.setHeader('Connection', 'close');
     send(res, failure.httpStatus, failure.toWire());
   });
   return app;
@@ -158,12 +162,15 @@ function buildRoutes(deps: AppDeps): Map<string, Map<string, Route>> {
   for (const action of registry.all()) {
     const d = action.description;
     add(`/${action.id}`, 'GET', async () => ({ status: 200, body: d as unknown as Record<string, unknown> }));
+    const multipartLimitBytes = action.fileParameters.size * deps.uploadMaxBytes + deps.maxBodyBytes + MULTIPART_FRAMING_BYTES;
     add(d.prepare.path, d.prepare.method, async (req, res, scope) => {
       if (req.is('multipart/form-data')) {
+        refuseDeclaredLength(req, multipartLimitBytes, 'ACTIONKIT_UPLOAD_MAX_BYTES per file parameter + ACTIONKIT_MAX_BODY_BYTES + 1 MiB of multipart framing');
         const { request, upload } = await receiveUpload(req, action, deps);
         return lifecycle.prepare(action, request, upload, scope);
       }
-      return lifecycle.prepare(action, await parse(req, res, json, PrepareActionRequestBodySchema), undefined, scope);
+      const accepted = action.fileParameters.size > 0 ? `${JSON_TYPES}, or multipart/form-data with the files of ${[...action.fileParameters].join(', ')}` : JSON_TYPES;
+      return lifecycle.prepare(action, await parse(req, res, json, PrepareActionRequestBodySchema, accepted), undefined, scope);
     });
     add(d.start.path, d.start.method, async (req, res, scope) => lifecycle.start(action, await parse(req, res, json, StartActionRequestBodySchema), scope));
     if (d.status !== undefined) {
@@ -202,48 +209,113 @@ async function receiveUpload(
 
 type Middleware = (req: IncomingMessage, res: ServerResponse, next: (error?: unknown) => void) => void;
 
+/** The JSON media types, as named in a 415 answer. */
+const JSON_TYPES = 'application/json (or application/*+json)';
+
+/** `application/json` and the structured-syntax `+json` types (RFC 6839), without parameters. */
+const JSON_MEDIA_TYPE = /^application\/([a-z0-9!#$&^_.+-]+\+)?json$/;
+
 /**
- * JSON bodies whatever their declared content type (the reference reads every body as JSON),
- * limited to `maxBytes`.
+ * Allowance for the boundaries, part headers and small extra fields of a multipart prepare, on top
+ * of its files and its `request` field, when its declared `Content-Length` is checked.
+ */
+const MULTIPART_FRAMING_BYTES = 1024 * 1024;
+
+/**
+ * Only JSON bodies reach the JSON endpoints, so that a web page cannot fire them without a CORS
+ * preflight: `text/plain`, `application/x-www-form-urlencoded` and `multipart/form-data` are the
+ * types a page may send cross-origin without one (multipart stays accepted for prepare, see the
+ * route). Steadybit's Go test client (`action_kit_test`, resty with a struct body) and the
+ * reference SDK's own tests send `application/json`.
  *
- * What the agent sends — UTF-8, not compressed, with a Content-Length within the limit — is read
- * directly: chunks, one `JSON.parse`. That is most requests, and it halves the main thread's
- * parsing cost (status polling is the hot path). Everything else (compressed bodies, other
- * charsets, chunked or oversized bodies) goes through body-parser, which owns those rules and
- * their errors; the direct path fails the same way with the same error types.
+ * A request without any `Content-Type` is accepted — the reference reads every body as JSON and a
+ * Go client built on `http.NewRequest` sends none — unless it carries an `Origin` header: browsers
+ * send `Origin` with every POST, and a page can omit the content type (a `Blob` or `ArrayBuffer`
+ * body) without a preflight; the agent never sends `Origin`.
+ */
+function refuseNonJson(req: Request, accepted: string): void {
+  const header = req.headers['content-type'];
+  const mediaType = (header ?? '').split(';', 1)[0]!.trim().toLowerCase();
+  if (mediaType === '') {
+    if (req.headers.origin === undefined) return;
+    throw new RuntimeError(ErrorCode.UnsupportedMediaType, 415, 'Missing content type', `a request with an Origin header (from a web page) must declare its body: ${req.method} ${req.path} accepts ${accepted}`);
+  }
+  if (JSON_MEDIA_TYPE.test(mediaType)) return;
+  const shown = mediaType.length > 100 ? `${mediaType.slice(0, 100)}…` : mediaType;
+  throw new RuntimeError(ErrorCode.UnsupportedMediaType, 415, `Unsupported content type: ${shown}`, `${req.method} ${req.path} accepts ${accepted}`);
+}
+
+/**
+ * 413 from the headers alone when the declared `Content-Length` exceeds `limitBytes`: not a byte of
+ * the body is read, and the error handler closes the connection after the answer (a client
+ * declaring a terabyte would otherwise hold it while we read, or until the request timeout).
+ */
+function refuseDeclaredLength(req: IncomingMessage, limitBytes: number, setting: string): void {
+  const header = req.headers['content-length'];
+  if (header === undefined) return;
+  // Node's parser admits only digits here; a length beyond 2^53 still compares as too large.
+  const declaredBytes = Number(header);
+  if (!(declaredBytes > limitBytes)) return;
+  throw new RuntimeError(ErrorCode.BodyTooLarge, 413, 'Request body too large', `Content-Length ${header} exceeds the limit of ${limitBytes} bytes (${setting})`);
+}
+
+/**
+ * JSON bodies limited to `maxBytes` (the content type is checked before, by {@link parse}).
+ *
+ * A declared `Content-Length` above the limit is refused before reading
+ * ({@link refuseDeclaredLength}); the limit applies to the bytes on the wire as well as to the
+ * decoded body (a compressed body larger than the limit would inflate to more than it).
+ *
+ * What the agent sends — UTF-8, not compressed — is read directly: chunks, one `JSON.parse`. That
+ * is most requests, and it halves the main thread's parsing cost (status polling is the hot path);
+ * a chunked body is counted as it streams and refused the moment it passes the limit, without
+ * reading the rest. Everything else (compressed bodies, other charsets) goes through body-parser,
+ * which owns those rules and their errors; the direct path fails the same way with the same error
+ * types.
  */
 function jsonBodyParser(maxBytes: number): Middleware {
   const general = express.json({ limit: maxBytes, strict: false, type: () => true }) as Middleware;
   return (req, res, next) => {
-    const declaredBytes = Number(req.headers['content-length']);
+    try {
+      refuseDeclaredLength(req, maxBytes, 'ACTIONKIT_MAX_BODY_BYTES');
+    } catch (error) {
+      return next(error);
+    }
+    const lengthHeader = req.headers['content-length'];
+    const declaredBytes = lengthHeader === undefined ? undefined : Number(lengthHeader);
     const encoding = req.headers['content-encoding'];
     const charset = CHARSET.exec(req.headers['content-type'] ?? '')?.[2];
     const plain =
-      Number.isSafeInteger(declaredBytes) &&
-      declaredBytes <= maxBytes &&
+      (declaredBytes === undefined ? req.headers['transfer-encoding'] !== undefined : Number.isSafeInteger(declaredBytes)) &&
       (encoding === undefined || encoding.toLowerCase() === 'identity') &&
       (charset === undefined || UTF8.test(charset));
     if (!plain) return general(req, res, next);
-    readJson(req, declaredBytes, next);
+    readJson(req, declaredBytes, maxBytes, next);
   };
 }
 
 const CHARSET = /;\s*charset\s*=\s*("?)([^";\s]+)\1/i;
 const UTF8 = /^utf-?8$/i;
 
-/** Read a body of `declaredBytes` and parse it into `req.body`; errors carry body-parser's `type`. */
-function readJson(req: IncomingMessage & { body?: unknown }, declaredBytes: number, next: (error?: unknown) => void): void {
-  const chunks: Buffer[] = [];
+/**
+ * Read a body of `declaredBytes` (undefined: chunked, at most `maxBytes`) and parse it into
+ * `req.body`; errors carry body-parser's `type`.
+ */
+function readJson(req: IncomingMessage & { body?: unknown }, declaredBytes: number | undefined, maxBytes: number, next: (error?: unknown) => void): void {
+  let chunks: Buffer[] = [];
   let receivedBytes = 0;
   let settled = false;
   const fail = (type: string, message: string, status = 400): void => {
     if (settled) return;
     settled = true;
-    next(Object.assign(new Error(message), { type, status }));
+    chunks = [];
+    next(Object.assign(new Error(message), { type, status, limit: maxBytes }));
   };
   req.on('data', (chunk: Buffer) => {
+    if (settled) return;
     receivedBytes += chunk.length;
-    if (receivedBytes > declaredBytes) fail('request.size.invalid', 'request size did not match content length');
+    if (declaredBytes === undefined && receivedBytes > maxBytes) fail('entity.too.large', 'request entity too large', 413);
+    else if (declaredBytes !== undefined && receivedBytes > declaredBytes) fail('request.size.invalid', 'request size did not match content length');
     else chunks.push(chunk);
   });
   // Closed before the whole body arrived: the client went away.
@@ -253,7 +325,7 @@ function readJson(req: IncomingMessage & { body?: unknown }, declaredBytes: numb
   req.once('error', (error) => fail('request.error', error.message));
   req.once('end', () => {
     if (settled) return;
-    if (receivedBytes !== declaredBytes) return fail('request.size.invalid', 'request size did not match content length');
+    if (declaredBytes !== undefined && receivedBytes !== declaredBytes) return fail('request.size.invalid', 'request size did not match content length');
     let text = Buffer.concat(chunks, receivedBytes).toString('utf8');
     if (text.charCodeAt(0) === 0xfeff) text = text.slice(1); // a byte-order mark, as body-parser drops it
     try {
@@ -266,8 +338,12 @@ function readJson(req: IncomingMessage & { body?: unknown }, declaredBytes: numb
   });
 }
 
-/** Run the body parser, then validate against `schema`; errors are 400/413 RuntimeErrors. */
-async function parse<S extends z.ZodType>(req: Request, res: Response, parser: Middleware, schema: S): Promise<z.output<S>> {
+/**
+ * Check the content type, run the body parser, then validate against `schema`; errors are
+ * 400/413/415 RuntimeErrors. `accepted` names the accepted types in a 415.
+ */
+async function parse<S extends z.ZodType>(req: Request, res: Response, parser: Middleware, schema: S, accepted = JSON_TYPES): Promise<z.output<S>> {
+  refuseNonJson(req, accepted);
   // body-parser turns an empty body into {}; say what is really wrong.
   if (req.headers['content-length'] === '0') throw new RuntimeError(ErrorCode.BadJson, 400, 'Failed to parse request body.', 'the body is empty; expected a JSON object');
   await new Promise<void>((resolve, reject) => parser(req, res, (error?: unknown) => (error === undefined ? resolve() : reject(bodyError(error)))));
@@ -309,6 +385,7 @@ function invalidBody(error: z.ZodError): RuntimeError {
 
 /** Map a body-parser failure to the catalogue. */
 function bodyError(error: unknown): RuntimeError {
+  if (error instanceof RuntimeError) return error;
   const failure = error as { type?: string; status?: number; message?: string; limit?: number };
   switch (failure.type) {
     case 'entity.parse.failed':
@@ -384,7 +461,9 @@ function discardLaterWrites(res: Response): void {
 /**
  * `Request-Timeout` (fallback `X-Request-Timeout`): float seconds after which the agent stops
  * waiting. We answer 503 `Timeout` at that moment; the handler's later answer is discarded (and a
- * prepare that succeeds after it is rolled back by the lifecycle).
+ * prepare that succeeds after it is rolled back by the lifecycle). A timeout longer than
+ * {@link MAX_TIMER_MS} counts as none: no timer and no `deadlineMs`, so the lifecycle's deadline
+ * (the handler timeout) and the answer agree.
  */
 function requestScope(req: Request, res: Response): RequestScope {
   const locals = res.locals as Locals;
@@ -392,7 +471,9 @@ function requestScope(req: Request, res: Response): RequestScope {
   const header = [req.headers['request-timeout'], req.headers['x-request-timeout']].find((value) => typeof value === 'string' && value.trim() !== '');
   const seconds = typeof header === 'string' && FLOAT_SECONDS.test(header.trim()) ? Number(header.trim()) : Number.NaN;
   let deadlineMs: number | undefined;
-  if (Number.isFinite(seconds) && seconds > 0) {
+  // Beyond what a timer holds (about 24.8 days) `setTimeout` would fire after 1 ms instead: such a
+  // timeout is no deadline at all, as if absent (the handler timeout still bounds the work).
+  if (Number.isFinite(seconds) && seconds > 0 && seconds * 1000 <= MAX_TIMER_MS) {
     const timeoutMs = seconds * 1000;
     deadlineMs = Date.now() + timeoutMs;
     const timer = setTimeout(() => {
@@ -410,6 +491,9 @@ function requestScope(req: Request, res: Response): RequestScope {
     abandoned: () => locals.timedOut === true || (res.destroyed && !res.writableFinished),
   };
 }
+
+/** The longest delay `setTimeout` holds (2^31 - 1 ms); a longer one fires at once with a TimeoutOverflowWarning. */
+export const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /** A decimal float as Go's `ParseFloat` accepts it for a timeout (no unit, no trailing text). */
 const FLOAT_SECONDS = /^[+]?(\d+(\.\d*)?|\.\d+)([eE][+-]?\d+)?$/;

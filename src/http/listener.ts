@@ -13,6 +13,10 @@
  * began keeps the context it started with, so established connections are untouched. Checks never
  * overlap (one in flight at a time) and run off the connection path: a handshake never waits on
  * the file system.
+ *
+ * Every server it opens has a connection cap (`maxConnections`, `./connections.ts`) that sheds the
+ * slowest connection rather than refusing a new one, so that slow clients cannot hold every file
+ * descriptor and lock the agent (and, on a unix socket, the probes) out.
  */
 import { once } from 'node:events';
 import { createPrivateKey, X509Certificate } from 'node:crypto';
@@ -24,6 +28,7 @@ import { dirname, join, resolve } from 'node:path';
 import { createSecureContext } from 'node:tls';
 import { ConfigError } from '../config.js';
 import type { Logger } from '../logging.js';
+import { limitConnections, type ConnectionGuard, type ShedReason } from './connections.js';
 
 /** The TLS files of an HTTPS listener. */
 export interface TlsFiles {
@@ -64,6 +69,10 @@ export interface ListenerSettings {
   tlsReloadCheckMs: number;
   /** Accept queue length. */
   backlog: number;
+  /** Open connections kept; beyond, the slowest is shed (`./connections.ts`). */
+  maxConnections: number;
+  /** Called for every connection shed at the cap (metrics). */
+  onShed?: (reason: ShedReason) => void;
 }
 
 /** Where an opened listener accepts connections. */
@@ -82,6 +91,8 @@ export interface Endpoint {
 export interface OpenedListener {
   server: Server;
   endpoint: Endpoint;
+  /** Its connection cap (open connections, for metrics). */
+  connections: ConnectionGuard;
 }
 
 const SETTING = {
@@ -111,13 +122,15 @@ export async function openListener(handler: RequestListener, settings: ListenerS
     const socketPath = resolve(settings.unixSocket);
     await prepareSocketPath(socketPath, logger);
     const server = keepConnections(createHttpServer(handler));
+    const connections = capConnections(server, settings, logger);
     await listening(server, { path: socketPath, backlog: settings.backlog }, `unix socket ${socketPath}`);
-    return { server, endpoint: { port: undefined, socketPath, tls: false, mutualTls: false } };
+    return { server, endpoint: { port: undefined, socketPath, tls: false, mutualTls: false }, connections };
   }
   if (settings.tls === undefined) {
     const server = keepConnections(createHttpServer(handler));
+    const connections = capConnections(server, settings, logger);
     await listening(server, { port: settings.port, host: settings.host, backlog: settings.backlog }, `port ${settings.port}`);
-    return { server, endpoint: { port: (server.address() as AddressInfo).port, socketPath: undefined, tls: false, mutualTls: false } };
+    return { server, endpoint: { port: (server.address() as AddressInfo).port, socketPath: undefined, tls: false, mutualTls: false }, connections };
   }
   const files = settings.tls;
   const material = await loadTlsMaterial(files);
@@ -140,9 +153,14 @@ export async function openListener(handler: RequestListener, settings: ListenerS
     logger.debug({ err: { code: error.code, message: error.message }, remoteAddress: socket.remoteAddress }, 'TLS handshake failed');
   });
   logCertificate(logger, 'TLS certificate loaded', material);
+  const connections = capConnections(server, settings, logger);
   await listening(server, { port: settings.port, host: settings.host, backlog: settings.backlog }, `port ${settings.port}`);
   new TlsReloader(server, files, material, settings.tlsReloadCheckMs, logger).start();
-  return { server, endpoint: { port: (server.address() as AddressInfo).port, socketPath: undefined, tls: true, mutualTls } };
+  return { server, endpoint: { port: (server.address() as AddressInfo).port, socketPath: undefined, tls: true, mutualTls }, connections };
+}
+
+function capConnections(server: Server | HttpsServer, settings: ListenerSettings, logger: Logger): ConnectionGuard {
+  return limitConnections(server, { maxConnections: settings.maxConnections, name: 'api', setting: 'ACTIONKIT_MAX_CONNECTIONS', logger, onShed: settings.onShed });
 }
 
 async function listening(server: Server, options: { port?: number; host?: string | undefined; path?: string; backlog: number }, where: string): Promise<void> {

@@ -6,6 +6,8 @@
  * ActionKit API.
  */
 import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
+import type { Logger } from '../logging.js';
+import { limitConnections, type ConnectionGuard, type ShedReason } from './connections.js';
 
 /** The state the probes report. */
 export interface ProbeState {
@@ -21,14 +23,31 @@ export interface MetricsEndpoint {
   scrape(): Promise<string>;
 }
 
+/**
+ * Open connections the probe server keeps. Kubelet opens one connection per probe and Prometheus
+ * one per scrape target: a few at a time. The cap (which sheds the slowest, `./connections.ts`)
+ * keeps slow clients on the probe port from using up the file descriptors the API needs.
+ */
+export const PROBE_MAX_CONNECTIONS = 256;
+
+/** What the probe server needs besides the state. */
+export interface ProbeServerOptions {
+  metrics?: MetricsEndpoint;
+  logger: Logger;
+  /** Called for every connection shed at {@link PROBE_MAX_CONNECTIONS} (metrics). */
+  onShed?: (reason: ShedReason) => void;
+}
+
 /** A plain HTTP server for the probes (no express: it must answer even when everything else is busy). */
-export function createProbeServer(state: ProbeState, metrics?: MetricsEndpoint): Server {
-  const probes = probeHandler(state, metrics);
-  return createServer((req, res) => {
+export function createProbeServer(state: ProbeState, options: ProbeServerOptions): { server: Server; connections: ConnectionGuard } {
+  const probes = probeHandler(state, options.metrics);
+  const server = createServer((req, res) => {
     if (probes(req, res)) return;
     const path = (req.url ?? '').split('?')[0];
     res.writeHead(404, { 'Content-Type': 'application/json' }).end(JSON.stringify({ title: `Not found: ${path}` }));
   });
+  const connections = limitConnections(server, { maxConnections: PROBE_MAX_CONNECTIONS, name: 'probes', logger: options.logger, onShed: options.onShed });
+  return { server, connections };
 }
 
 /**

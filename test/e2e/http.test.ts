@@ -10,6 +10,7 @@ import { readFileSync } from 'node:fs';
 import { request as httpRequest, type IncomingHttpHeaders } from 'node:http';
 import * as os from 'node:os';
 import { join } from 'node:path';
+import { connect } from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { deflateSync, gunzipSync, gzipSync } from 'node:zlib';
 import { eventually, fixture, start, tempDir, type Answer, type Running } from '../support/harness.js';
@@ -49,17 +50,17 @@ interface Raw {
   body: Buffer;
 }
 
+/** A request with a body is sent as JSON unless `headers` say otherwise (see {@link post} for exactly the headers given). */
 function raw(method: string, path: string, headers: Record<string, string> = {}, body?: string): Promise<Raw> {
+  return exactly(method, path, body === undefined ? headers : { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(body)), ...headers }, body);
+}
+
+/** A request with exactly these headers. */
+function exactly(method: string, path: string, headers: Record<string, string>, body?: string): Promise<Raw> {
   const url = new URL(path, running.base);
   return new Promise<Raw>((resolve, reject) => {
     const req = httpRequest(
-      {
-        host: url.hostname,
-        port: url.port,
-        path: url.pathname,
-        method,
-        headers: body === undefined ? headers : { 'content-type': 'application/json', 'content-length': String(Buffer.byteLength(body)), ...headers },
-      },
+      { host: url.hostname, port: url.port, path: url.pathname, method, headers },
       (res) => {
         const chunks: Buffer[] = [];
         res.on('data', (chunk: Buffer) => chunks.push(chunk));
@@ -184,12 +185,14 @@ describe('bad input on every endpoint', () => {
         }
       });
 
-      test('empty body → 400', async () => {
-        for (const headers of [{ 'content-type': 'application/json' }, {}] as Array<Record<string, string>>) {
-          const answer = await running.agent.request('POST', endpoint.path, '', headers);
-          assert.equal(answer.status, 400, JSON.stringify(answer.body));
-          title(answer);
-        }
+      test('empty body → 400, with a JSON content type or none', async () => {
+        const answer = await running.agent.request('POST', endpoint.path, '', { 'content-type': 'application/json' });
+        assert.equal(answer.status, 400, JSON.stringify(answer.body));
+        title(answer);
+        // fetch labels a string body text/plain; node:http sends no content type at all.
+        const bare = await raw('POST', endpoint.path, { 'content-length': '0' });
+        assert.equal(bare.status, 400, bare.body.toString('utf8'));
+        assert.equal(typeof (JSON.parse(bare.body.toString('utf8')) as { title?: unknown }).title, 'string');
       });
 
       test('missing or malformed executionId → 400 naming executionId', async () => {
@@ -385,7 +388,7 @@ describe('envelope', () => {
     }
   });
 
-  test('request bodies: plain UTF-8 (with a byte-order mark), gzip and deflate bodies all parse; another charset is 415; a bad one is 400', async () => {
+  test('request bodies: plain UTF-8 (with a byte-order mark, or without a content type), gzip and deflate bodies all parse; another charset is 415; a bad one is 400', async () => {
     const body = JSON.stringify({ executionId: randomUUID(), timestamp: new Date().toISOString(), config: { count: 2 } });
     const send = (headers: Record<string, string>, payload: Buffer): Promise<Raw> => {
       const url = new URL(`/${QUERY}/query`, running.base);
@@ -408,7 +411,7 @@ describe('envelope', () => {
     for (const [headers, payload] of [
       [{ 'content-type': 'application/json' }, utf8],
       [{ 'content-type': 'application/json; charset=UTF-8' }, withBom],
-      [{ 'content-type': 'text/plain' }, utf8],
+      [{}, utf8],
       [{ 'content-type': 'application/json', 'content-encoding': 'identity' }, utf8],
       [{ 'content-type': 'application/json', 'content-encoding': 'gzip' }, gzipSync(utf8)],
       [{ 'content-type': 'application/json', 'content-encoding': 'deflate' }, deflateSync(utf8)],
@@ -780,6 +783,208 @@ describe('duplicates and concurrency', () => {
   });
 
   test('everything above left no execution behind', async () => {
+    await noActiveExecutions();
+  });
+});
+
+// ---------------------------------------------------------------------------------------------
+// hostile requests (issue 11): content types, declared lengths, unbounded Request-Timeout
+// ---------------------------------------------------------------------------------------------
+
+/** A POST with exactly these headers (plus Content-Length): no content type unless given. */
+function post(path: string, headers: Record<string, string>, body: string): Promise<Raw> {
+  return exactly('POST', path, { 'content-length': String(Buffer.byteLength(body)), ...headers }, body);
+}
+
+/** One answer read off a raw socket, and whether the server then closed the connection. */
+interface SocketAnswer {
+  status: number;
+  headers: Record<string, string>;
+  body: string;
+  closedByServer: boolean;
+}
+
+/**
+ * Write `bytes` on a fresh TCP connection — typically a request the client never finishes — and
+ * read one answer. Rejects when no answer arrives within `withinMs` (generous: the answer is
+ * expected at once, its absence is the failure). After the answer, waits up to `withinMs` for the
+ * server to close the connection.
+ */
+function socketAnswer(base: string, bytes: Buffer | string, withinMs = 10_000): Promise<SocketAnswer> {
+  const url = new URL(base);
+  return new Promise((resolve, reject) => {
+    const socket = connect(Number(url.port), url.hostname);
+    let received = Buffer.alloc(0);
+    let answer: Omit<SocketAnswer, 'closedByServer'> | undefined;
+    const noAnswer = setTimeout(() => {
+      socket.destroy();
+      reject(new Error(`no answer within ${withinMs} ms; received ${JSON.stringify(received.toString('latin1').slice(0, 200))}`));
+    }, withinMs);
+    let notClosed: NodeJS.Timeout | undefined;
+    const finish = (closedByServer: boolean): void => {
+      clearTimeout(noAnswer);
+      clearTimeout(notClosed);
+      socket.destroy();
+      if (answer === undefined) reject(new Error(`connection closed without an answer; received ${JSON.stringify(received.toString('latin1').slice(0, 200))}`));
+      else resolve({ ...answer, closedByServer });
+    };
+    socket.on('data', (chunk: Buffer) => {
+      received = Buffer.concat([received, chunk]);
+      if (answer !== undefined) return;
+      const end = received.indexOf('\r\n\r\n');
+      if (end < 0) return;
+      const [statusLine, ...lines] = received.subarray(0, end).toString('latin1').split('\r\n');
+      const headers: Record<string, string> = {};
+      for (const line of lines) headers[line.slice(0, line.indexOf(':')).toLowerCase()] = line.slice(line.indexOf(':') + 1).trim();
+      const length = Number(headers['content-length'] ?? 0);
+      if (received.length < end + 4 + length) return;
+      answer = { status: Number(statusLine!.split(' ')[1]), headers, body: received.subarray(end + 4, end + 4 + length).toString('utf8') };
+      clearTimeout(noAnswer);
+      notClosed = setTimeout(() => finish(false), withinMs);
+    });
+    // The server may reset the connection while we still had unsent bytes; what counts is the answer.
+    socket.on('error', () => undefined);
+    socket.on('close', () => finish(true));
+    socket.write(bytes);
+  });
+}
+
+function titleOf(answer: { body: string }): string {
+  return (JSON.parse(answer.body) as { title: string }).title;
+}
+
+describe('hostile requests: content types', () => {
+  const REFUSED = ['text/plain', 'text/plain;charset=UTF-8', 'application/x-www-form-urlencoded', 'text/json', 'application/xml', 'application/jsonx'];
+
+  test('every JSON endpoint refuses a non-JSON content type with 415 naming it', async () => {
+    for (const endpoint of ENDPOINTS) {
+      for (const type of REFUSED) {
+        const answer = await running.agent.request('POST', endpoint.path, JSON.stringify(endpoint.valid(randomUUID())), { 'content-type': type });
+        assert.equal(answer.status, 415, `${endpoint.name} ${type}: ${JSON.stringify(answer.body)}`);
+        assert.equal(title(answer), `Unsupported content type: ${type.split(';')[0]!.toLowerCase()}`);
+        assert.match(String(answer.body['detail']), /application\/json/);
+        assert.equal(answer.headers.get('connection'), 'close');
+      }
+    }
+  });
+
+  test('multipart is refused by start, status, stop and query (only a prepare takes files)', async () => {
+    for (const endpoint of ENDPOINTS.filter((e) => e.name !== 'prepare')) {
+      const form = new FormData();
+      form.set('request', JSON.stringify(endpoint.valid(randomUUID())));
+      const answer = await running.agent.request('POST', endpoint.path, form);
+      assert.equal(answer.status, 415, `${endpoint.name}: ${JSON.stringify(answer.body)}`);
+      assert.equal(title(answer), 'Unsupported content type: multipart/form-data');
+    }
+  });
+
+  test('a refused prepare prepared nothing: the same executionId then prepares with JSON', async () => {
+    const id = randomUUID();
+    const body = JSON.stringify({ executionId: id, config: behave(), properties: {} });
+    const refused = await running.agent.request('POST', `/${BEHAVE}/prepare`, body, { 'content-type': 'text/plain' });
+    assert.equal(refused.status, 415);
+    const prepared = await running.agent.prepare(BEHAVE, id, behave());
+    assert.equal(prepared.status, 200, JSON.stringify(prepared.body));
+    assert.equal(prepared.body['error'], undefined);
+    assert.equal((await running.agent.stop(BEHAVE, id, prepared.body['state'])).status, 200);
+  });
+
+  test("a page's request without a preflight is refused: text/plain, or no content type with an Origin header", async () => {
+    const body = JSON.stringify({ executionId: randomUUID(), timestamp: new Date().toISOString(), config: { count: 1 } });
+    const plain = await post(`/${QUERY}/query`, { origin: 'https://attacker.example', 'content-type': 'text/plain;charset=UTF-8' }, body);
+    assert.equal(plain.status, 415, plain.body.toString('utf8'));
+    const untyped = await post(`/${QUERY}/query`, { origin: 'null' }, body);
+    assert.equal(untyped.status, 415, untyped.body.toString('utf8'));
+    assert.equal(titleOf({ body: untyped.body.toString('utf8') }), 'Missing content type');
+  });
+
+  test('accepted: application/json with parameters and in any case, application/*+json, and no content type from a non-browser client', async () => {
+    const body = JSON.stringify({ executionId: randomUUID(), timestamp: new Date().toISOString(), config: { count: 2 } });
+    const accepted: Array<Record<string, string>> = [
+      { 'content-type': 'application/json' },
+      { 'content-type': 'application/json; charset=utf-8' },
+      { 'content-type': 'Application/JSON' },
+      { 'content-type': 'application/vnd.steadybit.actionkit+json' },
+      {},
+    ];
+    for (const headers of accepted) {
+      const answer = await post(`/${QUERY}/query`, headers, body);
+      assert.equal(answer.status, 200, `${JSON.stringify(headers)}: ${answer.body.toString('utf8')}`);
+      assert.equal((JSON.parse(answer.body.toString('utf8')) as { metrics: unknown[] }).metrics.length, 2);
+    }
+  });
+});
+
+describe('hostile requests: declared and streamed body sizes', () => {
+  const head = (path: string, headers: string[]): string => [`POST ${path} HTTP/1.1`, 'Host: localhost', ...headers, '', ''].join('\r\n');
+
+  test('a Content-Length over ACTIONKIT_MAX_BODY_BYTES → 413 at once, without a byte of the body, and the connection closed', async () => {
+    for (const endpoint of ENDPOINTS) {
+      for (const length of ['1025', '1000000000000', '9007199254740993']) {
+        const answer = await socketAnswer(running.base, head(endpoint.path, ['Content-Type: application/json', `Content-Length: ${length}`]));
+        assert.equal(answer.status, 413, `${endpoint.name} ${length}: ${answer.body}`);
+        assert.equal(titleOf(answer), 'Request body too large');
+        assert.match((JSON.parse(answer.body) as { detail: string }).detail, new RegExp(`Content-Length ${length} exceeds the limit of 1024 bytes`));
+        assert.equal(answer.headers['connection'], 'close');
+        assert.ok(answer.closedByServer, `${endpoint.name} ${length}: the connection stayed open`);
+      }
+    }
+  });
+
+  test('a chunked body is counted as it streams: past the limit → 413 at once, without waiting for the rest, and closed', async () => {
+    const chunk = `${'x'.repeat(2048)}`;
+    const answer = await socketAnswer(running.base, `${head(`/${BEHAVE}/status`, ['Content-Type: application/json', 'Transfer-Encoding: chunked'])}${(2048).toString(16)}\r\n${chunk}\r\n`);
+    assert.equal(answer.status, 413, answer.body);
+    assert.equal(titleOf(answer), 'Request body too large');
+    assert.ok(answer.closedByServer, 'the connection stayed open');
+  });
+
+  test('a multipart prepare declaring more than its files and request field can hold → 413 at once, closed', async () => {
+    const files = await start({ actions: [fixture('http-files')], maxBodyBytes: 1024, uploadMaxBytes: 4096 });
+    try {
+      const answer = await socketAnswer(files.base, head('/fixture.http.files/prepare', ['Content-Type: multipart/form-data; boundary=xyz', 'Content-Length: 1000000000000']));
+      assert.equal(answer.status, 413, answer.body);
+      assert.equal(titleOf(answer), 'Request body too large');
+      assert.match((JSON.parse(answer.body) as { detail: string }).detail, new RegExp(`exceeds the limit of ${4096 + 1024 + 1024 * 1024} bytes`));
+      assert.ok(answer.closedByServer, 'the connection stayed open');
+    } finally {
+      await files.close();
+    }
+  });
+});
+
+describe('hostile requests: Request-Timeout beyond what a timer holds', () => {
+  test('≥ 2,147,484 s (Request-Timeout or X-Request-Timeout) counts as no deadline: no 503, no rollback, no TimeoutOverflowWarning', async () => {
+    const warnings: Error[] = [];
+    const onWarning = (warning: Error): void => void warnings.push(warning);
+    process.on('warning', onWarning);
+    try {
+      for (const header of ['Request-Timeout', 'X-Request-Timeout']) {
+        for (const value of ['2147484', '1e300']) {
+          const answer = await running.agent.status(BEHAVE, randomUUID(), behaveState({ status: 'slow', slowMs: 300 }), { [header]: value });
+          assert.equal(answer.status, 200, `${header}: ${value} → ${answer.status} ${JSON.stringify(answer.body)}`);
+          assert.equal(answer.body['error'], undefined);
+        }
+        // A prepare is not rolled back: the execution starts and stops as usual.
+        const id = randomUUID();
+        const timeout = { [header]: '2147484' };
+        const prepared = await running.agent.prepare(BEHAVE, id, behave(), timeout);
+        assert.equal(prepared.status, 200, JSON.stringify(prepared.body));
+        assert.equal(prepared.body['error'], undefined);
+        const started = await running.agent.start(BEHAVE, id, prepared.body['state'], timeout);
+        assert.equal(started.status, 200, JSON.stringify(started.body));
+        assert.equal(started.body['error'], undefined, JSON.stringify(started.body));
+        const stopped = await running.agent.stop(BEHAVE, id, started.body['state'], timeout);
+        assert.equal(stopped.status, 200, JSON.stringify(stopped.body));
+        assert.equal(stopped.body['error'], undefined);
+      }
+      // The largest timeout a timer holds is still a deadline the request ends well within.
+      const largest = await running.agent.status(BEHAVE, randomUUID(), behaveState({}), { 'Request-Timeout': '2147483' });
+      assert.equal(largest.status, 200);
+    } finally {
+      process.off('warning', onWarning);
+    }
+    assert.deepEqual(warnings.map((warning) => `${warning.name}: ${warning.message}`).filter((text) => /Timeout/.test(text)), []);
     await noActiveExecutions();
   });
 });
