@@ -10,6 +10,7 @@
 import { workerData } from 'node:worker_threads';
 import type { z } from 'zod';
 import type { BodyInfo, BodyReports, DefinedAction, HandlerContext, JsonObject } from '../src/action.js';
+import { jsonTextDeeperThan, MAX_JSON_DEPTH } from '../src/api/json-depth.js';
 import {
   PrepareResultSchema,
   QueryMetricsResultSchema,
@@ -23,6 +24,9 @@ import { createLogger, type Logger } from '../src/logging.js';
 import { importActions } from '../src/runtime/modules.js';
 import type { HandlerReply, HandlerTask, HandlerThreadBootData, Phase } from '../src/runtime/protocol.js';
 import { REQUEST_ENVELOPE_BYTES, stateBytesOver } from '../src/runtime/state-limit.js';
+
+/** Deepest state that fits into a request: `{"executionId":…,"state":<state>}` adds one level. */
+const MAX_STATE_DEPTH = MAX_JSON_DEPTH - 1;
 
 const boot = workerData as HandlerThreadBootData;
 const actions = new Map((await importActions(boot.actionModules)).map((action) => [action.description.id, action]));
@@ -186,15 +190,23 @@ function failedWithState(phase: Phase, error: unknown, state: JsonObject): Handl
  */
 function stateTooLarge(phase: Phase, stateJson: string, handlerFailure?: string): ExtensionError | undefined {
   const { maxStateBytes, maxBodyBytes } = boot.stateLimit;
+  const kept = phase === 'prepare' ? 'none: {}' : `the state of this ${phase} request`;
+  const alsoFailed = handlerFailure === undefined ? '' : ` The ${phase} handler had also failed: ${handlerFailure}`;
+  // The request puts the state one level down: deeper than this, the agent's next request is refused.
+  if (jsonTextDeeperThan(stateJson, MAX_STATE_DEPTH)) {
+    const detail =
+      `the ${phase} handler left a state nested deeper than ${MAX_STATE_DEPTH} levels; requests nest at most ${MAX_JSON_DEPTH} deep, so ` +
+      `the agent could not send it back. The state was not taken; the agent keeps the one it had (${kept}).${alsoFailed}`;
+    return new ExtensionError('State too deeply nested', { detail });
+  }
   const bytes = stateBytesOver(stateJson, maxStateBytes);
   if (bytes === undefined) return undefined;
-  const kept = phase === 'prepare' ? 'none: {}' : `the state of this ${phase} request`;
   const detail =
     `the ${phase} handler left a state of ${bytes} bytes of JSON (as the agent sends it back), more than the ${maxStateBytes} bytes ` +
     `the agent can send back: ACTIONKIT_MAX_BODY_BYTES is ${maxBodyBytes} bytes, and a start, status or stop request adds ` +
     `${REQUEST_ENVELOPE_BYTES} bytes around the state. The state was not taken; the agent keeps the one it had (${kept}). ` +
     'Keep bulky data out of the state (in a file, for example), or raise ACTIONKIT_MAX_BODY_BYTES.' +
-    (handlerFailure === undefined ? '' : ` The ${phase} handler had also failed: ${handlerFailure}`);
+    alsoFailed;
   return new ExtensionError('State too large', { detail });
 }
 

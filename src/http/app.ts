@@ -32,6 +32,7 @@ import {
   StartActionRequestBodySchema,
   StopActionRequestBodySchema,
 } from '../api/schemas.js';
+import { jsonTextDeeperThan, MAX_JSON_DEPTH } from '../api/json-depth.js';
 import { ConfigError } from '../config.js';
 import { ErrorCode, ExtensionError, RuntimeError } from '../errors.js';
 import type { Logger } from '../logging.js';
@@ -328,6 +329,10 @@ function readJson(req: IncomingMessage & { body?: unknown }, declaredBytes: numb
     if (declaredBytes !== undefined && receivedBytes !== declaredBytes) return fail('request.size.invalid', 'request size did not match content length');
     let text = Buffer.concat(chunks, receivedBytes).toString('utf8');
     if (text.charCodeAt(0) === 0xfeff) text = text.slice(1); // a byte-order mark, as body-parser drops it
+    // On the text, before parsing: a pass over the characters instead of a walk allocating an
+    // entry per JSON value (seconds for a few million numbers).
+    if (jsonTextDeeperThan(text, MAX_JSON_DEPTH)) return fail(TOO_DEEP, `nested deeper than ${MAX_JSON_DEPTH} levels`);
+    (req as DepthChecked)[DEPTH_CHECKED] = true;
     try {
       req.body = JSON.parse(text);
     } catch (error) {
@@ -347,23 +352,28 @@ async function parse<S extends z.ZodType>(req: Request, res: Response, parser: M
   // body-parser turns an empty body into {}; say what is really wrong.
   if (req.headers['content-length'] === '0') throw new RuntimeError(ErrorCode.BadJson, 400, 'Failed to parse request body.', 'the body is empty; expected a JSON object');
   await new Promise<void>((resolve, reject) => parser(req, res, (error?: unknown) => (error === undefined ? resolve() : reject(bodyError(error)))));
-  return validateBody(req.body, schema);
+  return validateBody(req.body, schema, (req as DepthChecked)[DEPTH_CHECKED] === true);
 }
 
-/**
- * Deepest JSON nesting accepted in a request. Far beyond any real state, and far below the depth
- * at which serialising the answer would overflow the stack (a few thousand levels).
- */
-export const MAX_JSON_DEPTH = 512;
+/** Failure type of a body nested deeper than {@link MAX_JSON_DEPTH} (beside body-parser's types). */
+const TOO_DEEP = 'entity.too.deep';
+/** Set on a request whose body text was checked for depth before it was parsed. */
+const DEPTH_CHECKED = Symbol('depthChecked');
+type DepthChecked = { [DEPTH_CHECKED]?: true };
 
-/** Check nesting depth, then the schema; both failures are 400s naming the problem. */
-export function validateBody<S extends z.ZodType>(body: unknown, schema: S): z.output<S> {
-  if (exceedsDepth(body, MAX_JSON_DEPTH)) {
-    throw new RuntimeError(ErrorCode.InvalidRequest, 400, `Invalid request body: nested deeper than ${MAX_JSON_DEPTH} levels`);
-  }
+/**
+ * Check nesting depth (unless `depthChecked`: done on the text already), then the schema; both
+ * failures are 400s naming the problem.
+ */
+export function validateBody<S extends z.ZodType>(body: unknown, schema: S, depthChecked = false): z.output<S> {
+  if (!depthChecked && exceedsDepth(body, MAX_JSON_DEPTH)) throw tooDeep();
   const parsed = schema.safeParse(body);
   if (!parsed.success) throw invalidBody(parsed.error);
   return parsed.data;
+}
+
+function tooDeep(): RuntimeError {
+  return new RuntimeError(ErrorCode.InvalidRequest, 400, `Invalid request body: nested deeper than ${MAX_JSON_DEPTH} levels`);
 }
 
 /** Iterative (a recursive walk would itself overflow on the input it guards against). */
@@ -388,6 +398,8 @@ function bodyError(error: unknown): RuntimeError {
   if (error instanceof RuntimeError) return error;
   const failure = error as { type?: string; status?: number; message?: string; limit?: number };
   switch (failure.type) {
+    case TOO_DEEP:
+      return tooDeep();
     case 'entity.parse.failed':
       return new RuntimeError(ErrorCode.BadJson, 400, 'Failed to parse request body.', failure.message);
     case 'entity.too.large':
@@ -452,10 +464,12 @@ const NEVER_ABORTED = new AbortController().signal;
  * author's callback, where nothing would catch it.
  */
 function discardLaterWrites(res: Response): void {
-  res.setHeader = () => res;
-  res.writeHead = () => res;
+  const ignore = (): Response => res;
+  // Every method that writes, or throws once headers are out (express's send removes headers for 204/304).
+  for (const method of ['setHeader', 'setHeaders', 'appendHeader', 'removeHeader', 'writeHead', 'end', 'flushHeaders', 'writeContinue', 'writeProcessing', 'writeEarlyHints'] as const) {
+    (res as unknown as Record<string, unknown>)[method] = ignore;
+  }
   res.write = () => true;
-  res.end = () => res;
 }
 
 /**
@@ -478,10 +492,12 @@ function requestScope(req: Request, res: Response): RequestScope {
     deadlineMs = Date.now() + timeoutMs;
     const timer = setTimeout(() => {
       if (res.headersSent) return;
-      send(res, 503, { title: 'Timeout', detail: `the request did not complete within its Request-Timeout of ${header} s` });
+      // Written at once, never compressed (an asynchronous gzip would let the discard below swallow
+      // it); the parsed number, not the header, so the answer stays small whatever was sent.
+      send(res, 503, { title: 'Timeout', detail: `the request did not complete within its Request-Timeout of ${seconds} s` }, false);
       locals.timedOut = true;
       discardLaterWrites(res);
-      locals.abort?.abort(new Error(`the Request-Timeout of ${header} s passed`));
+      locals.abort?.abort(new Error(`the Request-Timeout of ${seconds} s passed`));
     }, timeoutMs);
     res.once('close', () => clearTimeout(timer));
   }
@@ -504,9 +520,10 @@ const gzipAsync = promisify(gzip);
 
 /**
  * Write a JSON answer unless one was already written (timeout). Large answers are compressed on
- * the thread pool (`zlib.gzip`), never on the main thread.
+ * the thread pool (`zlib.gzip`), never on the main thread — unless `mayCompress` is false: then
+ * the answer is written at once, as it is.
  */
-function send(res: Response, status: number, body: unknown): void {
+function send(res: Response, status: number, body: unknown, mayCompress = true): void {
   if (res.headersSent || (res.locals as Locals).timedOut === true) return;
   if (status === 304) {
     setResponseBytes(res, 0);
@@ -521,7 +538,7 @@ function send(res: Response, status: number, body: unknown): void {
     setResponseBytes(res, res.req.method === 'HEAD' ? 0 : answerBytes);
     res.end(answer);
   };
-  if (bytes < GZIP_MIN_BYTES) return end(text, bytes);
+  if (bytes < GZIP_MIN_BYTES || !mayCompress) return end(text, bytes);
   // Whether compressed or not depends on Accept-Encoding from here on: tell caches.
   res.setHeader('Vary', 'Accept-Encoding');
   if (res.req.method === 'HEAD' || res.req.acceptsEncodings('gzip', 'identity') !== 'gzip') return end(text, bytes);

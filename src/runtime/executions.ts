@@ -10,6 +10,7 @@ import type { JsonObject, Message, Metric } from '../action.js';
 import { ErrorCode, RuntimeError } from '../errors.js';
 import { clockMs, ControlTable, type Reason } from '../shm/table.js';
 import type { BodyEnd, BodyRun } from './bodies.js';
+import type { UploadLocations } from './file-state.js';
 import type { RegisteredAction } from './registry.js';
 
 /** How a stop ended; shared by every request that waited for it. */
@@ -36,97 +37,131 @@ export interface RecentStop {
   outcome: StopOutcome;
   /** `Date.now()` when it was recorded. */
   recordedAt: number;
-  /** Approximate memory it holds. */
-  bytes: number;
 }
 
 /**
  * How an outcome is kept: its answer as JSON text instead of an object tree (a third of the heap,
- * and a size that is known), parsed again when a late request asks.
+ * and a size that is known), parsed again when a late request asks. Under memory pressure the
+ * answer goes first and the record stays ({@link OutcomeMemory}).
  */
 interface KeptStop {
   actionId: string;
   outcome: Omit<StopOutcome, 'body'>;
-  bodyJson: string;
+  /** Undefined once dropped (too large to keep, or evicted for bytes). */
+  bodyJson: string | undefined;
+  /** Heap of `bodyJson` (0 once dropped). */
+  bodyBytes: number;
   recordedAt: number;
-  bytes: number;
 }
 
 /** Bounds of an {@link OutcomeMemory}. */
 export interface OutcomeBounds {
-  /** Keep at least this many, whatever their age (within the other bounds). */
+  /** Keep at least this many records, whatever their age (within `maxCount`). */
   retainAtLeast: number;
-  /** Never more than this many. */
+  /** Never more records than this (each about {@link OUTCOME_RECORD_BYTES} of heap). */
   maxCount: number;
-  /** Never more than this many bytes (approximate heap, measured: see {@link OutcomeMemory.ENTRY_OVERHEAD_BYTES}). */
-  maxBytes: number;
+  /** Never more bytes of kept answers than this; beyond, the oldest answers are dropped, their records kept. */
+  maxBodyBytes: number;
 }
 
 /**
- * Outcomes by execution id, oldest first (Map order), evicted by age beyond `retainAtLeast` and
- * always within the count and byte bounds.
+ * Heap a remembered outcome costs without its answer: Map entries, id, record and outcome objects.
+ * Measured with `--expose-gc` over 100,000 records on Node 20 (750 to 870 bytes), rounded up.
+ */
+export const OUTCOME_RECORD_BYTES = 896;
+
+/** The most heap an {@link OutcomeMemory} with these bounds holds (approximately). */
+export function outcomeMemoryBound(bounds: OutcomeBounds): number {
+  return bounds.maxCount * OUTCOME_RECORD_BYTES + bounds.maxBodyBytes;
+}
+
+/** Answers larger than this are not kept at all: one outcome must not push out all the others. */
+export const MAX_KEPT_ANSWER_BYTES = 64 * 1024;
+
+/**
+ * Outcomes by execution id, oldest first (Map order). A record (which stop, how it ended) is what
+ * keeps a duplicate stop from rolling back twice; it is evicted only by age beyond
+ * `retainAtLeast` and by `maxCount`. The answer that came with it is only for repeating it: it is
+ * dropped first when answers take more than `maxBodyBytes`, and a late request then gets the
+ * same status with a note instead of the original body.
  */
 class OutcomeMemory {
-  /**
-   * Heap an entry costs besides its answer's text: Map entry, id, record and outcome objects.
-   * Measured with `--expose-gc` over 100,000 entries (about 600 bytes on Node 20), rounded up.
-   */
-  static readonly ENTRY_OVERHEAD_BYTES = 704;
-  private readonly entries = new Map<string, KeptStop>();
-  private heldBytes = 0;
+  private readonly records = new Map<string, KeptStop>();
+  /** The records that still hold an answer, oldest first: the order in which answers are dropped. */
+  private readonly answers = new Map<string, KeptStop>();
+  private answerBytes = 0;
 
   constructor(
     readonly bounds: OutcomeBounds,
     private readonly retentionMs: number,
   ) {}
 
+  /** Approximate heap held: records and kept answers. */
   get bytes(): number {
-    return this.heldBytes;
+    return this.records.size * OUTCOME_RECORD_BYTES + this.answerBytes;
   }
 
   get size(): number {
-    return this.entries.size;
+    return this.records.size;
   }
 
   /** The action of a remembered outcome, without reading the outcome. */
   actionOf(id: string): string | undefined {
-    return this.entries.get(id)?.actionId;
+    return this.records.get(id)?.actionId;
   }
 
   get(id: string): RecentStop | undefined {
-    const kept = this.entries.get(id);
+    const kept = this.records.get(id);
     if (kept === undefined) return undefined;
-    const outcome: StopOutcome = { ...kept.outcome, body: JSON.parse(kept.bodyJson) as JsonObject };
-    return { actionId: kept.actionId, outcome, recordedAt: kept.recordedAt, bytes: kept.bytes };
+    const body: JsonObject =
+      kept.bodyJson !== undefined
+        ? (JSON.parse(kept.bodyJson) as JsonObject)
+        : { messages: [{ level: 'info', message: 'This stop already ran (see its first answer); its answer is no longer kept, so it is not repeated here' }] };
+    return { actionId: kept.actionId, outcome: { ...kept.outcome, body }, recordedAt: kept.recordedAt };
   }
 
   set(id: string, actionId: string, outcome: StopOutcome): void {
     this.delete(id);
     const { body, ...rest } = outcome;
-    const bodyJson = JSON.stringify(body);
+    const json = JSON.stringify(body);
     // Strings of Latin-1 text take a byte per character, others two.
-    const textBytes = (/[^\u0000-\u00ff]/.test(bodyJson) ? 2 : 1) * bodyJson.length + 2 * id.length + 2 * actionId.length;
-    const bytes = OutcomeMemory.ENTRY_OVERHEAD_BYTES + textBytes + (rest.bodyError?.length ?? 0) * 2;
-    this.entries.set(id, { actionId, outcome: rest, bodyJson, recordedAt: Date.now(), bytes });
-    this.heldBytes += bytes;
+    const bytes = (/[^\u0000-\u00ff]/.test(json) ? 2 : 1) * json.length;
+    const keep = bytes <= MAX_KEPT_ANSWER_BYTES;
+    const kept: KeptStop = { actionId, outcome: rest, bodyJson: keep ? json : undefined, bodyBytes: keep ? bytes : 0, recordedAt: Date.now() };
+    this.records.set(id, kept);
+    if (keep) {
+      this.answers.set(id, kept);
+      this.answerBytes += bytes;
+    }
     this.evict();
   }
 
   delete(id: string): void {
-    const kept = this.entries.get(id);
+    const kept = this.records.get(id);
     if (kept === undefined) return;
-    this.entries.delete(id);
-    this.heldBytes -= kept.bytes;
+    this.records.delete(id);
+    this.dropAnswer(id, kept);
+  }
+
+  private dropAnswer(id: string, kept: KeptStop): void {
+    if (!this.answers.delete(id)) return;
+    this.answerBytes -= kept.bodyBytes;
+    kept.bodyJson = undefined;
+    kept.bodyBytes = 0;
   }
 
   private evict(): void {
     const cutoff = Date.now() - this.retentionMs;
-    const { retainAtLeast, maxCount, maxBytes } = this.bounds;
-    for (const [id, kept] of this.entries) {
-      const tooMany = this.entries.size > maxCount || this.heldBytes > maxBytes;
-      const expendable = this.entries.size > retainAtLeast && kept.recordedAt < cutoff;
+    const { retainAtLeast, maxCount, maxBodyBytes } = this.bounds;
+    for (const [id, kept] of this.records) {
+      const tooMany = this.records.size > maxCount;
+      const expendable = this.records.size > retainAtLeast && kept.recordedAt < cutoff;
       if (!tooMany && !expendable) break;
       this.delete(id);
+    }
+    for (const [id, kept] of this.answers) {
+      if (this.answerBytes <= maxBodyBytes) break;
+      this.dropAnswer(id, kept);
     }
   }
 }
@@ -220,11 +255,8 @@ export interface Execution {
   state: JsonObject;
   /** `<uploadDir>/<id>` when files were uploaded. */
   uploadFolder: string | undefined;
-  /**
-   * Actions with `file` parameters: every absolute path in a state handed out for this execution
-   * (`./file-state.ts`, rule 2). Undefined for other actions.
-   */
-  readonly handedOutPaths: Set<string> | undefined;
+  /** Actions with `file` parameters: where its states named its uploads (`./file-state.ts`, rule 2). */
+  uploadLocations: UploadLocations | undefined;
   readonly lock: ExecutionLock;
   readonly reports: PendingReports;
   body: BodyRun | undefined;
@@ -253,13 +285,13 @@ export class ExecutionStore {
    * Outcomes of executions this process ran. Their number grows only as fast as executions are
    * prepared and stopped; the bounds matter under extreme storms only.
    */
-  static readonly RAN: OutcomeBounds = { retainAtLeast: 1000, maxCount: 200_000, maxBytes: 64 * 1024 ** 2 };
+  static readonly RAN: OutcomeBounds = { retainAtLeast: 1000, maxCount: 50_000, maxBodyBytes: 32 * 1024 ** 2 };
   /**
    * Outcomes of stops of ids this process never knew (stateless stops). Anyone can send those, as
    * fast as they like, so they are bounded separately and tightly: a flood of them evicts only
    * its own kind, never the outcome of an execution that ran here.
    */
-  static readonly STATELESS: OutcomeBounds = { retainAtLeast: 1000, maxCount: 10_000, maxBytes: 8 * 1024 ** 2 };
+  static readonly STATELESS: OutcomeBounds = { retainAtLeast: 1000, maxCount: 10_000, maxBodyBytes: 4 * 1024 ** 2 };
   private readonly ran: OutcomeMemory;
   private readonly stateless: OutcomeMemory;
 
@@ -298,7 +330,7 @@ export class ExecutionStore {
       prepared: false,
       state: {},
       uploadFolder: undefined,
-      handedOutPaths: action.fileParameters.size > 0 ? new Set() : undefined,
+      uploadLocations: undefined,
       lock: new ExecutionLock(),
       reports: new PendingReports(),
       body: undefined,

@@ -8,17 +8,22 @@
  * messages. For actions with `file` parameters, checked on the main thread before author code runs:
  *
  * 1. **Prepare:** a `file` parameter's value is the file uploaded for it in this request
- * *    (multipart). A value in the JSON config of a parameter with no uploaded file is refused;
+ *    (multipart). A value in the JSON config of a parameter with no uploaded file is refused;
  *    `null`, `""` or absent is fine (a missing required file is the author's to report).
- * 2. **Every later state** (start, status, stop): each string in it that is an absolute path lies
- *    inside the execution's upload folder, or is one the extension itself put into a state it
- *    handed out for this execution (the author's own paths, e.g. a cgroup). So a client can send
- *    back what it was given, but cannot introduce a path. For an execution this process does not
- *    know (after a restart, or an action that keeps no execution records) nothing was handed out:
- *    only paths inside the upload folder pass.
+ * 2. **Later states of an execution this process prepared** (start, status, stop): every location
+ *    of a state the extension handed out for it that held a path into the execution's upload
+ *    folder (an {@link UploadLocations} record, grown with every state handed out) must hold such
+ *    a path again, or nothing (`null`, absent). Paths are resolved as `fs` resolves them (relative
+ *    ones against the working directory), so `<folder>/../x` and `../../etc/passwd` are outside.
+ *    Other locations are the author's own and are not judged: whatever the client sends there
+ *    never named an upload.
+ * 3. **Executions this process does not know** (after a restart or a move; their uploads were
+ *    never here or were removed with the process that received them): the lifecycle runs no start
+ *    and no status handler for them — only the stop, so that the rollback still happens, as the
+ *    reference does. That stop sees the agent's state unchecked: nothing records which of its
+ *    locations named uploads.
  *
- * A violation is a 400 naming the location; nothing of the request runs. Paths are compared after
- * `path.resolve`, so `<folder>/../x` is outside.
+ * A violation is a 400 naming the location; nothing of the request runs.
  *
  * @module
  */
@@ -43,28 +48,56 @@ export function assertFileParametersUploaded(fileParameters: ReadonlySet<string>
   }
 }
 
-/** Add the absolute paths in a state the extension hands out to `into` (rule 2's allowed paths). */
-export function collectAbsolutePaths(state: JsonObject, into: Set<string>): void {
-  visitStrings(state, (value) => {
-    if (path.isAbsolute(value)) into.add(value);
-  });
+/** The upload folder of an execution, resolved. */
+export function uploadFolderOf(uploadDir: string, executionId: string): string {
+  return path.resolve(uploadDir, executionId);
 }
 
 /**
- * Rule 2: every absolute path in `state` lies inside `folder` (the execution's upload folder) or
- * is one of `handedOut`.
+ * Rule 2's record: the locations of the states handed out for one execution that held a path into
+ * its upload folder. Bounded: a state has only so many strings, and the set is keyed by location.
  */
-export function assertNoForeignPaths(state: JsonObject, folder: string, handedOut: ReadonlySet<string> | undefined, executionId: string): void {
-  const inside = path.resolve(folder) + path.sep;
-  visitStrings(state, (value, at) => {
-    if (!path.isAbsolute(value) || handedOut?.has(value) === true || path.resolve(value).startsWith(inside)) return;
-    throw new RuntimeError(
-      ErrorCode.InvalidRequest,
-      400,
-      `Invalid request body: state${formatLocation(at())} names a path outside the uploads of execution ${executionId}`,
-      'an action with file parameters reads only the files uploaded for its execution; send back the state the extension handed out',
-    );
-  });
+export class UploadLocations {
+  private readonly locations = new Map<string, JsonLocation>();
+
+  constructor(private readonly folder: string) {}
+
+  /** Record the locations of `state` (handed out for this execution) that name an upload. */
+  record(state: JsonObject): void {
+    visitStrings(state, (value, at) => {
+      if (!isInside(value, this.folder)) return;
+      const location = at();
+      this.locations.set(JSON.stringify(location), location);
+    });
+  }
+
+  /** Rule 2: each recorded location of `state` holds a path into the folder, or nothing. */
+  assertKept(state: JsonObject, executionId: string): void {
+    for (const location of this.locations.values()) {
+      const value = valueAt(state, location);
+      if (value === undefined || value === null || (typeof value === 'string' && isInside(value, this.folder))) continue;
+      throw new RuntimeError(
+        ErrorCode.InvalidRequest,
+        400,
+        `Invalid request body: state${formatLocation(location)} names no upload of execution ${executionId}`,
+        'this location of the state named a file uploaded for the execution; an action with file parameters reads only those files, so send back the state the extension handed out',
+      );
+    }
+  }
+}
+
+/** A string that names a path inside `folder` once resolved (as `fs` would resolve it). */
+function isInside(value: string, folder: string): boolean {
+  return value !== '' && path.resolve(value).startsWith(folder + path.sep);
+}
+
+function valueAt(root: unknown, at: JsonLocation): unknown {
+  let value = root;
+  for (const key of at) {
+    if (typeof value !== 'object' || value === null) return undefined;
+    value = (value as Record<string | number, unknown>)[key];
+  }
+  return value;
 }
 
 /** `.a[2].b`, or `["odd key"]` for keys that are not identifiers. */

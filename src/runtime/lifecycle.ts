@@ -53,7 +53,6 @@
  *   run settles its waiters, failed ones retry and are finally given up.
  */
 import * as os from 'node:os';
-import * as path from 'node:path';
 import type { JsonObject, Message } from '../action.js';
 import type {
   ActionStatusRequestBody,
@@ -70,7 +69,7 @@ import { clockMs, clockUs, elapsedMs, generationOf, Reason, reasonOf, reasonText
 import type { BodyEnd, BodyLane, BodyRun } from './bodies.js';
 import { settlesWithin } from './waits.js';
 import type { BodySeat } from './body-threads.js';
-import { assertFileParametersUploaded, assertNoForeignPaths, collectAbsolutePaths } from './file-state.js';
+import { assertFileParametersUploaded, UploadLocations, uploadFolderOf } from './file-state.js';
 import { prependReports, type Execution, type ExecutionStore, type StopOutcome } from './executions.js';
 import type { HandlerReply, HandlerTask } from './protocol.js';
 import type { RegisteredAction } from './registry.js';
@@ -174,6 +173,9 @@ const STOP_RETRY_FACTOR = 4;
 /** Unknown executions remembered as already logged by the synthetic status, before the set starts over. */
 const UNKNOWN_REPORTED_MAX = 1_024;
 
+/** Prepared executions of non-stoppable actions with file parameters whose upload locations are kept (oldest forgotten first). */
+const UNTRACKED_UPLOAD_RECORDS_MAX = 10_000;
+
 /** Log lines per minute about requests for executions this process does not know (anyone can send those). */
 const UNKNOWN_LOG_LINES_PER_MINUTE = 20;
 
@@ -220,6 +222,11 @@ export class Lifecycle {
   /** Unknown executions whose synthetic status was already logged (see {@link unknownStatus}). */
   private readonly reportedUnknown = new Set<string>();
   private readonly unknownLog = new LogBudget(UNKNOWN_LOG_LINES_PER_MINUTE);
+  /**
+   * Upload locations (`./file-state.ts`) of prepared executions of actions with file parameters
+   * that keep no execution record (not stoppable), by id; bounded, oldest forgotten first.
+   */
+  private readonly untrackedUploads = new Map<string, UploadLocations>();
   /** Stop runs in progress (taken from the queue, not yet settled). */
   private readonly stopRuns = new Set<Promise<void>>();
   private readonly authorStops: Admission;
@@ -272,10 +279,16 @@ export class Lifecycle {
     const config: JsonObject = { ...(request.config as JsonObject) };
     for (const [name, file] of upload?.files ?? []) config[name] = file;
     const task = this.task('prepare', action, id, scope, { request: { ...request, executionId: id, config } as JsonObject });
-    if (execution === undefined) return prepareReply(await this.runHandler(task));
+    const locations = action.fileParameters.size > 0 ? new UploadLocations(uploadFolderOf(this.deps.uploadDir, id)) : undefined;
+    if (execution === undefined) {
+      const reply = await this.runHandler(task);
+      if (locations !== undefined && reply.ok && reply.result.error === undefined) this.rememberUntrackedUploads(id, locations, reply.state ?? {});
+      return prepareReply(reply);
+    }
 
     const owned = execution;
     owned.uploadFolder = upload?.folder;
+    owned.uploadLocations = locations;
     // Book-keeping happens under the execution's lock, so a stop queued behind this prepare sees its outcome.
     return owned.lock.run(async () => {
       const reply = await this.runHandler(task);
@@ -301,8 +314,11 @@ export class Lifecycle {
     const state = request.state as JsonObject;
     this.assertOwnedBy(action, id);
     if (!action.stoppable) {
-      this.assertStateConfined(action, id, state, undefined);
-      return stateReply(await this.runHandler(this.task('start', action, id, scope, { state })), state, 'Failed to start action.');
+      const locations = this.untrackedLocations(action, id, state);
+      if (locations === null) return uploadsNotHere(state);
+      const reply = await this.runHandler(this.task('start', action, id, scope, { state }));
+      if (reply.ok) locations?.record(reply.state ?? state);
+      return stateReply(reply, state, 'Failed to start action.');
     }
 
     let execution = this.deps.store.get(id);
@@ -317,13 +333,14 @@ export class Lifecycle {
     }
     if (execution === undefined) {
       if (this.closed) throw shuttingDown();
-      this.assertStateConfined(action, id, state, undefined);
+      // Its uploads were never on this instance, or went with the process that received them.
+      if (action.fileParameters.size > 0) return uploadsNotHere(state);
       // Prepared by a previous process of this extension (restart): adopt it with the agent's state.
       execution = this.deps.store.create(id, action);
-      handOut(execution, state);
+      execution.state = state;
       execution.prepared = true;
     } else {
-      this.assertStateConfined(action, id, state, execution);
+      execution.uploadLocations?.assertKept(state, id);
     }
     const owned = execution;
     await hold('start.before-lock', id);
@@ -340,14 +357,18 @@ export class Lifecycle {
       const recent = action.stoppable ? this.deps.store.recentStop(id) : undefined;
       if (recent !== undefined) return stoppedStatus(recent.outcome.reason, recent.outcome.bodyError);
       if (!action.hasStatusHandler) return this.unknownStatus(action, id);
-      this.assertStateConfined(action, id, state, undefined);
-      return statusReply(await this.runHandler(this.task('status', action, id, scope, { state })), state, undefined);
+      const locations = action.stoppable ? null : this.untrackedLocations(action, id, state);
+      // A stoppable action with file parameters this process does not know: its uploads are not here.
+      if (locations === null && action.fileParameters.size > 0) return this.unknownStatus(action, id);
+      const reply = await this.runHandler(this.task('status', action, id, scope, { state }));
+      if (reply.ok) locations?.record(reply.state ?? state);
+      return statusReply(reply, state, undefined);
     }
     this.deps.table.recordHeartbeat(execution.slot);
     const stopped = this.stoppedStatusOf(execution);
     if (stopped !== undefined) return stopped;
     if (!action.hasStatusHandler) return { status: 200, body: prependReports({ completed: false }, execution.reports.drain()) };
-    this.assertStateConfined(action, id, state, execution);
+    execution.uploadLocations?.assertKept(state, id);
     return execution.lock.run(async () => {
       // Re-check: a stop may have been requested while this request waited for the lock.
       const stoppedMeanwhile = this.stoppedStatusOf(execution);
@@ -374,7 +395,7 @@ export class Lifecycle {
     for (let round = 0; round < 2; round++) {
       const execution = this.deps.store.get(id);
       if (execution === undefined) break;
-      this.assertStateConfined(action, id, state, execution);
+      execution.uploadLocations?.assertKept(state, id);
       const outcome = await this.request(execution, Reason.Agent, state);
       if (outcome.reason === Reason.Agent || outcome.givenUp === true) return stopReplyFor(outcome);
       if (outcome.succeeded) return stoppedByExtensionForStop(outcome.reason);
@@ -384,7 +405,7 @@ export class Lifecycle {
     if (recent !== undefined && (recent.outcome.succeeded || recent.outcome.stateless !== true)) return stopReplyFor(recent.outcome);
     const live = this.deps.store.get(id);
     if (live !== undefined) return stoppedByExtensionForStop(this.stopReasonOf(live) ?? Reason.Agent);
-    this.assertStateConfined(action, id, state, undefined);
+    // Unchecked (file-state.ts, rule 3): the rollback must run, and nothing records the state's uploads.
     return this.statelessStop(action, id, state);
   }
 
@@ -766,14 +787,27 @@ export class Lifecycle {
     return stopReplyFor(outcome);
   }
 
+  /** Keep the upload locations of a prepared execution of a non-stoppable file action (bounded). */
+  private rememberUntrackedUploads(id: string, locations: UploadLocations, state: JsonObject): void {
+    locations.record(state);
+    this.untrackedUploads.set(id, locations);
+    if (this.untrackedUploads.size > UNTRACKED_UPLOAD_RECORDS_MAX) {
+      const oldest = this.untrackedUploads.keys().next().value;
+      if (oldest !== undefined) this.untrackedUploads.delete(oldest);
+    }
+  }
+
   /**
-   * Before author code runs with a state the client sent: for an action with `file` parameters,
-   * the state names no file but the execution's uploads and the paths the extension handed out for
-   * `execution` (none when this process does not know it). See `./file-state.ts`.
+   * For a non-stoppable action: its upload locations, checked against `state` (`./file-state.ts`
+   * rule 2); `undefined` for an action without file parameters; `null` when it has some but this
+   * process prepared no such execution (rule 3: its uploads are not here).
    */
-  private assertStateConfined(action: RegisteredAction, id: string, state: JsonObject, execution: Execution | undefined): void {
-    if (action.fileParameters.size === 0) return;
-    assertNoForeignPaths(state, path.join(this.deps.uploadDir, id), execution?.handedOutPaths, id);
+  private untrackedLocations(action: RegisteredAction, id: string, state: JsonObject): UploadLocations | undefined | null {
+    if (action.fileParameters.size === 0) return undefined;
+    const locations = this.untrackedUploads.get(id);
+    if (locations === undefined) return null;
+    locations.assertKept(state, id);
+    return locations;
   }
 
   /**
@@ -897,16 +931,27 @@ function bodyEndMessages(end: BodyEnd, execution: Execution, graceMs: number): M
   }
 }
 
-/** Actions with file parameters never hold more handed-out paths than this; beyond, only the latest state's count. */
-const HANDED_OUT_PATHS_MAX = 1_024;
-
-/** Record `state` as the execution's latest, handed out to the agent (with its absolute paths, `./file-state.ts`). */
+/** Record `state` as the execution's latest, handed out to the agent (and where it names uploads, `./file-state.ts`). */
 function handOut(execution: Execution, state: JsonObject): void {
   execution.state = state;
-  const paths = execution.handedOutPaths;
-  if (paths === undefined) return;
-  if (paths.size > HANDED_OUT_PATHS_MAX) paths.clear();
-  collectAbsolutePaths(state, paths);
+  execution.uploadLocations?.record(state);
+}
+
+/**
+ * The start of an execution of an action with file parameters that this process did not prepare:
+ * its uploads are not here, so its author code cannot run; the agent stops it (`./file-state.ts`).
+ */
+function uploadsNotHere(state: JsonObject): Reply {
+  return {
+    status: 200,
+    body: {
+      state,
+      error: {
+        title: 'Failed to start action.',
+        detail: 'this extension process did not prepare this execution, so the files uploaded for it are not here (it was restarted since, or the prepare went to another instance); prepare it again',
+      },
+    },
+  };
 }
 
 /** 0.042 ms → "42 µs"; 12.3456 → "12.3 ms". */

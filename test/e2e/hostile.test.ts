@@ -7,11 +7,12 @@
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
 import { existsSync } from 'node:fs';
-import { join } from 'node:path';
+import { join, relative } from 'node:path';
 import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
-import { ExecutionStore } from '../../src/runtime/executions.js';
-import { spawnListening, tempDir, type Answer, type Child } from '../support/harness.js';
+import { ExecutionStore, outcomeMemoryBound } from '../../src/runtime/executions.js';
+import { MAX_JSON_DEPTH } from '../../src/api/json-depth.js';
+import { fixture, logLines, sleep, spawnListening, start, tempDir, type Answer, type Child } from '../support/harness.js';
 
 const TEST_TIMEOUT_MS = 120_000;
 const CPU = 'com.example.actionkit.cpu-stress';
@@ -40,9 +41,9 @@ describe('hostile clients against the example extension', () => {
   });
 
   /** A multipart prepare of the log check with `content` uploaded as its log file. */
-  async function prepareLogCheck(executionId: string, content: string): Promise<Answer> {
+  async function prepareLogCheck(executionId: string, content: string, pattern = 'ERROR'): Promise<Answer> {
     const form = new FormData();
-    form.append('request', JSON.stringify({ executionId, config: { logFile: 'file::1', pattern: 'ERROR', maxMatches: 100 }, properties: {} }));
+    form.append('request', JSON.stringify({ executionId, config: { logFile: 'file::1', pattern, maxMatches: 100 }, properties: {} }));
     form.append('logFile', new Blob([content], { type: 'application/octet-stream' }), 'app.log');
     return child.agent.request('POST', `/${LOG_CHECK}/prepare`, form);
   }
@@ -76,14 +77,15 @@ describe('hostile clients against the example extension', () => {
     const altered: [string, Json][] = [
       ['a host file', { ...state, logFile: HOST_FILE }],
       ['a path out of the folder', { ...state, logFile: join(uploads.path, id, '..', '..', '..', 'etc', 'passwd') }],
+      ['a relative path (resolved against the working directory)', { ...state, logFile: relative(process.cwd(), HOST_FILE) }],
       ['another execution’s upload', { ...state, logFile: otherFile }],
-      ['a host file in a new field', { ...state, extra: { deep: [HOST_FILE] } }],
+      ['a number', { ...state, logFile: 7 }],
     ];
     for (const [what, bad] of altered) {
       for (const phase of ['start', 'status', 'stop'] as const) {
         const answer = await child.agent.request('POST', `/${LOG_CHECK}/${phase}`, { executionId: id, state: bad });
         assert.equal(answer.status, 400, `${phase} with ${what}: ${JSON.stringify(answer.body)}`);
-        assert.match(String(answer.body['title']), /^Invalid request body: state(\.logFile|\.extra\.deep\[0\]) names a path outside the uploads of execution /, `${phase} with ${what}`);
+        assert.equal(answer.body['title'], `Invalid request body: state.logFile names no upload of execution ${id}`, `${phase} with ${what}`);
         assertNoHostFile(answer);
       }
     }
@@ -98,13 +100,26 @@ describe('hostile clients against the example extension', () => {
     assert.equal((await child.agent.stop(LOG_CHECK, id, startedState)).status, 200);
     assert.equal(existsSync(join(uploads.path, id)), false);
 
-    // An execution this process does not know (after a restart): only paths in its upload folder pass.
+    // A host path brought in through a parameter that is not a file (the pattern, copied into the
+    // state by prepare) is still no upload.
+    const smuggler = randomUUID();
+    const smuggled = await prepareLogCheck(smuggler, 'ERROR\n', HOST_FILE);
+    assert.equal(smuggled.status, 200, JSON.stringify(smuggled.body));
+    const smuggledState = smuggled.body['state'] as Json;
+    const answer = await child.agent.request('POST', `/${LOG_CHECK}/start`, { executionId: smuggler, state: { ...smuggledState, logFile: HOST_FILE, pattern: 'root' } });
+    assert.equal(answer.status, 400, JSON.stringify(answer.body));
+    assert.equal((await child.agent.stop(LOG_CHECK, smuggler, smuggledState)).status, 200);
+
+    // An execution this process did not prepare (after a restart): no start or status handler runs
+    // with its state; its stop runs, for the rollback.
     const unknown = randomUUID();
-    for (const phase of ['start', 'status', 'stop'] as const) {
-      const answer = await child.agent.request('POST', `/${LOG_CHECK}/${phase}`, { executionId: unknown, state: { logFile: HOST_FILE, pattern: '.' } });
-      assert.equal(answer.status, 400, `${phase} of an unknown execution: ${JSON.stringify(answer.body)}`);
-      assertNoHostFile(answer);
-    }
+    const hostile = { logFile: HOST_FILE, fileName: 'passwd', pattern: '.', maxMatches: 0, matches: null, lines: null };
+    const startUnknown = await child.agent.start(LOG_CHECK, unknown, hostile);
+    assert.match(String((startUnknown.body['error'] as Json | undefined)?.['detail']), /did not prepare this execution/);
+    assertNoHostFile(startUnknown);
+    const statusUnknown = await child.agent.status(LOG_CHECK, unknown, hostile);
+    assert.deepEqual(statusUnknown.body, { completed: false });
+    assert.equal((await child.agent.stop(LOG_CHECK, unknown, hostile)).status, 200);
     assert.equal((await child.agent.stop(LOG_CHECK, other, {})).status, 200);
   });
 
@@ -155,13 +170,119 @@ describe('hostile clients against the example extension', () => {
     const metrics = await scrape(child);
     assert.ok(metric(metrics, 'actionkit_remembered_stops{kind="stateless"}') <= ExecutionStore.STATELESS.maxCount, 'stateless outcomes beyond their bound');
     assert.ok(metric(metrics, 'actionkit_remembered_stops{kind="ran"}') >= 1);
-    assert.ok(metric(metrics, 'actionkit_remembered_stops_bytes') <= ExecutionStore.RAN.maxBytes + ExecutionStore.STATELESS.maxBytes);
+    assert.ok(metric(metrics, 'actionkit_remembered_stops_bytes') <= outcomeMemoryBound(ExecutionStore.RAN) + outcomeMemoryBound(ExecutionStore.STATELESS));
     // The execution that ran still gets its own stop's answer, not a stateless rerun.
     const again = await child.agent.stop(CPU, ran, prepared.body['state']);
     assert.deepEqual(again.body, ranStop.body);
     // The log was not flooded: at most a budget of lines about unknown executions.
     const unknownLines = child.logs.filter((line) => line.includes('does not know')).length;
     assert.ok(unknownLines < 100, `${unknownLines} log lines about unknown executions`);
+  });
+});
+
+describe('hostile clients against extensions in this process', () => {
+  const logs = tempDir('actionkit-hostile-logs-');
+  after(() => logs.remove());
+
+  test('a state nested too deeply to come back is not handed out; the execution stays stoppable', { timeout: TEST_TIMEOUT_MS }, async () => {
+    const running = await start({ actions: [fixture('deep-state')] });
+    try {
+      const id = randomUUID();
+      const stopLog = join(logs.path, `${id}.log`);
+      // A request nests the state one level down: MAX_JSON_DEPTH − 1 levels come back, one more would not.
+      const fits = await running.agent.prepare('fixture.deep-state', randomUUID(), { depth: MAX_JSON_DEPTH - 1 });
+      assert.equal(fits.body['error'], undefined, JSON.stringify(fits.body).slice(0, 300));
+      const tooDeep = await running.agent.prepare('fixture.deep-state', id, { depth: MAX_JSON_DEPTH, stopLog });
+      assert.equal((tooDeep.body['error'] as Json | undefined)?.['title'], 'State too deeply nested');
+      // What was handed out comes back: a start and a stop with it are accepted.
+      const handedOut = fits.body['state'];
+      const back = await running.agent.request('POST', '/fixture.deep-state/stop', { executionId: randomUUID(), state: handedOut });
+      assert.equal(back.status, 200, JSON.stringify(back.body).slice(0, 300));
+    } finally {
+      await running.close();
+    }
+  });
+
+  test('answers of a client’s own stops cannot push out the record of a stop that ran: a repeated stop never rolls back twice', { timeout: TEST_TIMEOUT_MS }, async () => {
+    const running = await start({ actions: [fixture('behave'), fixture('echo-stop')] });
+    try {
+      const ran = randomUUID();
+      const stopLog = join(logs.path, `evict-${ran}.log`);
+      const prepared = await running.agent.prepare('fixture.behave', ran, { stopLog });
+      const state = (await running.agent.start('fixture.behave', ran, prepared.body['state'])).body['state'];
+      const first = await running.agent.stop('fixture.behave', ran, state);
+      assert.equal(first.status, 200);
+      // Answers of 4.9 MB each: 15 of them are more than every bound on kept answers.
+      const big = 'a'.repeat(4_900_000);
+      for (let i = 0; i < 15; i++) {
+        const id = randomUUID();
+        await running.agent.prepare('fixture.echo-stop', id, {});
+        assert.equal((await running.agent.request('POST', '/fixture.echo-stop/stop', { executionId: id, state: { echo: big } })).status, 200);
+      }
+      const again = await running.agent.stop('fixture.behave', ran, state);
+      assert.equal(again.status, 200);
+      assert.equal(logLines(stopLog, ran).length, 1, `author stop calls: ${JSON.stringify(logLines(stopLog, ran))}`);
+      assert.deepEqual(again.body, first.body);
+    } finally {
+      await running.close();
+    }
+  });
+
+  test('after a restart, the agent’s stop of a file action runs with the state it holds (the rollback), the extension’s own paths included', { timeout: TEST_TIMEOUT_MS }, async () => {
+    const uploadDir = tempDir('actionkit-hostile-restart-');
+    const stopLog = join(logs.path, `restart-${randomUUID()}.log`);
+    const id = randomUUID();
+    // The first process stays up (its shutdown would roll back itself): the agent's stop reaches a second one.
+    const first = await start({ actions: [fixture('http-files')], uploadDir: uploadDir.path });
+    const second = await start({ actions: [fixture('http-files')], uploadDir: uploadDir.path });
+    try {
+      const form = new FormData();
+      form.append('request', JSON.stringify({ executionId: id, config: { duration: 10_000, payload: 'file::1', stopLog } }));
+      form.append('payload', new Blob(['payload'], { type: 'application/octet-stream' }), 'payload.bin');
+      const prepared = await first.agent.request('POST', '/fixture.http.files/prepare', form);
+      assert.equal(prepared.status, 200, JSON.stringify(prepared.body));
+      const stopped = await second.agent.stop('fixture.http.files', id, prepared.body['state']);
+      assert.equal(stopped.status, 200, JSON.stringify(stopped.body));
+      assert.equal(logLines(stopLog, id).length, 1, 'the author’s stop (the rollback) ran');
+    } finally {
+      await second.close();
+      await first.close();
+      uploadDir.remove();
+    }
+  });
+
+  test('a Request-Timeout answer is written at once and small, whatever the header held', { timeout: TEST_TIMEOUT_MS }, async () => {
+    const running = await start({ actions: [fixture('behave')] });
+    try {
+      const id = randomUUID();
+      const prepared = await running.agent.prepare('fixture.behave', id, { stop: 'slow', slowMs: 800 });
+      // 1,100 zeros: echoed into the answer, it would be over 1 KiB and gzipped after the discard.
+      const answer = await running.agent.request('POST', '/fixture.behave/stop', { executionId: id, state: prepared.body['state'] }, {
+        'accept-encoding': 'gzip',
+        'request-timeout': `0.2${'0'.repeat(1100)}`,
+      });
+      assert.equal(answer.status, 503);
+      assert.deepEqual(answer.body, { title: 'Timeout', detail: 'the request did not complete within its Request-Timeout of 0.2 s' });
+    } finally {
+      await running.close();
+    }
+  });
+
+  test('an author router that answers after its Request-Timeout, in any way express writes, changes nothing and crashes nothing', { timeout: TEST_TIMEOUT_MS }, async () => {
+    const child = await spawnListening([fixture('late-router-main')]);
+    try {
+      for (const path of ['/late/204', '/late/json', '/late/redirect', '/late/headers']) {
+        const answer = await child.agent.request('GET', path, undefined, { 'request-timeout': '0.1' });
+        assert.equal(answer.status, 503, path);
+      }
+      // Past every late write: the process still serves.
+      await sleep(1_000);
+      assert.equal((await child.agent.request('GET', '/')).status, 200);
+      assert.equal(child.logs.filter((line) => /ERR_HTTP_HEADERS_SENT|uncaught/i.test(line)).length, 0, child.logs.join('\n'));
+    } finally {
+      child.process.kill('SIGTERM');
+      assert.equal(await child.exited, 143);
+    }
   });
 });
 

@@ -4,7 +4,10 @@
  */
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
-import { ExecutionStore, PendingReports, type StopOutcome } from '../../src/runtime/executions.js';
+import { randomUUID } from 'node:crypto';
+import { setFlagsFromString } from 'node:v8';
+import { runInNewContext } from 'node:vm';
+import { ExecutionStore, MAX_KEPT_ANSWER_BYTES, outcomeMemoryBound, PendingReports, type StopOutcome } from '../../src/runtime/executions.js';
 import { ControlTable, Reason } from '../../src/shm/table.js';
 
 function outcome(messageBytes: number): StopOutcome {
@@ -17,23 +20,49 @@ function outcome(messageBytes: number): StopOutcome {
   };
 }
 
-test('remembered stop outcomes are bounded by bytes, even below the count floor and within the retention', () => {
+test('remembered stop answers are bounded by bytes; their records stay, so a repeated stop is never run again', () => {
   const store = new ExecutionStore(ControlTable.create(1), 3_600_000);
-  // 100 outcomes of 1 MiB each: far below the 1,000 kept by count, all young — and 100 MiB.
-  const bytesEach = 1024 * 1024;
-  for (let i = 0; i < 100; i++) store.remember(`id-${i}`, 'action', outcome(bytesEach));
-  assert.ok(store.recentStopBytes <= ExecutionStore.RAN.maxBytes, `${store.recentStopBytes} bytes kept`);
-  assert.ok(store.recentStopBytes > ExecutionStore.RAN.maxBytes - 2 * bytesEach, 'it keeps as many as fit');
-  assert.equal(store.recentStop('id-0'), undefined, 'the oldest went first');
-  assert.ok(store.recentStop('id-99') !== undefined, 'the newest is kept');
-  // Small outcomes: the count floor and the retention apply as before.
+  // 1,000 answers of 60 KiB each (under the per-answer cap): 60 MiB, more than the answers' bound.
+  const bytesEach = 60 * 1024;
+  for (let i = 0; i < 1_000; i++) store.remember(`id-${i}`, 'action', outcome(bytesEach));
+  assert.ok(store.recentStopBytes <= outcomeMemoryBound(ExecutionStore.RAN), `${store.recentStopBytes} bytes kept`);
+  assert.deepEqual(store.recentStopCounts, { ran: 1_000, stateless: 0 }, 'every record is kept');
+  const oldest = store.recentStop('id-0');
+  assert.ok(oldest !== undefined, 'the oldest record is kept');
+  assert.match(JSON.stringify(oldest.outcome.body), /no longer kept/, 'the oldest answer went first');
+  assert.equal(oldest.outcome.succeeded, true);
+  assert.equal(JSON.stringify(store.recentStop('id-999')?.outcome.body).length > bytesEach, true, 'the newest answer is kept');
+  // An answer above the per-answer cap is never kept, whatever room there is.
+  store.remember('huge', 'action', outcome(MAX_KEPT_ANSWER_BYTES + 1));
+  assert.match(JSON.stringify(store.recentStop('huge')?.outcome.body), /no longer kept/);
+  // Remembering an id again replaces it, and its bytes are not counted twice.
   const small = new ExecutionStore(ControlTable.create(1), 3_600_000);
   for (let i = 0; i < 2_000; i++) small.remember(`id-${i}`, 'action', outcome(10));
   assert.ok(small.recentStop('id-0') !== undefined, 'young small outcomes are all kept');
-  // Remembering an id again replaces it, and its bytes are not counted twice.
   const before = small.recentStopBytes;
   small.remember('id-5', 'action', outcome(10));
   assert.equal(small.recentStopBytes, before);
+});
+
+test('stateless outcomes are bounded by their own count: a flood of them evicts nothing that ran here', () => {
+  const store = new ExecutionStore(ControlTable.create(1), 3_600_000);
+  store.remember('ran', 'action', outcome(10));
+  for (let i = 0; i < ExecutionStore.STATELESS.maxCount + 500; i++) store.remember(`unknown-${i}`, 'action', { ...outcome(10), stateless: true });
+  assert.deepEqual(store.recentStopCounts, { ran: 1, stateless: ExecutionStore.STATELESS.maxCount });
+  assert.ok(store.recentStop('ran') !== undefined);
+  assert.equal(store.recentStop('unknown-0'), undefined, 'the oldest stateless outcome went');
+});
+
+test('the heap a remembered outcome takes stays within what is accounted for it', () => {
+  setFlagsFromString('--expose-gc');
+  const gc = runInNewContext('gc') as () => void;
+  const store = new ExecutionStore(ControlTable.create(1), 3_600_000);
+  gc();
+  const before = process.memoryUsage().heapUsed;
+  for (let i = 0; i < 20_000; i++) store.remember(randomUUID(), 'com.example.action', outcome(100));
+  gc();
+  const heldBytes = process.memoryUsage().heapUsed - before;
+  assert.ok(heldBytes <= store.recentStopBytes * 1.1, `heap grew by ${heldBytes} bytes; accounted ${store.recentStopBytes}`);
 });
 
 test('reports a failed stop took are put back in front of newer ones, within the per-poll bound', () => {
