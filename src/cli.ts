@@ -3,14 +3,13 @@
  * `actionkit` — the runtime's command line:
  * - `actionkit serve <module...>` serves action modules without a hand-written main;
  * - `actionkit check <url>` checks any running ActionKit extension against the spec and the agent's
- *   expectations.
+ *   expectations;
+ * - `actionkit init <dir>` scaffolds an extension project that depends on this runtime.
  *
  * Exit codes: 0 success, 1 failure (start-up error, failed check), 2 usage error. `serve` keeps
  * running until a signal; the runtime then exits with 143 (SIGTERM) or 130 (SIGINT).
  */
-import { runCheckCommand } from './cli/check.js';
 import { UsageError } from './cli/usage.js';
-import { runServeCommand } from './cli/serve.js';
 
 const HELP = `Usage: actionkit <command> [options]
 
@@ -21,6 +20,8 @@ Commands:
   check <url>         Check a running ActionKit extension (any language): list,
                       descriptions, registration rules, one run per action with
                       default parameters, error answers; optionally the heartbeat.
+  init <dir>          Create an extension project in <dir>: two actions, tests,
+                      tsconfig, Dockerfile, README (--runtime picks the package).
 
 Run 'actionkit <command> --help' for the options of a command.
 `;
@@ -28,10 +29,13 @@ Run 'actionkit <command> --help' for the options of a command.
 async function main(argv: readonly string[]): Promise<number | undefined> {
   const [command, ...rest] = argv;
   switch (command) {
+    // Each command loads only its own modules: `init` and `check` need neither express nor the pools.
     case 'serve':
-      return runServeCommand(rest);
+      return (await import('./cli/serve.js')).runServeCommand(rest);
     case 'check':
-      return runCheckCommand(rest);
+      return (await import('./cli/check.js')).runCheckCommand(rest);
+    case 'init':
+      return (await import('./cli/init.js')).runInitCommand(rest);
     case undefined:
     case '-h':
     case '--help':

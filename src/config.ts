@@ -67,6 +67,17 @@ const TLS_NAMES = {
 } as const;
 
 /**
+ * An express router or request handler for {@link OptionsSchema | `routers`}. Its own name, so the
+ * declaration files name it instead of spelling out express's generic defaults (whose packages,
+ * such as `qs`, a consumer's compiler may not resolve from this package).
+ */
+export interface RouterOption extends RequestHandler {}
+
+const routerSchema = z.custom<RouterOption>((value) => typeof value === 'function', {
+  message: 'expected an express router or request handler (a function)',
+});
+
+/**
  * Options of {@link createExtension}. Every field except `actions` is optional; defaults below.
  */
 export const OptionsSchema = z.strictObject({
@@ -92,9 +103,7 @@ export const OptionsSchema = z.strictObject({
    * metrics, `Request-Timeout` and shutdown. They run on the HTTP thread after the action routes,
    * in this order. Default: none.
    */
-  routers: z
-    .array(z.custom<RequestHandler>((value) => typeof value === 'function', { message: 'expected an express router or request handler (a function)' }))
-    .default([]),
+  routers: z.array(routerSchema).default([]),
   /** HTTP port (`STEADYBIT_EXTENSION_PORT`). Default 8080; 0 picks a free port. */
   port: z.number().int().min(0).max(65535).default(8080),
   /** Listen address; default all interfaces, like the reference. */

@@ -3,11 +3,10 @@
  * 1 when any row fails.
  */
 import { readFileSync } from 'node:fs';
-import { parseArgs } from 'node:util';
 import type { JsonObject } from '../api/schemas.js';
 import { checkExtension, type CheckOptions, type CheckReport } from '../testing/check.js';
 import { nodeTransport, type NodeTransportOptions } from '../testing/node-transport.js';
-import { durationOption, UsageError } from './usage.js';
+import { durationOption, parseCommandLine, UsageError } from './usage.js';
 
 const USAGE = `Usage: actionkit check <url> [options]
 
@@ -44,37 +43,29 @@ a check failed, 2 for wrong arguments.
 
 /** Run `check`; resolves with the exit code. */
 export async function runCheckCommand(argv: readonly string[]): Promise<number> {
-  let parsed;
-  try {
-    parsed = parseArgs({
-      args: [...argv],
-      allowPositionals: true,
-      options: {
-        action: { type: 'string' },
-        config: { type: 'string' },
-        file: { type: 'string', multiple: true },
-        duration: { type: 'string' },
-        'max-interval': { type: 'string' },
-        'request-timeout': { type: 'string' },
-        'list-path': { type: 'string' },
-        'unix-socket': { type: 'string' },
-        ca: { type: 'string' },
-        cert: { type: 'string' },
-        key: { type: 'string' },
-        heartbeat: { type: 'boolean' },
-        'heartbeat-timeout': { type: 'string' },
-        json: { type: 'boolean' },
-        help: { type: 'boolean', short: 'h' },
-      },
-    });
-  } catch (error) {
-    throw new UsageError((error as Error).message, USAGE);
-  }
+  const parsed = parseCommandLine(
+    argv,
+    {
+      action: { type: 'string' },
+      config: { type: 'string' },
+      file: { type: 'string', multiple: true },
+      duration: { type: 'string' },
+      'max-interval': { type: 'string' },
+      'request-timeout': { type: 'string' },
+      'list-path': { type: 'string' },
+      'unix-socket': { type: 'string' },
+      ca: { type: 'string' },
+      cert: { type: 'string' },
+      key: { type: 'string' },
+      heartbeat: { type: 'boolean' },
+      'heartbeat-timeout': { type: 'string' },
+      json: { type: 'boolean' },
+      help: { type: 'boolean', short: 'h' },
+    },
+    USAGE,
+  );
+  if (parsed === undefined) return 0;
   const { values, positionals } = parsed;
-  if (values.help === true) {
-    process.stdout.write(USAGE);
-    return 0;
-  }
   if (positionals.length !== 1) throw new UsageError(positionals.length === 0 ? 'check needs the URL of an extension' : `check takes one URL, got ${positionals.length}`, USAGE);
   const url = positionals[0]!;
   if (!URL.canParse(url)) throw new UsageError(`${JSON.stringify(url)} is not a URL (e.g. http://127.0.0.1:8080)`, USAGE);

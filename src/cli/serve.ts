@@ -4,9 +4,8 @@
  * description mistake (or a module that cannot be loaded) is one clear line on stderr and exit 1.
  */
 import { resolve } from 'node:path';
-import { parseArgs } from 'node:util';
 import { createExtension, type Extension } from '../extension.js';
-import { UsageError } from './usage.js';
+import { parseCommandLine, UsageError } from './usage.js';
 
 const USAGE = `Usage: actionkit serve <module...>
 
@@ -24,16 +23,8 @@ Options:
 
 /** Run `serve`; resolves with an exit code on failure, undefined once listening. */
 export async function runServeCommand(argv: readonly string[]): Promise<number | undefined> {
-  let parsed;
-  try {
-    parsed = parseArgs({ args: [...argv], allowPositionals: true, options: { help: { type: 'boolean', short: 'h' } } });
-  } catch (error) {
-    throw new UsageError((error as Error).message, USAGE);
-  }
-  if (parsed.values.help === true) {
-    process.stdout.write(USAGE);
-    return 0;
-  }
+  const parsed = parseCommandLine(argv, { help: { type: 'boolean', short: 'h' } }, USAGE);
+  if (parsed === undefined) return 0;
   if (parsed.positionals.length === 0) throw new UsageError('serve needs at least one action module', USAGE);
   // Relative paths are relative to where the command runs (the runtime itself refuses them,
   // because worker threads could resolve them differently).

@@ -30,11 +30,25 @@ export interface AgentClientOptions {
    * An undici `Dispatcher` passed to `fetch` (`init.dispatcher`), e.g. an `Agent` with TLS options
    * (`connect: { ca, cert, key }`) or a unix socket (`connect: { socketPath }`).
    */
-  dispatcher?: RequestInit['dispatcher'];
+  dispatcher?: FetchDispatcher;
   /** The `fetch` to use. Default: the global one (Node's bundled undici). */
   fetch?: typeof fetch;
   /** Headers sent with every request (e.g. authorization of a proxy in front of the extension). */
   headers?: Readonly<Record<string, string>>;
+}
+
+/**
+ * What {@link AgentClientOptions.dispatcher} accepts: an undici `Dispatcher` (an `Agent`, `Pool`,
+ * `ProxyAgent`, … from the `undici` package), which Node's `fetch` takes as `init.dispatcher`.
+ *
+ * Typed by its shape on purpose: `RequestInit['dispatcher']` exists only in `@types/node`'s
+ * `RequestInit`, and a consumer whose tsconfig includes the DOM lib (TypeScript's default when
+ * `lib` is not set) gets the DOM's `RequestInit` instead, so a public signature naming it fails
+ * to compile there. Any object with undici's `dispatch` method fits.
+ */
+export interface FetchDispatcher {
+  /** undici's `Dispatcher.dispatch(options, handler)`. */
+  dispatch(...args: never[]): unknown;
 }
 
 /** An HTTP answer as received, before any schema is applied. */
@@ -89,7 +103,7 @@ export class AgentClient {
   readonly baseUrl: URL;
   private readonly listPath: string;
   private readonly requestTimeoutMs: number | null;
-  private readonly dispatcher: RequestInit['dispatcher'];
+  private readonly dispatcher: FetchDispatcher | undefined;
   private readonly fetchImpl: typeof fetch;
   private readonly headers: Readonly<Record<string, string>>;
 
@@ -122,7 +136,8 @@ export class AgentClient {
       headers['content-type'] = 'application/json';
     }
     Object.assign(headers, lowerCaseKeys(options.headers ?? {}));
-    if (this.dispatcher !== undefined) init.dispatcher = this.dispatcher;
+    // Node's fetch reads `dispatcher` from the init; not every RequestInit type declares it.
+    if (this.dispatcher !== undefined) Object.assign(init, { dispatcher: this.dispatcher });
     const startedAt = performance.now();
     let response: Response;
     let text: string;

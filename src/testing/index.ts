@@ -21,7 +21,7 @@
  * });
  * ```
  */
-export { AgentClient, interpretAnswer, type AgentClientOptions, type ExchangeOptions, type RawAnswer } from './client.js';
+export { AgentClient, interpretAnswer, type AgentClientOptions, type ExchangeOptions, type FetchDispatcher, type RawAnswer } from './client.js';
 export {
   runExecution,
   type ExecutionEndpoints,

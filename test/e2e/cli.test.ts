@@ -6,7 +6,7 @@
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
 import { randomUUID } from 'node:crypto';
-import { writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync } from 'node:fs';
 import * as http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { tmpdir } from 'node:os';
@@ -110,6 +110,57 @@ describe('actionkit serve', { timeout: TEST_TIMEOUT_MS }, () => {
     const missing = await cli(['serve', join(tmpdir(), `actionkit-missing-${randomUUID()}.js`)], { STEADYBIT_EXTENSION_PORT: '0' });
     assert.equal(missing.code, 1);
     assert.match(missing.stderr, /^actionkit serve: cannot load action module/);
+  });
+});
+
+describe('actionkit serve: an action module compiled to the wrong module system', { timeout: TEST_TIMEOUT_MS }, () => {
+  const project = tempDir('actionkit-cjs-');
+  const env = { STEADYBIT_EXTENSION_PORT: '0', STEADYBIT_EXTENSION_HEALTH_PORT: '0' };
+  // What tsc emits for `export default defineAction({...})` under "module": "NodeNext" when
+  // package.json has no "type": "module" (here requiring the runtime by path instead of by name).
+  const commonJsAction = `"use strict";
+Object.defineProperty(exports, "__esModule", { value: true });
+const action_1 = require(${JSON.stringify(fileURLToPath(new URL('../../src/action.js', import.meta.url)))});
+exports.default = (0, action_1.defineAction)({
+  description: { id: 'fixture.cjs', label: 'CJS', version: '1.0.0', description: 'compiled to CommonJS', kind: 'other', timeControl: 'instantaneous', parameters: [] },
+  prepare: () => ({ state: {} }),
+});
+`;
+  after(() => project.remove());
+
+  test('CommonJS output in a package without "type": "module" names the cause and the fix, not the default export', async () => {
+    const dir = join(project.path, 'commonjs');
+    mkdirSync(dir);
+    writeFileSync(join(dir, 'package.json'), JSON.stringify({ name: 'commonjs-extension', version: '1.0.0' }));
+    writeFileSync(join(dir, 'action.js'), commonJsAction);
+    const result = await cli(['serve', join(dir, 'action.js')], env);
+    assert.equal(result.code, 1);
+    assert.doesNotMatch(result.stderr, /must export default defineAction/);
+    assert.match(result.stderr, /CommonJS/);
+    assert.match(result.stderr, /set "type": "module" in the package\.json of the project, compile with "module": "NodeNext"/);
+    if (process.features.require_module === true) {
+      // With require(esm) the module loads, and its action arrives as module.exports.default.
+      assert.match(result.stderr, /exports its action as module\.exports\.default, not as an ES module default export: it was loaded as CommonJS because \S+package\.json has no "type" field/);
+    }
+  });
+
+  test('CommonJS output in a package with "type": "module", and ES module output in one without, say so too', async () => {
+    const esmPackage = join(project.path, 'esm-package');
+    mkdirSync(esmPackage);
+    writeFileSync(join(esmPackage, 'package.json'), JSON.stringify({ name: 'esm-extension', version: '1.0.0', type: 'module' }));
+    writeFileSync(join(esmPackage, 'action.js'), commonJsAction);
+    const commonJsOutput = await cli(['serve', join(esmPackage, 'action.js')], env);
+    assert.equal(commonJsOutput.code, 1);
+    assert.match(commonJsOutput.stderr, /^actionkit serve: cannot load action module \S+: exports is not defined in ES module scope/);
+    assert.match(commonJsOutput.stderr, /the file is CommonJS but its package\.json makes it an ES module\. Action modules must be ES modules/);
+
+    const cjsPackage = join(project.path, 'cjs-package');
+    mkdirSync(cjsPackage);
+    writeFileSync(join(cjsPackage, 'package.json'), JSON.stringify({ name: 'cjs-extension', version: '1.0.0', type: 'commonjs' }));
+    writeFileSync(join(cjsPackage, 'action.js'), `import { defineAction } from ${JSON.stringify(new URL('../../src/action.js', import.meta.url).href)};\nexport default defineAction({});\n`);
+    const esmOutput = await cli(['serve', join(cjsPackage, 'action.js')], env);
+    assert.equal(esmOutput.code, 1);
+    assert.match(esmOutput.stderr, /the file is an ES module but Node loaded it as CommonJS\. Action modules must be ES modules: set "type": "module"/);
   });
 });
 
