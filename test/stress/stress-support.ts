@@ -56,7 +56,7 @@ export function deriveSeed(seed: number, stream: number): number {
 // ---- raw layout (mirrors the diagram in src/shm/table.ts; verified by the layout test) -------
 
 /** Int32 words of the header. */
-export const RAW_HEADER_WORDS = 16;
+export const RAW_HEADER_WORDS = 32;
 /** Int32 words per control block. */
 export const RAW_BLOCK_WORDS = 16;
 /** Header word: the queue tail (producers reserve a cell with `Atomics.add`). */
