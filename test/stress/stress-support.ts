@@ -45,6 +45,15 @@ export function mulberry32(seed: number): Rng {
   };
 }
 
+/** A non-negative integer from the environment variable `name` (replay knobs), or `fallback` when unset. */
+export function envInt(name: string, fallback: number): number {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const value = Number(raw);
+  if (!Number.isSafeInteger(value) || value < 0) throw new Error(`${name} must be a non-negative integer, got ${raw}`);
+  return value;
+}
+
 /** A per-thread seed derived from the run seed (splitmix-style mixing, so streams do not overlap). */
 export function deriveSeed(seed: number, stream: number): number {
   let z = (seed ^ Math.imul(stream + 1, 0x9e3779b9)) >>> 0;
