@@ -30,6 +30,7 @@ import { stateLimitFor } from './runtime/state-limit.js';
 import { StopQueueLoop } from './runtime/stop-queue.js';
 import { installedGates } from './runtime/test-points.js';
 import { ControlTable, Reason, type WatchdogStats } from './shm/table.js';
+import { MAIN_WEDGED_AFTER_MS, mainStallAfterMs, mainStampIntervalMs } from './shm/watchdog-rule.js';
 
 /** Where {@link Extension.listen} is listening. */
 export interface ListenInfo {
@@ -131,6 +132,8 @@ export class Extension {
   private readonly stopQueue: StopQueueLoop;
   private readonly signals: SignalHandling;
   private readonly watchdog: Worker;
+  /** The main thread's liveness readings between requests (`src/shm/watchdog-rule.ts`). */
+  private readonly mainStamps: NodeJS.Timeout;
   private readonly metrics: ExtensionMetrics;
   private watchdogAlive = true;
   /** Set when the threads are being ended on purpose (close or signal exit). */
@@ -155,6 +158,8 @@ export class Extension {
           stopEventsEnqueued: stats.stopEventsEnqueued,
           stopQueueStalls: stats.stopQueueStalls,
           heartbeatTimeouts: stats.watchdog.heartbeatTimeouts,
+          mainStalls: stats.watchdog.mainStalls,
+          mainExcusedMs: stats.watchdog.mainExcusedMs,
           pools: stats.pools,
           bodies: stats.bodies,
           rememberedStops: { ...this.store.recentStopCounts, bytes: stats.recentStopBytes },
@@ -162,7 +167,14 @@ export class Extension {
       },
     });
     this.table = ControlTable.create(options.maxExecutions);
-    this.table.setWatchdogTickMs(watchdogTickMs(options.heartbeatMinIntervalMs));
+    const tickMs = watchdogTickMs(options.heartbeatMinIntervalMs);
+    this.table.setWatchdogTickMs(tickMs);
+    // Before the watchdog starts: it must never see stall accounting off while the main thread stalls.
+    this.table.setMainStallRule(mainStallAfterMs(tickMs), MAIN_WEDGED_AFTER_MS);
+    // Cheap (a clock read and three atomics) and unref'd: it only tells the watchdog that this
+    // thread's event loop turns, hence reads requests, when no status request does.
+    this.mainStamps = setInterval(() => this.table.markMainAlive(), mainStampIntervalMs(tickMs));
+    this.mainStamps.unref();
     this.watchdog = new Worker(new URL('../workers/watchdog.js', import.meta.url), { workerData: { buffer: this.table.buffer } });
     this.watchdog.unref();
     this.watchdog.on('error', (error) => logger.fatal({ err: error }, 'heartbeat watchdog thread crashed'));
@@ -384,6 +396,7 @@ export class Extension {
     const unfinished = await this.lifecycle.drain(deadlineMs - THREADS_END_MS);
     if (unfinished > 0) this.logger.error({ unfinished }, 'stops still running at the shutdown deadline were abandoned; their executions may not be rolled back');
     await this.stopQueue.close();
+    clearInterval(this.mainStamps);
     this.table.stopWatchdog();
     this.metrics.close();
     const ended = await settlesWithin(Promise.all([this.watchdog.terminate(), this.pools.close(), this.bodyThreads.close()]), Math.max(0, deadlineMs - Date.now()));

@@ -40,6 +40,10 @@ export interface MetricsSnapshot {
   stopQueueStalls: number;
   /** Heartbeat timeouts fired by the watchdog thread. */
   heartbeatTimeouts: number;
+  /** Main-thread stalls the watchdog did not charge to the agents (`src/shm/watchdog-rule.ts`). */
+  mainStalls: number;
+  /** Their excused time, ms (modulo 2^32). */
+  mainExcusedMs: number;
   pools: PoolStats;
   bodies: BodyThreadStats;
   /** Stop outcomes remembered for late and duplicate requests, by kind, and their approximate heap. */
@@ -220,6 +224,24 @@ export class ExtensionMetrics {
       collect() {
         this.reset();
         this.inc(snapshot().heartbeatTimeouts);
+      },
+    });
+    new Counter({
+      name: 'actionkit_main_thread_stalls_total',
+      help: 'Times the main thread could not read requests for longer than the stall threshold (blocked event loop, CPU starvation, process frozen); heartbeats are not charged for the excess.',
+      registers,
+      collect() {
+        this.reset();
+        this.inc(snapshot().mainStalls);
+      },
+    });
+    new Counter({
+      name: 'actionkit_main_thread_stalled_seconds_total',
+      help: 'Time of those stalls beyond the threshold: heartbeat deadlines were extended by it.',
+      registers,
+      collect() {
+        this.reset();
+        this.inc(snapshot().mainExcusedMs / 1000);
       },
     });
     new Gauge({

@@ -6,17 +6,19 @@
  *
  * ```
  *  Int32 words
- *  ┌──────────────────────────── header (16 words) ───────────────────────────────┐
+ *  ┌──────────────────────────── header (32 words) ───────────────────────────────┐
  *  │ 0 MAGIC │ 1 CAPACITY │ 2 QUEUE_CAPACITY │ 3 QUEUE_TAIL │ 4 QUEUE_DOORBELL     │
  *  │ 5 QUEUE_HEAD │ 6 WATCHDOG_WAKE │ 7 WATCHDOG_RUN │ 8 WATCHDOG_SCANS            │
  *  │ 9 WATCHDOG_SCAN_US │ 10 WATCHDOG_TICK_MS │ 11 HIGH_WATER │ 12 ENQUEUED        │
- *  │ 13 HEARTBEAT_TIMEOUTS │ 14 WATCHDOG_SCAN_NS_TOTAL │ 15 reserved               │
+ *  │ 13 HEARTBEAT_TIMEOUTS │ 14 WATCHDOG_SCAN_NS_TOTAL │ 15 MAIN_ALIVE_MS          │
+ *  │ 16 MAIN_EXCUSED_MS │ 17 MAIN_STALLS │ 18 MAIN_STALL_AFTER_MS                  │
+ *  │ 19 MAIN_WEDGED_AFTER_MS │ 20 WATCHDOG_DEFERRED │ 21..31 reserved             │
  *  ├──────────── control blocks: CAPACITY × 16 words (64 bytes, one cache line) ───┤
  *  │ +0 CONTROL = generation:23 | reason:5 | state:4   (changed only by CAS)       │
  *  │ +1 BODY    = generation:23 | 0:5 | body state:4   (changed only by CAS)       │
  *  │ +2 PROGRESS       body progress, author-defined integer                       │
  *  │ +3 reserved                                                                   │
- *  │ +4 HB_LAST_MS     shared clock (uint32 ms) of the last heartbeat              │
+ *  │ +4 HB_LAST_MS     heartbeat clock (uint32 ms) of the last heartbeat           │
  *  │ +5 HB_EXPIRE_MS   silence after which the watchdog stops it (0 = unwatched)   │
  *  │ +6 STOP_AT_US     shared clock (uint32 µs) when the stop was requested        │
  *  │ +7..15 reserved                                                               │
@@ -32,14 +34,20 @@
  * | CONTROL | main (allocate, start, take, finish, release); any thread via {@link ControlTable.requestStop} | everyone |
  * | BODY | main (None at allocate; Queued at dispatch; Killed, Failed when a body thread is lost); body thread (Running, Returned, Failed, Stopped, Skipped) — CAS only, generation in the word | main (status, stop) |
  * | PROGRESS | body thread (after checking the BODY word's generation) | main (status) |
- * | HB_LAST_MS | main (status request) | watchdog |
+ * | HB_LAST_MS | main (status request, start), on the heartbeat clock ({@link ControlTable.markMainAlive}) | watchdog |
  * | HB_EXPIRE_MS | main (start: before publishing Running, or once the start answers) | watchdog |
  * | STOP_AT_US | the thread that won the stop CAS, right after it and before enqueueing | main (escalation, metrics) — only for stops taken from the queue: a stop the orphan sweep took may never have been stamped |
  * | QUEUE_TAIL | producers (`Atomics.add` reserves a cell) | consumer |
  * | QUEUE_DOORBELL | producers (`add` + `notify` after publishing) | consumer (`waitAsync`) |
  * | QUEUE_HEAD | consumer (main) | producers (overflow check), metrics |
- * | WATCHDOG_* | main (RUN, WAKE, TICK_MS); watchdog (SCANS, SCAN_US, SCAN_NS_TOTAL) | the other side |
+ * | WATCHDOG_* | main (RUN, WAKE, TICK_MS); watchdog (SCANS, SCAN_US, SCAN_NS_TOTAL, DEFERRED) | the other side |
+ * | MAIN_ALIVE_MS, MAIN_EXCUSED_MS, MAIN_STALLS | main only ({@link ControlTable.markMainAlive}: EXCUSED and STALLS first, ALIVE last) | watchdog (ALIVE first, then EXCUSED), stats |
+ * | MAIN_STALL_AFTER_MS, MAIN_WEDGED_AFTER_MS | main, before the watchdog starts | main, watchdog |
  * | HIGH_WATER | main (allocate) | watchdog (scan bound) |
+ *
+ * The heartbeat clock and the main thread's liveness words implement the watchdog's rule "a
+ * heartbeat is due only for time in which the main thread could read requests"; the rule, its
+ * ordering argument and its bounds are stated in `src/shm/watchdog-rule.ts`.
  *
  * Ordering rule: write the payload words first, then publish with one atomic store or CAS of the
  * word readers test first (CONTROL for a block, the cell for the queue, DOORBELL for the consumer),
@@ -65,7 +73,7 @@
 
 /** Counters of the heartbeat watchdog thread. */
 export interface WatchdogStats {
-  /** Scans made so far. */
+  /** Scans made so far (passes that judged; the deferred ones are {@link deferredScans}). */
   scans: number;
   /** Cost of the last scan (µs). */
   lastScanMicros: number;
@@ -76,6 +84,24 @@ export interface WatchdogStats {
   scanNanosWrapping: number;
   /** Heartbeat timeouts fired so far. */
   heartbeatTimeouts: number;
+  /** Scans the watchdog skipped because the main thread was stalled (see `src/shm/watchdog-rule.ts`). */
+  deferredScans: number;
+  /** Main-thread stalls detected so far: gaps between its liveness readings longer than the stall threshold. */
+  mainStalls: number;
+  /** Stall time excused from heartbeats so far (ms, modulo 2^32): each stall's length beyond the threshold. */
+  mainExcusedMs: number;
+}
+
+/** The main thread's liveness as the watchdog reads it ({@link ControlTable.mainLiveness}). */
+export interface MainLiveness {
+  /** Shared clock of the main thread's last liveness reading. */
+  aliveMs: number;
+  /** Total stall time excused so far (ms, modulo 2^32): the heartbeat clock is the shared clock minus this. */
+  excusedMs: number;
+  /** A gap between two liveness readings longer than this is a stall; 0 = stalls are not accounted. */
+  stallAfterMs: number;
+  /** Stall time the watchdog itself watched after which it judges anyway (wedged main thread). */
+  wedgedAfterMs: number;
 }
 
 /** Lifecycle of a control block. Transitions are listed on {@link ControlTable}. */
@@ -172,7 +198,13 @@ const H_HIGH_WATER = 11;
 const H_ENQUEUED = 12;
 const H_HEARTBEAT_TIMEOUTS = 13;
 const H_WATCHDOG_SCAN_NS_TOTAL = 14;
-const HEADER_WORDS = 16;
+const H_MAIN_ALIVE_MS = 15;
+const H_MAIN_EXCUSED_MS = 16;
+const H_MAIN_STALLS = 17;
+const H_MAIN_STALL_AFTER_MS = 18;
+const H_MAIN_WEDGED_AFTER_MS = 19;
+const H_WATCHDOG_DEFERRED = 20;
+const HEADER_WORDS = 32;
 
 const B_CONTROL = 0;
 const B_BODY = 1;
@@ -331,6 +363,7 @@ export class ControlTable {
     words[H_CAPACITY] = capacity;
     words[H_QUEUE_CAPACITY] = queueCapacityFor(capacity);
     words[H_WATCHDOG_RUN] = 1;
+    words[H_MAIN_ALIVE_MS] = clockMs();
     // Published last: attach() refuses a buffer without it.
     Atomics.store(words, H_MAGIC, MAGIC);
     return new ControlTable(buffer);
@@ -372,11 +405,12 @@ export class ControlTable {
   /**
    * Prepared → Running (main thread, after a start). Arms the heartbeat first (payload before
    * publish) so the watchdog never sees a Running block with a stale heartbeat. `expireAfterMs` 0
-   * leaves the execution unwatched. Returns false if a stop was requested meanwhile.
+   * leaves the execution unwatched. Returns false if a stop was requested meanwhile. `nowMs` (the
+   * shared clock) is for tests that drive the clock themselves.
    */
-  markRunning(slot: number, generation: number, expireAfterMs: number): boolean {
+  markRunning(slot: number, generation: number, expireAfterMs: number, nowMs = clockMs()): boolean {
     const at = this.base(slot);
-    Atomics.store(this.words, at + B_HB_LAST_MS, clockMs());
+    Atomics.store(this.words, at + B_HB_LAST_MS, this.markMainAlive(nowMs));
     Atomics.store(this.words, at + B_HB_EXPIRE_MS, expireAfterMs);
     const from = packControl(generation, Reason.None, State.Prepared);
     const to = packControl(generation, Reason.None, State.Running);
@@ -525,9 +559,9 @@ export class ControlTable {
     return true;
   }
 
-  /** A status request arrived: stamp the heartbeat (main thread). */
-  recordHeartbeat(slot: number): void {
-    Atomics.store(this.words, this.base(slot) + B_HB_LAST_MS, clockMs());
+  /** A status request arrived: stamp the heartbeat on the heartbeat clock (main thread). */
+  recordHeartbeat(slot: number, nowMs = clockMs()): void {
+    Atomics.store(this.words, this.base(slot) + B_HB_LAST_MS, this.markMainAlive(nowMs));
   }
 
   /**
@@ -537,7 +571,7 @@ export class ControlTable {
    */
   watchHeartbeat(slot: number, expireAfterMs: number): void {
     const at = this.base(slot);
-    Atomics.store(this.words, at + B_HB_LAST_MS, clockMs());
+    Atomics.store(this.words, at + B_HB_LAST_MS, this.markMainAlive());
     Atomics.store(this.words, at + B_HB_EXPIRE_MS, expireAfterMs);
   }
 
@@ -547,9 +581,63 @@ export class ControlTable {
   }
 
   /**
+   * The main thread is running now (main thread only: it is the single writer of the liveness
+   * words, so this read-modify-write needs no CAS). If the gap since its previous reading is longer
+   * than the stall threshold, the part beyond the threshold is excused: added to MAIN_EXCUSED_MS
+   * (and MAIN_STALLS counts it) before MAIN_ALIVE_MS publishes the new reading. Returns the
+   * heartbeat clock now — the shared clock minus all excused time — on which heartbeats are
+   * stamped. Called by every heartbeat stamp and by the main thread's liveness timer, so the
+   * first reading after a stall or a freeze accounts for it before any heartbeat is stamped.
+   */
+  markMainAlive(nowMs = clockMs()): number {
+    const stallAfterMs = Atomics.load(this.words, H_MAIN_STALL_AFTER_MS);
+    const gapMs = (nowMs - Atomics.load(this.words, H_MAIN_ALIVE_MS)) | 0;
+    if (stallAfterMs > 0 && gapMs > stallAfterMs) {
+      Atomics.add(this.words, H_MAIN_EXCUSED_MS, gapMs - stallAfterMs);
+      Atomics.add(this.words, H_MAIN_STALLS, 1);
+    }
+    Atomics.store(this.words, H_MAIN_ALIVE_MS, nowMs);
+    return (nowMs - Atomics.load(this.words, H_MAIN_EXCUSED_MS)) >>> 0;
+  }
+
+  /**
+   * Enable stall accounting (main thread, before the watchdog starts): a gap longer than
+   * `stallAfterMs` between two liveness readings of the main thread is a stall; the watchdog judges
+   * anyway once it watched a stall for `wedgedAfterMs`. Also stamps the main thread alive at `nowMs`.
+   */
+  setMainStallRule(stallAfterMs: number, wedgedAfterMs: number, nowMs = clockMs()): void {
+    Atomics.store(this.words, H_MAIN_ALIVE_MS, nowMs);
+    Atomics.store(this.words, H_MAIN_WEDGED_AFTER_MS, wedgedAfterMs);
+    Atomics.store(this.words, H_MAIN_STALL_AFTER_MS, stallAfterMs);
+  }
+
+  /**
+   * The main thread's liveness words (watchdog). Loads MAIN_ALIVE_MS before MAIN_EXCUSED_MS: the
+   * main thread adds a stall's excuse before it publishes the reading that ends the stall, so a
+   * reader that sees that reading also sees the excuse.
+   */
+  mainLiveness(): MainLiveness {
+    const aliveMs = Atomics.load(this.words, H_MAIN_ALIVE_MS) >>> 0;
+    const excusedMs = Atomics.load(this.words, H_MAIN_EXCUSED_MS) >>> 0;
+    return {
+      aliveMs,
+      excusedMs,
+      stallAfterMs: Atomics.load(this.words, H_MAIN_STALL_AFTER_MS),
+      wedgedAfterMs: Atomics.load(this.words, H_MAIN_WEDGED_AFTER_MS),
+    };
+  }
+
+  /** Count a scan the watchdog skipped because the main thread was stalled (watchdog thread). */
+  recordDeferredScan(): void {
+    Atomics.add(this.words, H_WATCHDOG_DEFERRED, 1);
+  }
+
+  /**
    * One watchdog pass over every slot ever used: request a `heartbeat timeout` stop for each
-   * Running execution whose last heartbeat is older than its expiry. Cost is one load per slot
-   * (two more for running ones): O(slots), no timer per execution. Returns the stops it won.
+   * Running execution whose last heartbeat is older than its expiry, both on the heartbeat clock
+   * (`nowMs` is that clock; see `src/shm/watchdog-rule.ts` for when the watchdog may call this).
+   * Cost is one load per slot (two more for running ones): O(slots), no timer per execution.
+   * Returns the stops it won.
    */
   scanHeartbeats(nowMs: number): number {
     const highWater = Atomics.load(this.words, H_HIGH_WATER);
@@ -699,13 +787,16 @@ export class ControlTable {
     Atomics.add(this.words, H_WATCHDOG_SCANS, 1);
   }
 
-  /** Watchdog statistics: scans so far, cost of the last scan and of all scans (wrapping), heartbeat timeouts fired. */
+  /** Watchdog statistics: scans so far, cost of the last scan and of all scans (wrapping), heartbeat timeouts fired, scans deferred and main-thread stalls excused. */
   watchdogStats(): WatchdogStats {
     return {
       scans: Atomics.load(this.words, H_WATCHDOG_SCANS) >>> 0,
       lastScanMicros: Atomics.load(this.words, H_WATCHDOG_SCAN_US),
       scanNanosWrapping: Atomics.load(this.words, H_WATCHDOG_SCAN_NS_TOTAL) >>> 0,
       heartbeatTimeouts: Atomics.load(this.words, H_HEARTBEAT_TIMEOUTS) >>> 0,
+      deferredScans: Atomics.load(this.words, H_WATCHDOG_DEFERRED) >>> 0,
+      mainStalls: Atomics.load(this.words, H_MAIN_STALLS) >>> 0,
+      mainExcusedMs: Atomics.load(this.words, H_MAIN_EXCUSED_MS) >>> 0,
     };
   }
 }

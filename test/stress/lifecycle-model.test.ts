@@ -38,7 +38,7 @@ import type { Reply, RequestScope } from '../../src/runtime/lifecycle.js';
 import type { RegisteredAction } from '../../src/runtime/registry.js';
 import { RuntimeError } from '../../src/errors.js';
 import { fixture, logLines, tempDir } from '../support/harness.js';
-import { deriveSeed, mulberry32, type Rng } from './stress-support.js';
+import { deriveSeed, envInt, mulberry32, type Rng } from './stress-support.js';
 
 const SCHEDULES = envInt('STRESS_SCHEDULES', 30);
 const SEED = envInt('STRESS_SEED', randomInt(2 ** 31));
@@ -47,14 +47,6 @@ const STOP_ANSWER_BOUND_MS = 15_000;
 /** How long a schedule may take to settle (every execution ended) before it fails. */
 const SETTLE_BOUND_MS = 20_000;
 const RETRIES = 2;
-
-function envInt(name: string, fallback: number): number {
-  const raw = process.env[name];
-  if (raw === undefined || raw === '') return fallback;
-  const value = Number(raw);
-  if (!Number.isSafeInteger(value) || value < 0) throw new Error(`${name} must be a non-negative integer, got ${raw}`);
-  return value;
-}
 
 const SCOPE: RequestScope = { deadlineMs: undefined, abandoned: () => false };
 

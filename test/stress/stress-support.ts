@@ -45,6 +45,15 @@ export function mulberry32(seed: number): Rng {
   };
 }
 
+/** A non-negative integer from the environment variable `name` (replay knobs), or `fallback` when unset. */
+export function envInt(name: string, fallback: number): number {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const value = Number(raw);
+  if (!Number.isSafeInteger(value) || value < 0) throw new Error(`${name} must be a non-negative integer, got ${raw}`);
+  return value;
+}
+
 /** A per-thread seed derived from the run seed (splitmix-style mixing, so streams do not overlap). */
 export function deriveSeed(seed: number, stream: number): number {
   let z = (seed ^ Math.imul(stream + 1, 0x9e3779b9)) >>> 0;
@@ -56,7 +65,7 @@ export function deriveSeed(seed: number, stream: number): number {
 // ---- raw layout (mirrors the diagram in src/shm/table.ts; verified by the layout test) -------
 
 /** Int32 words of the header. */
-export const RAW_HEADER_WORDS = 16;
+export const RAW_HEADER_WORDS = 32;
 /** Int32 words per control block. */
 export const RAW_BLOCK_WORDS = 16;
 /** Header word: the queue tail (producers reserve a cell with `Atomics.add`). */
