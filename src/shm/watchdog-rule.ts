@@ -33,8 +33,9 @@
  *    {@link MAIN_WEDGED_AFTER_MS}: it then judges with `n − x`, charging the stall in progress in
  *    full. A deferred pass adds `min(time since the previous pass, 2 ticks)` to the watched time:
  *    a longer step is the watchdog's own clock jump — it was frozen or starved itself and watched
- *    nothing — so a process freeze never counts towards `W`. The watched time restarts at 0 at the
- *    first live pass.
+ *    nothing — so a process freeze never counts towards `W`. The watched time belongs to one
+ *    stall: it restarts at 0 whenever the pass finds a main-thread reading other than the one it
+ *    watched from (the main thread read in between, even if no pass saw it live).
  *
  * **Why the ordering is safe.** All accesses are `Atomics` (sequentially consistent). A watchdog
  * that sees the MAIN_ALIVE_MS that ended a stall also sees that stall's excuse (written before it).
@@ -62,7 +63,11 @@
  * stall for `W`; a main thread that reads no request for a minute is wedged, and stopping its
  * executions (their bodies see the stop on their own) is the safe side. When a stall the watchdog
  * already judged through ends, the main thread excuses all of it (it cannot tell a watched stall
- * from a freeze): executions that survived it get that extension.
+ * from a freeze): executions that survived it get that extension. `X` has no cap of its own: a
+ * main thread that stalls in bursts each shorter than `W` (blocked 59 s, live 100 ms, again and
+ * again) postpones a silent stop by the bursts' total — measured: 53 times the expiry for that
+ * pattern. A real agent's executions are not at risk from it (their requests are read in every
+ * live window); only the detection of a silent agent is late, while the process is that sick.
  */
 import { ControlTable, elapsedMs } from './table.js';
 
@@ -103,7 +108,9 @@ export interface PassOutcome {
  */
 export class WatchdogRule {
   private previousPassMs: number | undefined;
+  /** Stall time watched since the main-thread reading {@link watchedSinceAliveMs}. */
   private watchedStallMs = 0;
+  private watchedSinceAliveMs: number | undefined;
 
   constructor(
     private readonly table: ControlTable,
@@ -117,6 +124,13 @@ export class WatchdogRule {
     const stepMs = this.previousPassMs === undefined || ((nowMs - this.previousPassMs) | 0) < 0 ? 0 : elapsedMs(nowMs, this.previousPassMs);
     this.previousPassMs = nowMs;
     let wedged = false;
+    // A new reading since the last pass: whatever is stale now is a new stall, watched from 0 —
+    // also when no pass ran in the short live window between two stalls (a freeze or a starved
+    // watchdog right after a reading), which must not carry the old stall's watched time over.
+    if (live.aliveMs !== this.watchedSinceAliveMs) {
+      this.watchedSinceAliveMs = live.aliveMs;
+      this.watchedStallMs = 0;
+    }
     if (live.stallAfterMs > 0 && ((nowMs - live.aliveMs) | 0) > live.stallAfterMs) {
       this.watchedStallMs += Math.min(stepMs, 2 * this.tickMs);
       if (this.watchedStallMs < live.wedgedAfterMs) {
@@ -124,8 +138,6 @@ export class WatchdogRule {
         return { judged: false, wedged: false, fired: 0, heartbeatNowMs: 0 };
       }
       wedged = true;
-    } else {
-      this.watchedStallMs = 0;
     }
     const heartbeatNowMs = (nowMs - live.excusedMs) >>> 0;
     return { judged: true, wedged, fired: this.table.scanHeartbeats(heartbeatNowMs), heartbeatNowMs };

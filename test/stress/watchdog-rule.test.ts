@@ -70,6 +70,8 @@ interface Execution {
   excusedAtStamp: number;
   stoppedAt: number | undefined;
   stoppedWedged: boolean;
+  /** When stopped: how long before the stop the main thread last took a reading. */
+  stoppedGapMs?: number;
 }
 
 interface Figures {
@@ -83,7 +85,7 @@ interface Figures {
   maxDetectionOverExpiryMs: number;
 }
 
-function plan(rng: Rng, maxExpiryMs: number, stallAfterMs: number, wedgedAfterMs: number): Segment[] {
+function plan(rng: Rng, maxExpiryMs: number, stallAfterMs: number, wedgedAfterMs: number, tickMs: number): Segment[] {
   const segments: Segment[] = [];
   let at = 0;
   let live = true;
@@ -91,7 +93,9 @@ function plan(rng: Rng, maxExpiryMs: number, stallAfterMs: number, wedgedAfterMs
     let kind: SegmentKind = 'live';
     let length: number;
     if (live) {
-      length = 30 + rng.int(3_000);
+      // Some live windows shorter than a tick: a stall may end and the next begin (a freeze, a
+      // starved watchdog) without any watchdog pass in between.
+      length = rng.chance(0.2) ? 1 + rng.int(tickMs) : 30 + rng.int(3_000);
     } else {
       kind = rng.pick(['blocked', 'blocked', 'frozen', 'frozen', 'watchdog-starved'] as const);
       const size = rng.next();
@@ -138,7 +142,7 @@ function runSchedule(seed: number, figures: Figures): string[] {
   }
   const maxExpiryMs = Math.max(...executions.map((e) => e.expiryMs));
   const wedgedAfterMs = rng.chance(0.5) ? MAIN_WEDGED_AFTER_MS : 2 * maxExpiryMs + rng.int(4 * maxExpiryMs);
-  const segments = plan(rng, maxExpiryMs, stallAfterMs, wedgedAfterMs);
+  const segments = plan(rng, maxExpiryMs, stallAfterMs, wedgedAfterMs, tickMs);
   const context = `min interval ${minIntervalMs} ms, tick ${tickMs} ms, θ ${stallAfterMs} ms, W ${wedgedAfterMs} ms, expiries ${executions.map((e) => e.expiryMs).join('/')} ms, clock origin ${origin}`;
 
   // The model's own account of the main thread's readings (re-computed, not read from the table).
@@ -163,6 +167,8 @@ function runSchedule(seed: number, figures: Figures): string[] {
   const rule = new WatchdogRule(table, tickMs);
   let modelPrevious: number | undefined;
   let modelWatched = 0;
+  /** The main-thread reading the model's watched stall time belongs to. */
+  let modelWatchedSince: number | undefined;
   let nextStampAt = stampEveryMs;
   let nextPassAt = tickMs;
   /** Per virtual ms: could the main thread / the watchdog run (for the detection bound). */
@@ -178,11 +184,15 @@ function runSchedule(seed: number, figures: Figures): string[] {
     modelPrevious = nowT;
     let judge = true;
     let wedged = false;
+    if (lastReading !== modelWatchedSince) {
+      modelWatchedSince = lastReading;
+      modelWatched = 0;
+    }
     if (nowT - lastReading > stallAfterMs) {
       modelWatched += Math.min(step, 2 * tickMs);
       if (modelWatched < wedgedAfterMs) judge = false;
       else wedged = true;
-    } else modelWatched = 0;
+    }
     const expected = new Set(judge ? running.filter((e) => nowT - e.stampedAt - (modelExcused - e.excusedAtStamp) >= e.expiryMs).map((e) => e.slot) : []);
 
     const outcome = rule.pass(clock(nowT));
@@ -204,6 +214,7 @@ function runSchedule(seed: number, figures: Figures): string[] {
       if (stopped) {
         e.stoppedAt = at;
         e.stoppedWedged = wedged;
+        e.stoppedGapMs = at - lastReading;
       }
     }
   };
@@ -276,7 +287,8 @@ function runSchedule(seed: number, figures: Figures): string[] {
   for (const e of executions) {
     if (e.silentFrom === Infinity) {
       figures.keptAlive++;
-      if (e.stoppedAt !== undefined && !e.stoppedWedged) {
+      // A stop while wedged is allowed only after one stall (between two main-thread readings) of at least W.
+      if (e.stoppedAt !== undefined && (!e.stoppedWedged || (e.stoppedGapMs ?? 0) < wedgedAfterMs)) {
         guarantees.push(`slot ${e.slot}: its agent kept polling every ${e.intervalMs} ms, but it was stopped at t=${e.stoppedAt} (expiry ${e.expiryMs} ms, last stamp t=${e.stampedAt}) without a wedged main thread`);
       }
       continue;
