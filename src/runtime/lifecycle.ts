@@ -54,9 +54,10 @@
  */
 import * as os from 'node:os';
 import * as path from 'node:path';
-import type { JsonObject, Message } from '../action.js';
+import type { Message } from '../action.js';
 import type {
   ActionStatusRequestBody,
+  JsonObject,
   PrepareActionRequestBody,
   QueryMetricsRequestBody,
   StartActionRequestBody,
