@@ -15,19 +15,20 @@
  * });
  * ```
  */
+import { isAbsolute } from 'node:path';
+import { pathToFileURL } from 'node:url';
 import { z } from 'zod';
 import type { ActionKitError, Artifact, ExecutionContext, ExecutionModification, Message, Metric, Summary, Target } from './api/schemas.js';
 import type { ActionDescriptionInput } from './api/description.js';
+import type { Json, JsonChecked, JsonObject } from './json.js';
 import type { Logger } from './logging.js';
 
 export { z };
+export type { Json, JsonChecked, JsonObject, NotJson } from './json.js';
 export { ExtensionError, type ExtensionErrorOptions } from './errors.js';
 export type { Logger } from './logging.js';
 export type { ActionKitError, Artifact, ExecutionContext, ExecutionModification, Message, Metric, Summary, Target };
 export type { ActionDescription } from './api/schemas.js';
-
-/** Any JSON object: the shape of `config` and `state` on the wire. */
-export type JsonObject = { [key: string]: unknown };
 
 type Awaitable<T> = T | Promise<T>;
 
@@ -74,14 +75,26 @@ export interface HandlerContext {
 /** Lifecycle of the execution's body as seen by status and stop. */
 export type BodyPhase = 'none' | 'queued' | 'running' | 'returned' | 'failed' | 'stopped' | 'killed' | 'skipped';
 
-/** The body's progress as status and stop see it. */
-export interface BodyInfo {
+/** The body's progress as status and stop see it; `R` is the type of what it publishes. */
+export interface BodyInfo<R = Json> {
   phase: BodyPhase;
   /** Last value the body passed to `ctx.progress()`. */
   progress: number;
   /** Message of the error the body threw, when `phase` is `failed`. */
   error?: string;
+  /**
+   * The latest value the body passed to `ctx.publish()` (a copy: it is JSON), or absent when it
+   * published nothing. Reading it does not consume it: every status and the stop see the latest.
+   */
+  result?: R;
 }
+
+/**
+ * Largest body result (`ctx.publish()`), in UTF-8 bytes of its JSON text: 64 KiB. A result is a
+ * figure or a small summary for status and stop to read; it is copied to the handler thread for
+ * every status call. Bulk data belongs in a file or an artifact.
+ */
+export const BODY_RESULT_MAX_BYTES = 64 * 1024;
 
 /**
  * What the body reported since the previous status call. They are also sent to the agent with
@@ -92,19 +105,19 @@ export interface BodyReports {
   metrics: Metric[];
 }
 
-/** Context of `status`. */
-export interface StatusContext extends HandlerContext {
-  body: BodyInfo & { reports: BodyReports };
+/** Context of `status`; `R` is the type of the body's result. */
+export interface StatusContext<R = Json> extends HandlerContext {
+  body: BodyInfo<R> & { reports: BodyReports };
 }
 
-/** Context of `stop`. */
-export interface StopContext extends HandlerContext {
+/** Context of `stop`; `R` is the type of the body's result. */
+export interface StopContext<R = Json> extends HandlerContext {
   /** `agent stop`, `heartbeat timeout`, `received signal SIGTERM`, `action body failed`, … */
   reason: string;
   /** Whether the agent asked for this stop or the extension decided it. */
   requestedBy: 'agent' | 'extension';
   /** How the body ended — `stopped` (cooperatively), `killed` (after the grace period), … — and what it reported since the last status. */
-  body: BodyInfo & { stopMs?: number; reports: BodyReports };
+  body: BodyInfo<R> & { stopMs?: number; reports: BodyReports };
 }
 
 /** What a metric query receives. */
@@ -129,12 +142,13 @@ export interface BodyReport {
 type KnownFields<T, K extends PropertyKey> = { [P in keyof T as string extends P ? never : P extends K ? never : P]: T[P] };
 
 /**
- * Context of an execution's body, running on its own worker thread.
+ * Context of an execution's body, running on its own worker thread; `R` is the type of what it
+ * publishes ({@link BodyContext.publish}).
  *
  * Cooperative stop costs nanoseconds: `shouldStop()` is one `Atomics.load` of the execution's
  * control word. Check it every few thousand iterations of a hot loop.
  */
-export interface BodyContext {
+export interface BodyContext<R = Json> {
   executionId: string;
   actionId: string;
   /** True once a stop was requested (agent, heartbeat timeout, signal). */
@@ -149,8 +163,25 @@ export interface BodyContext {
   signal: AbortSignal;
   /** Publish an integer progress value, read by `status` as `ctx.body.progress` (lock-free). */
   progress(value: number): void;
-  /** Send messages/metrics to the agent with the next status or stop result. */
+  /**
+   * Send messages/metrics to the agent with the next status or stop result (each exactly once).
+   * Throws a TypeError naming the path of anything that is not JSON.
+   */
   report(report: BodyReport): void;
+  /**
+   * Publish the body's result for `status` and `stop`, which read the latest one as
+   * `ctx.body.result`. Nothing is sent to the agent by itself: the handlers decide what to make of
+   * it (a metric, a message, `completed`, an error). Each call replaces the previous value and
+   * costs one message to the main thread: publish when the value changed, not on every iteration.
+   *
+   * Type it by annotating the body's context (`body(state, ctx: BodyContext<Tally>)`): status and
+   * stop then see `ctx.body.result` as `Tally | undefined`.
+   *
+   * @throws TypeError naming the path of anything that is not JSON (`ctx.publish: result.when:
+   *   Date is not JSON; store an ISO string`); RangeError when its JSON text is larger than
+   *   {@link BODY_RESULT_MAX_BYTES}. Uncaught, either fails the body (and stops the execution).
+   */
+  publish(value: JsonChecked<R>): void;
   logger: Logger;
 }
 
@@ -172,21 +203,31 @@ export class StopRequested extends Error {
  * Which handlers decide the endpoints: `status` ⇒ status endpoint; `stop` or `body` ⇒ stop endpoint
  * (an action with a body is always stoppable); `query` ⇒ metric query endpoint.
  */
-export interface ActionDefinition<C = JsonObject, S extends object = JsonObject> {
+export interface ActionDefinition<C = JsonObject, S extends object = JsonObject, R = Json, I = C> {
   description: ActionDescriptionInput;
-  /** Parses and types the prepare `config` (defaults, coercion). Invalid config answers prepare with an error. */
-  config?: z.ZodType<C, unknown>;
-  prepare(input: PrepareInput<C>, ctx: HandlerContext): Awaitable<ResultExtras & { state: S }>;
+  /**
+   * Parses and types the prepare `config` (defaults, coercion): `C` is what the handlers get, `I`
+   * what the agent sends (the schema's input). Invalid config answers prepare with an error.
+   */
+  config?: z.ZodType<C, I>;
+  /**
+   * Returns the initial state, whose type `S` the other handlers get. The state must be JSON
+   * ({@link Json}): a member that is not (a `Date`, `Map`, `Set`, class instance, function,
+   * `bigint`, …) is a compile error naming it, and what the compiler cannot see (`NaN`, a class
+   * instance with data only) fails the call at run time with its path (`state.when: Date is not
+   * JSON; store an ISO string`) — the agent keeps the state it had.
+   */
+  prepare(input: PrepareInput<C>, ctx: HandlerContext): Awaitable<ResultExtras & { state: S & JsonChecked<S> }>;
   start?(state: S, ctx: HandlerContext): Awaitable<(ResultExtras & { state?: S }) | void>;
-  status?(state: S, ctx: StatusContext): Awaitable<ResultExtras & { completed: boolean; state?: S }>;
-  stop?(state: S, ctx: StopContext): Awaitable<ResultExtras | void>;
+  status?(state: S, ctx: StatusContext<R>): Awaitable<ResultExtras & { completed: boolean; state?: S }>;
+  stop?(state: S, ctx: StopContext<R>): Awaitable<ResultExtras | void>;
   query?(input: QueryInput, ctx: HandlerContext): Awaitable<Pick<ResultExtras, 'messages' | 'artifacts' | 'metrics'> | void>;
   /**
    * Long-running work started after a successful start, on a body thread, until it returns, throws
    * or is stopped. A start answered without error means the body is running: it never waits for a
    * thread (at the thread cap the start fails instead).
    */
-  body?(state: Readonly<S>, ctx: BodyContext): Awaitable<void>;
+  body?(state: Readonly<S>, ctx: BodyContext<R>): Awaitable<void>;
   /**
    * Where the body runs. Default `'cpu'`.
    * - `'cpu'`: a thread of its own. For bodies that compute, loop or block (`ctx.sleep()`): they
@@ -205,13 +246,30 @@ export interface ActionDefinition<C = JsonObject, S extends object = JsonObject>
 /** Marks objects made by {@link defineAction}. */
 export const ACTION_BRAND: unique symbol = Symbol.for('actionkit-runtime.action');
 
-/** An action definition checked and branded by {@link defineAction}. */
-export type DefinedAction<C = JsonObject, S extends object = JsonObject> = Readonly<ActionDefinition<C, S>> & {
+/**
+ * Key of the `file:` URL of the module that called {@link defineAction} (a non-enumerable
+ * property), so a test can pass the definition itself where the runtime needs its module
+ * (`createActionHarness(action)`): worker threads load actions by module.
+ */
+export const ACTION_MODULE: unique symbol = Symbol.for('actionkit-runtime.action-module');
+
+/**
+ * An action definition checked and branded by {@link defineAction}. Its type carries the action's
+ * types — config `C` (as handlers get it) and `I` (as the agent sends it), state `S`, body result
+ * `R` — for the typed testing API (`createActionHarness(action)`, `client.run(action)`).
+ */
+export type DefinedAction<C = JsonObject, S extends object = JsonObject, R = Json, I = C> = Readonly<ActionDefinition<C, S, R, I>> & {
   readonly [ACTION_BRAND]: true;
 };
 
-/** Define an action; export the result as the module's default export. Types of config and state are inferred. */
-export function defineAction<C = JsonObject, S extends object = JsonObject>(definition: ActionDefinition<C, S>): DefinedAction<C, S> {
+/**
+ * Define an action; export the result as the module's default export. Types of config, state and
+ * body result are inferred (the body result's from the body's `ctx` annotation, see
+ * {@link BodyContext.publish}).
+ */
+export function defineAction<C = JsonObject, S extends object = JsonObject, R = Json, I = C>(
+  definition: ActionDefinition<C, S, R, I>,
+): DefinedAction<C, S, R, I> {
   if (typeof definition !== 'object' || definition === null) throw new TypeError('defineAction expects an object');
   if (typeof definition.prepare !== 'function') throw new TypeError('defineAction: prepare must be a function');
   for (const name of ['start', 'status', 'stop', 'query', 'body'] as const) {
@@ -221,7 +279,35 @@ export function defineAction<C = JsonObject, S extends object = JsonObject>(defi
   const { bodyKind } = definition;
   if (bodyKind !== undefined && bodyKind !== 'cpu' && bodyKind !== 'io') throw new TypeError(`defineAction: bodyKind must be 'cpu' or 'io', got ${JSON.stringify(bodyKind)}`);
   if (bodyKind !== undefined && definition.body === undefined) throw new TypeError('defineAction: bodyKind is set but there is no body');
-  return Object.freeze({ ...definition, [ACTION_BRAND]: true as const });
+  const defined = { ...definition, [ACTION_BRAND]: true as const };
+  const module = callerModule();
+  if (module !== undefined) Object.defineProperty(defined, ACTION_MODULE, { value: module });
+  return Object.freeze(defined);
+}
+
+/**
+ * The `file:` URL of the module whose code called {@link defineAction} (V8's call sites, one
+ * frame), or undefined when it cannot be told. It is the action's module when the module calls
+ * `defineAction` itself; a helper in another module that calls it for the action is found instead,
+ * which is why a user of this URL checks that the module exports the action.
+ */
+function callerModule(): string | undefined {
+  const { prepareStackTrace, stackTraceLimit } = Error;
+  try {
+    Error.stackTraceLimit = 1;
+    Error.prepareStackTrace = (_error, callSites) => callSites;
+    const holder: { stack?: unknown } = {};
+    Error.captureStackTrace(holder, defineAction);
+    const file = (holder.stack as NodeJS.CallSite[] | undefined)?.[0]?.getFileName();
+    if (file === undefined || file === null) return undefined;
+    if (file.startsWith('file:')) return file;
+    return isAbsolute(file) ? pathToFileURL(file).href : undefined;
+  } catch {
+    return undefined;
+  } finally {
+    Error.prepareStackTrace = prepareStackTrace;
+    Error.stackTraceLimit = stackTraceLimit;
+  }
 }
 
 /** True for values made by {@link defineAction} (also across module copies). */

@@ -19,10 +19,11 @@
  */
 import { getPriority } from 'node:os';
 import { parentPort, workerData } from 'node:worker_threads';
-import type { BodyContext, BodyReport, DefinedAction } from '../src/action.js';
-import { StopRequested } from '../src/action.js';
+import type { BodyContext, BodyReport, DefinedAction, JsonObject } from '../src/action.js';
+import { BODY_RESULT_MAX_BYTES, StopRequested } from '../src/action.js';
 import { MessageSchema, MetricSchema, formatZodIssues } from '../src/api/schemas.js';
 import { ErrorCode, toErrorData } from '../src/errors.js';
+import { assertJson, checkedJsonText, NotJsonError } from '../src/json.js';
 import { createLogger, type Logger } from '../src/logging.js';
 import { importActions } from '../src/runtime/modules.js';
 import type { BodyReply, BodyTask, BodyThreadBootData, BodyThreadCommand, BodyThreadEvent, CheckedBodyReport } from '../src/runtime/protocol.js';
@@ -119,6 +120,10 @@ async function runBody(runId: number, action: DefinedAction, task: BodyTask): Pr
       const checked = checkReport(report);
       if (open) post({ type: 'report', runId, ...checked });
     },
+    publish: (value) => {
+      const json = checkResult(value);
+      if (open) post({ type: 'result', runId, json });
+    },
     get logger() {
       logger ??= rootLogger.child({ action: task.actionId, executionId: task.executionId, phase: 'body' });
       return logger;
@@ -126,7 +131,8 @@ async function runBody(runId: number, action: DefinedAction, task: BodyTask): Pr
   };
   try {
     // A synchronous body is not awaited: its end is stamped without a turn of the microtask queue.
-    const returned = action.body!(Object.freeze(task.state), ctx);
+    // The state after start: it passed the JSON check on the handler thread.
+    const returned = action.body!(Object.freeze(task.state as JsonObject), ctx);
     if (returned instanceof Promise) await returned;
     const endedAtUs = clockUs();
     open = false;
@@ -148,8 +154,37 @@ async function runBody(runId: number, action: DefinedAction, task: BodyTask): Pr
   }
 }
 
+/**
+ * The JSON text of a published result, checked here, on the body's thread, so an author mistake
+ * throws where it was made: JSON (`src/json.ts`) and at most {@link BODY_RESULT_MAX_BYTES}.
+ */
+function checkResult(value: unknown): string {
+  let json: string | undefined;
+  try {
+    json = checkedJsonText(value, 'result');
+  } catch (error) {
+    if (error instanceof NotJsonError) throw new TypeError(`ctx.publish: ${error.message}`);
+    throw error;
+  }
+  if (json === undefined) throw new TypeError('ctx.publish: undefined is not JSON; publish null for "no result"');
+  // UTF-8 bytes are at most 3 per UTF-16 unit: count them only when the text could be too large.
+  if (json.length * 3 > BODY_RESULT_MAX_BYTES) {
+    const bytes = Buffer.byteLength(json, 'utf8');
+    if (bytes > BODY_RESULT_MAX_BYTES) {
+      throw new RangeError(`ctx.publish: the result is ${bytes} bytes of JSON, more than ${BODY_RESULT_MAX_BYTES}; publish a summary and keep bulky data in a file`);
+    }
+  }
+  return json;
+}
+
 /** Validate a report here, on the body's thread, so an author mistake surfaces where it was made. */
 function checkReport(report: BodyReport): CheckedBodyReport {
+  try {
+    assertJson(report, '');
+  } catch (error) {
+    if (error instanceof NotJsonError) throw new TypeError(`ctx.report: ${error.message}`);
+    throw error;
+  }
   const out: CheckedBodyReport = {};
   if (report.messages !== undefined) out.messages = report.messages.map((m, i) => parseOrThrow(MessageSchema, m, `messages[${i}]`));
   if (report.metrics !== undefined) {

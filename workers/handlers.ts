@@ -3,13 +3,14 @@
  *
  * Everything author-provided is checked here, off the main thread: the config schema, the shape of
  * results (validated against the wire schemas, so a bad message level is the author's error, not a
- * response the agent rejects), JSON-serialisability (a JSON round trip: what the agent will see
- * is exactly what the next call gets back) and the size of the state (one the agent could not
- * send back is refused here, before it is copied to the main thread: `src/runtime/state-limit.ts`).
+ * response the agent rejects), that state and results are JSON (`src/json.ts`: a `Date`, `Map`,
+ * `NaN`, class instance… fails the call naming its path, because the next call would get back
+ * something else) and the size of the state (one the agent could not send back is refused here,
+ * before it is copied to the main thread: `src/runtime/state-limit.ts`).
  */
 import { workerData } from 'node:worker_threads';
 import type { z } from 'zod';
-import type { BodyInfo, BodyReports, DefinedAction, HandlerContext, JsonObject } from '../src/action.js';
+import type { BodyInfo, BodyReports, DefinedAction, HandlerContext, Json, JsonObject } from '../src/action.js';
 import { jsonTextDeeperThan, MAX_JSON_DEPTH } from '../src/api/json-depth.js';
 import {
   PrepareResultSchema,
@@ -23,6 +24,7 @@ import { ErrorCode, ExtensionError, toErrorData } from '../src/errors.js';
 import { createLogger, type Logger } from '../src/logging.js';
 import { importActions } from '../src/runtime/modules.js';
 import type { HandlerReply, HandlerTask, HandlerThreadBootData, Phase } from '../src/runtime/protocol.js';
+import { assertJson, NotJsonError } from '../src/json.js';
 import { REQUEST_ENVELOPE_BYTES, stateBytesOver } from '../src/runtime/state-limit.js';
 
 /** Deepest state that fits into a request: `{"executionId":…,"state":<state>}` adds one level. */
@@ -46,8 +48,9 @@ export default async function runHandler(task: HandlerTask): Promise<HandlerRepl
   if (action === undefined) {
     return { ok: false, error: { code: ErrorCode.Internal, message: `action ${task.actionId} is not loaded on this worker`, details: {} } };
   }
-  // The state object the handler may mutate; on failure we return it as the handler left it.
-  const state: JsonObject = task.state ?? {};
+  // The state object the handler may mutate; on failure we return it as the handler left it. It
+  // came as JSON from the agent (or the execution's last state, which passed the check here).
+  const state = (task.state ?? {}) as JsonObject;
   try {
     const raw = await invoke(action, task, state, context(task));
     return finish(task.phase, raw, state);
@@ -116,10 +119,15 @@ async function invoke(action: DefinedAction, task: HandlerTask, state: JsonObjec
   }
 }
 
-/** The body information of a status or stop task, with its reports always present. */
+/** The body information of a status or stop task as the author sees it: reports always present, the result parsed. */
 function bodyOf(task: HandlerTask): BodyInfo & { stopMs?: number; reports: BodyReports } {
-  const body = task.body ?? { phase: 'none', progress: 0 };
-  return { ...body, reports: body.reports ?? { messages: [], metrics: [] } };
+  const { resultJson, ...body } = task.body ?? { phase: 'none', progress: 0 };
+  return {
+    ...body,
+    reports: body.reports ?? { messages: [], metrics: [] },
+    // Parsed per call: a handler may mutate what it got, and the next call must see the result as published.
+    ...(resultJson === undefined ? {} : { result: JSON.parse(resultJson) as Json }),
+  };
 }
 
 /**
@@ -141,14 +149,20 @@ function finish(phase: Phase, raw: unknown, mutatedState: JsonObject): HandlerRe
   if (phase === 'prepare' && (typeof returnedState !== 'object' || returnedState === null || Array.isArray(returnedState))) {
     throw new TypeError('prepare must return { state: {...} } with a JSON object as state');
   }
-  const result = toJson(extras, `${phase} result`) as Record<string, unknown>;
+  // A returned state replaces the mutated one; query and stop hand out no state.
+  const handsOutState = phase !== 'query' && phase !== 'stop';
+  const stateValue: unknown = returnedState !== undefined && returnedState !== null ? returnedState : mutatedState;
+  // One walk over everything handed out (`src/json.ts`). Something that is not JSON fails the
+  // call without a state: the agent keeps the one it sent, as for a state too large.
+  const notJson = notJsonIn(handsOutState ? { ...extras, state: stateValue } : extras);
+  if (notJson !== undefined) return { ok: false, error: toErrorData(notJson) };
+  const result = JSON.parse(jsonText(extras, `${phase} result`)) as Record<string, unknown>;
   if (phase === 'status' && typeof result['completed'] !== 'boolean') {
     throw new TypeError('status must return { completed: boolean, ... }');
   }
   let stateOut: JsonObject | undefined;
-  // A returned state replaces the mutated one; query and stop have no state.
-  if (phase !== 'query' && phase !== 'stop') {
-    const text = jsonText(returnedState !== undefined && returnedState !== null ? returnedState : mutatedState, 'state');
+  if (handsOutState) {
+    const text = jsonText(stateValue, 'state');
     const tooLarge = stateTooLarge(phase, text);
     if (tooLarge !== undefined) return { ok: false, error: toErrorData(tooLarge) };
     stateOut = JSON.parse(text) as JsonObject;
@@ -166,19 +180,30 @@ function finish(phase: Phase, raw: unknown, mutatedState: JsonObject): HandlerRe
   return { ok: true, result, ...(stateOut === undefined ? {} : { state: stateOut }) };
 }
 
+/** The {@link NotJsonError} for the first value in `value` that is not JSON, or undefined. Paths start at its keys (`state.when`, `metrics[0].value`). */
+function notJsonIn(value: unknown): NotJsonError | undefined {
+  try {
+    assertJson(value, '');
+    return undefined;
+  } catch (error) {
+    if (error instanceof NotJsonError) return error;
+    throw error;
+  }
+}
+
 /**
  * The reply of a start or status handler that threw: its error and the state as it left it — or,
- * when that state is too large to hand out, the size error naming the handler's error too.
+ * when that state cannot be handed out (not JSON, too large), that error naming the handler's
+ * error too, and no state: the agent keeps the one it sent.
  */
 function failedWithState(phase: Phase, error: unknown, state: JsonObject): HandlerReply {
-  let text: string;
-  try {
-    text = jsonText(state, 'state');
-  } catch (notJson) {
-    rootLogger.error({ err: notJson }, 'state left by a failed handler is not JSON-serialisable; returning {}');
-    return { ok: false, error: toErrorData(error), state: {} };
+  const handlerFailure = toErrorData(error).message;
+  const notJson = notJsonIn({ state });
+  if (notJson !== undefined) {
+    return { ok: false, error: toErrorData(new TypeError(`${notJson.message}. The ${phase} handler had also failed: ${handlerFailure}`)) };
   }
-  const tooLarge = stateTooLarge(phase, text, toErrorData(error).message);
+  const text = jsonText(state, 'state');
+  const tooLarge = stateTooLarge(phase, text, handlerFailure);
   if (tooLarge !== undefined) return { ok: false, error: toErrorData(tooLarge) };
   return { ok: false, error: toErrorData(error), state: JSON.parse(text) as JsonObject };
 }
@@ -210,12 +235,10 @@ function stateTooLarge(phase: Phase, stateJson: string, handlerFailure?: string)
   return new ExtensionError('State too large', { detail });
 }
 
-/** JSON round trip: exactly what the agent will see; throws naming `what` if not serialisable. */
-function toJson(value: unknown, what: string): unknown {
-  return JSON.parse(jsonText(value, what)) as unknown;
-}
-
-/** The JSON text of `value` (`{}` for a value JSON drops, such as undefined); throws naming `what` if not serialisable. */
+/**
+ * The JSON text of a value {@link assertJson} passed (`{}` for undefined); throws naming `what` if
+ * it still cannot be serialised (nested too deeply for the stack, a getter that throws).
+ */
 function jsonText(value: unknown, what: string): string {
   let text: string | undefined;
   try {

@@ -15,12 +15,13 @@
  * microseconds). {@link BodyLane.end} waits out the rest of `graceMs`; a body still running then is
  * marked Killed (CAS on its BODY word) and its thread terminated.
  */
-import type { BodyInfo, BodyPhase, JsonObject } from '../action.js';
+import type { BodyPhase } from '../action.js';
+import type { JsonObject } from '../api/schemas.js';
 import type { Logger } from '../logging.js';
 import { BodyState, Reason, clockUs, type ControlTable } from '../shm/table.js';
 import type { BodySeat, BodyThreads } from './body-threads.js';
 import type { Execution } from './executions.js';
-import type { BodyKind } from './protocol.js';
+import type { BodyKind, BodyTaskInfo } from './protocol.js';
 import { settlesWithin } from './waits.js';
 
 /** A dispatched body as the main thread tracks it. */
@@ -34,6 +35,8 @@ export class BodyRun {
   error: string | undefined;
   /** Shared-clock µs at which the body's code ended, when its thread said so. */
   endedAtUs: number | undefined;
+  /** JSON text of the body's latest `ctx.publish()`; kept after the body ended, for status and stop. */
+  resultJson: string | undefined;
   /** True once {@link done} resolved. */
   settled = false;
   /** True once the body's code began (false for a run that settled without beginning). */
@@ -120,6 +123,9 @@ export class BodyLane {
         report: (report) => {
           if (!run.settled) execution.reports.add(report.messages, report.metrics);
         },
+        result: (json) => {
+          if (!run.settled) run.resultJson = json;
+        },
         ended: (phase, error, endedAtUs) => {
           run.endedAtUs = endedAtUs;
           if (error !== undefined) run.error = error.message;
@@ -146,14 +152,16 @@ export class BodyLane {
 
   /**
    * What status and stop report about the body. A body whose code ended but whose last reports
-   * are still in flight counts as running, so a status that sees `returned` has seen every report.
+   * are still in flight counts as running, so a status that sees `returned` has seen every report
+   * and its last result.
    */
-  info(execution: Execution): BodyInfo {
+  info(execution: Execution): BodyTaskInfo {
     const word = this.table.bodyState(execution.slot, execution.generation);
     const ended = word !== BodyState.Queued && word !== BodyState.Running && word !== BodyState.None;
     const phase = ended && execution.body?.settled === false ? 'running' : PHASES[word];
-    const info: BodyInfo = { phase, progress: this.table.progress(execution.slot) };
+    const info: BodyTaskInfo = { phase, progress: this.table.progress(execution.slot) };
     if (execution.body?.error !== undefined) info.error = execution.body.error;
+    if (execution.body?.resultJson !== undefined) info.resultJson = execution.body.resultJson;
     return info;
   }
 

@@ -37,6 +37,8 @@ import type { TestGates } from '../shm/test-gates.js';
 export interface BodyRunListener {
   began(): void;
   report(report: CheckedBodyReport): void;
+  /** The body published a result (`ctx.publish()`): its JSON text. */
+  result(json: string): void;
   /** The body ended on its own terms (`returned`, `stopped`, `failed`, `skipped`). */
   ended(phase: 'returned' | 'stopped' | 'failed' | 'skipped', error: ErrorData | undefined, endedAtUs: number): void;
   /** Its thread was terminated by {@link BodySeat.kill} for this run. */
@@ -296,6 +298,9 @@ export class BodyThreads {
           return;
         case 'report':
           listener.report(event);
+          return;
+        case 'result':
+          listener.result(event.json);
           return;
         case 'ended':
           thread.runs.delete(event.runId);

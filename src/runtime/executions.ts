@@ -6,7 +6,8 @@
  * Only stoppable actions have executions here: the others are stateless on the extension side
  * (the agent carries their state), exactly as in the reference SDK.
  */
-import type { JsonObject, Message, Metric } from '../action.js';
+import type { Message, Metric } from '../action.js';
+import type { JsonObject } from '../api/schemas.js';
 import { ErrorCode, RuntimeError } from '../errors.js';
 import { clockMs, ControlTable, type Reason } from '../shm/table.js';
 import type { BodyEnd, BodyRun } from './bodies.js';

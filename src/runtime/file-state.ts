@@ -28,7 +28,7 @@
  * @module
  */
 import * as path from 'node:path';
-import type { JsonObject } from '../action.js';
+import type { JsonObject } from '../api/schemas.js';
 import { ErrorCode, RuntimeError } from '../errors.js';
 
 /** A location in a JSON value: object keys and array indices from the root. */

@@ -53,9 +53,10 @@
  *   run settles its waiters, failed ones retry and are finally given up.
  */
 import * as os from 'node:os';
-import type { JsonObject, Message } from '../action.js';
+import type { Message } from '../action.js';
 import type {
   ActionStatusRequestBody,
+  JsonObject,
   PrepareActionRequestBody,
   QueryMetricsRequestBody,
   StartActionRequestBody,

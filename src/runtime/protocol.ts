@@ -2,10 +2,20 @@
  * Messages between the main thread and the worker threads. Everything here is plain,
  * structured-cloneable data; errors travel as {@link ErrorData}.
  */
-import type { BodyInfo, BodyReports, JsonObject, Message, Metric, ResultExtras } from '../action.js';
+import type { BodyInfo, BodyReports, Message, Metric, ResultExtras } from '../action.js';
+import type { JsonObject } from '../api/schemas.js';
 import type { ErrorData } from '../errors.js';
 import type { LogSettings } from '../logging.js';
 import type { StateLimit } from './state-limit.js';
+
+/**
+ * The body as a status or stop task carries it: its result as the JSON text the body thread made
+ * (a string is copied between threads in one piece; the handler thread parses it for the author).
+ */
+export interface BodyTaskInfo extends Omit<BodyInfo, 'result'> {
+  /** JSON text of the latest `ctx.publish()`, absent when the body published nothing. */
+  resultJson?: string;
+}
 
 /** Lifecycle phases that run an author handler on the handler lane. */
 export type Phase = 'prepare' | 'start' | 'status' | 'stop' | 'query';
@@ -35,7 +45,7 @@ export interface HandlerTask {
   /** start, status, stop: the state to hand to the handler. */
   state?: JsonObject;
   /** status, stop: what the body is doing and reported. */
-  body?: BodyInfo & { stopMs?: number; reports?: BodyReports };
+  body?: BodyTaskInfo & { stopMs?: number; reports?: BodyReports };
   /** stop: why and by whom. */
   stop?: { reason: string; requestedBy: 'agent' | 'extension' };
   /** Wall-clock ms (`Date.now()`) at which the handler's `ctx.signal` aborts. */
@@ -76,7 +86,7 @@ export type BodyThreadCommand = { type: 'run'; runId: number; task: BodyTask };
 
 /**
  * Body thread → main thread, all on the thread's one port, so they arrive in order: a run's
- * `began` and every `report` come before its `ended`.
+ * `began`, every `report` and every `result` come before its `ended`.
  */
 export type BodyThreadEvent =
   | { type: 'ready' }
@@ -84,6 +94,8 @@ export type BodyThreadEvent =
   | { type: 'began'; runId: number }
   /** `ctx.report()`, validated on the body's thread (metric timestamps filled in). */
   | ({ type: 'report'; runId: number } & CheckedBodyReport)
+  /** `ctx.publish()`: the body's latest result as JSON text, checked on the body's thread. */
+  | { type: 'result'; runId: number; json: string }
   /**
    * The body ended; its context is closed and it will send nothing more. `clean`: it left nothing
    * running on the thread (no timer, socket or other handle), so the thread may take another body.

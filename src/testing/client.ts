@@ -9,6 +9,8 @@ import type { ExtensionIndex } from '../api/extension-index.js';
 import type { ActionDescription, ActionList, DescribingEndpointReference, MutatingEndpointReference } from '../api/schemas.js';
 import { ErrorAnswer, ProtocolError, TransportError } from './errors.js';
 import { runExecution, type Exchange, type ExecutionEndpoints, type FileSource, type PrepareRequest, type RunOptions, type RunResult } from './run.js';
+import { isDefinedAction } from '../action.js';
+import type { AnyDefinedAction, ConfigOf, StateOf } from './run.js';
 import { ANSWER_SCHEMAS, validateWire, type AnswerOf, type AnswerSchemaName } from './validate.js';
 
 /** Options of {@link AgentClient}. */
@@ -256,13 +258,28 @@ export class AgentClient {
   }
 
   /**
-   * Run one execution like the agent: (list → describe when given an id) → prepare → start →
-   * status at its callInterval until completed, an error or the run window ends → stop, metric
-   * queries in parallel. Failures are collected in `errors`; only a failing lookup throws.
+   * The lifecycle endpoints of an action this extension serves, found by the definition's id (see
+   * {@link findAction}) and typed by the definition: its config as the agent sends it, its state.
    */
-  async run(action: string | ActionDescription, options: RunOptions = {}): Promise<RunResult> {
-    const description = typeof action === 'string' ? await this.findAction(action) : action;
-    return runExecution(this.endpoints(description), options);
+  async endpointsOf<A extends AnyDefinedAction>(action: A): Promise<ExecutionEndpoints<ConfigOf<A>, StateOf<A>>> {
+    // The answers are validated against the wire schemas; the types are the definition's promise.
+    return this.endpoints(await this.findAction(action.description.id)) as unknown as ExecutionEndpoints<ConfigOf<A>, StateOf<A>>;
+  }
+
+  /**
+   * Run one execution like the agent: (list → describe when given an id or a definition) → prepare
+   * → start → status at its callInterval until completed, an error or the run window ends → stop,
+   * metric queries in parallel. Failures are collected in `errors`; only a failing lookup throws.
+   * Given the action definition (the value `defineAction` returned), `config` and the result's
+   * states are typed by it.
+   */
+  run<A extends AnyDefinedAction>(action: A, options?: RunOptions<ConfigOf<A>>): Promise<RunResult<StateOf<A>>>;
+  run(action: string | ActionDescription, options?: RunOptions): Promise<RunResult>;
+  async run(action: string | ActionDescription | AnyDefinedAction, options: RunOptions<unknown> = {}): Promise<RunResult<unknown>> {
+    const description =
+      typeof action === 'string' ? await this.findAction(action) : isDefinedAction(action) ? await this.findAction(action.description.id) : (action as ActionDescription);
+    // Typed by the overloads; the config goes to the extension as it is, like the agent's.
+    return runExecution(this.endpoints(description), options as RunOptions);
   }
 
   /** Send, then apply the agent's reading of the answer (see {@link interpretAnswer}). */

@@ -14,16 +14,19 @@ import {
   StartActionRequestBodySchema,
   StopActionRequestBodySchema,
 } from '../api/schemas.js';
+import { ACTION_MODULE, isDefinedAction } from '../action.js';
 import type { ExtensionOptions } from '../config.js';
 import { ErrorCode, RuntimeError } from '../errors.js';
 import { createExtension, type Extension } from '../extension.js';
 import { validateBody } from '../http/app.js';
 import { FOLDER_MODE, UPLOADED_FILE_MODE } from '../http/uploads.js';
 import type { Reply, RequestScope, UploadedFiles } from '../runtime/lifecycle.js';
+import type { JsonObject } from '../api/schemas.js';
+import { moduleUrl } from '../runtime/modules.js';
 import type { RegisteredAction } from '../runtime/registry.js';
 import { interpretAnswer } from './client.js';
 import type { AnswerOf, AnswerSchemaName } from './validate.js';
-import { runExecution, type Exchange, type ExecutionEndpoints, type FileSource, type RunOptions, type RunResult } from './run.js';
+import { runExecution, type AnyDefinedAction, type ConfigOf, type Exchange, type ExecutionEndpoints, type FileSource, type RunOptions, type RunResult, type StateOf } from './run.js';
 
 /** An action module: a `file:` URL, a URL string or an absolute path. */
 export type ModuleReference = URL | string;
@@ -40,16 +43,27 @@ export interface ActionHarnessOptions {
   extension?: Omit<Partial<ExtensionOptions>, 'actions'>;
 }
 
+/** Options of {@link createActionHarness} given an action definition. */
+export interface TypedHarnessOptions extends Omit<ActionHarnessOptions, 'actionId'> {
+  /**
+   * The module that exports the action as (part of) its default export. Default: the module that
+   * called `defineAction` — right when the action's module calls it itself, as usual; name the
+   * module when a helper elsewhere calls `defineAction` for it.
+   */
+  module?: ModuleReference;
+}
+
 /**
  * One action's lifecycle operations on real worker threads, without HTTP. The methods answer like
  * the HTTP endpoints (see {@link ExecutionEndpoints}); {@link ActionHarness.run} drives a whole
- * execution like the agent.
+ * execution like the agent. Made from an action definition, `C` is its config as the agent sends
+ * it and `S` its state ({@link ConfigOf}, {@link StateOf}).
  */
-export interface ActionHarness extends ExecutionEndpoints {
+export interface ActionHarness<C = JsonObject, S = JsonObject> extends ExecutionEndpoints<C, S> {
   /** The extension behind the harness (e.g. for `stats()` or `stopAll()`). */
   readonly extension: Extension;
   /** Run one execution like the agent (see {@link runExecution}). */
-  run(options?: RunOptions): Promise<RunResult>;
+  run(options?: RunOptions<C>): Promise<RunResult<S>>;
   /** Stop every execution, end the threads, remove the temporary upload folder. Idempotent. */
   close(): Promise<void>;
 }
@@ -58,21 +72,38 @@ export interface ActionHarness extends ExecutionEndpoints {
 const DIRECT_SCOPE: RequestScope = { deadlineMs: undefined, abandoned: () => false };
 
 /**
- * Load `modules` into an extension that does not listen and return the harness of one action.
+ * Load an action into an extension that does not listen and return its harness.
+ *
+ * Given the action definition (the module's default export, imported by the test), the harness is
+ * typed by it: a config the action's schema would refuse or a state of another shape does not
+ * compile. Given module references, it is untyped, and `actionId` picks the action when the
+ * modules define several.
  *
  * @example
  * ```ts
- * const harness = await createActionHarness(new URL('../actions/cpu-stress.js', import.meta.url));
+ * import cpuStress from '../actions/cpu-stress.js';
+ * const harness = await createActionHarness(cpuStress);
  * try {
  *   const prepared = await harness.prepare({ executionId: randomUUID(), config: { duration: 1000 } });
+ *   prepared.result.state.cpuLoad; // typed as the action's state
  * } finally {
  *   await harness.close();
  * }
  * ```
  * @throws RegistrationError / ConfigError as `createExtension`; Error when `actionId` is unknown or
- *   ambiguous.
+ *   ambiguous, or when the module of a definition cannot be told (then pass `module`).
  */
-export async function createActionHarness(modules: ModuleReference | readonly ModuleReference[], options: ActionHarnessOptions = {}): Promise<ActionHarness> {
+export function createActionHarness<A extends AnyDefinedAction>(action: A, options?: TypedHarnessOptions): Promise<ActionHarness<ConfigOf<A>, StateOf<A>>>;
+export function createActionHarness(modules: ModuleReference | readonly ModuleReference[], options?: ActionHarnessOptions): Promise<ActionHarness>;
+export async function createActionHarness(
+  target: AnyDefinedAction | ModuleReference | readonly ModuleReference[],
+  options: ActionHarnessOptions & TypedHarnessOptions = {},
+): Promise<ActionHarness> {
+  if (isDefinedAction(target)) {
+    const { module, ...rest } = options;
+    return createActionHarness(module ?? (await exportingModule(target)), { ...rest, actionId: target.description.id });
+  }
+  const modules = target;
   const ownUploadDir = options.extension?.uploadDir === undefined ? await mkdtemp(join(tmpdir(), 'actionkit-harness-')) : undefined;
   const uploadDir = options.extension?.uploadDir ?? ownUploadDir!;
   let extension: Extension;
@@ -154,23 +185,52 @@ export async function createActionHarness(modules: ModuleReference | readonly Mo
 }
 
 /**
- * Run one execution of the action in `modules` like the agent (prepare → start → status polls →
- * stop, metric queries), on real worker threads without HTTP, then close everything.
+ * Run one execution of an action like the agent (prepare → start → status polls → stop, metric
+ * queries), on real worker threads without HTTP, then close everything. Given the action
+ * definition, the options and the result are typed by it (see {@link createActionHarness}).
  *
  * @example
  * ```ts
- * const run = await runAction(new URL('../actions/cpu-stress.js', import.meta.url), { config: { duration: 500 } });
+ * import cpuStress from '../actions/cpu-stress.js';
+ * const run = await runAction(cpuStress, { config: { duration: 500 } });
  * assert.deepEqual(run.errors, []);
  * ```
  */
-export async function runAction(modules: ModuleReference | readonly ModuleReference[], options: RunOptions & ActionHarnessOptions = {}): Promise<RunResult> {
-  const { actionId, extension, ...runOptions } = options;
-  const harness = await createActionHarness(modules, { ...(actionId === undefined ? {} : { actionId }), ...(extension === undefined ? {} : { extension }) });
+export function runAction<A extends AnyDefinedAction>(action: A, options?: RunOptions<ConfigOf<A>> & TypedHarnessOptions): Promise<RunResult<StateOf<A>>>;
+export function runAction(modules: ModuleReference | readonly ModuleReference[], options?: RunOptions & ActionHarnessOptions): Promise<RunResult>;
+export async function runAction(
+  target: AnyDefinedAction | ModuleReference | readonly ModuleReference[],
+  options: RunOptions<unknown> & ActionHarnessOptions & TypedHarnessOptions = {},
+): Promise<RunResult<unknown>> {
+  const { actionId, extension, module, ...runOptions } = options;
+  const harness = await createActionHarness(target as ModuleReference, {
+    ...(actionId === undefined ? {} : { actionId }),
+    ...(extension === undefined ? {} : { extension }),
+    ...(module === undefined ? {} : { module }),
+  });
   try {
-    return await harness.run(runOptions);
+    // Typed by the overloads; the config goes to the action as it is, like the agent's.
+    return await harness.run(runOptions as RunOptions);
   } finally {
     await harness.close();
   }
+}
+
+/**
+ * The module that exports `action`: the one that called `defineAction`, checked (on this thread)
+ * to export it, since a helper module may have made the call for it.
+ */
+async function exportingModule(action: AnyDefinedAction): Promise<string> {
+  const id = action.description.id;
+  const recorded = (action as unknown as Record<symbol, unknown>)[ACTION_MODULE];
+  const hint = `pass the module that exports it: createActionHarness(action, { module: new URL('./<its module>.js', import.meta.url) })`;
+  if (typeof recorded !== 'string') throw new Error(`cannot tell which module defines action ${id}; ${hint}`);
+  const url = moduleUrl(recorded);
+  const exported = ((await import(url)) as { default?: unknown }).default;
+  if (exported !== action && !(Array.isArray(exported) && exported.includes(action))) {
+    throw new Error(`action ${id} was defined by a call in ${url}, whose default export is not this action; ${hint}`);
+  }
+  return url;
 }
 
 /**

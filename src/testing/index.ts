@@ -7,6 +7,10 @@
  *   answer against the ActionKit schemas.
  * - {@link createActionHarness} / {@link runAction}: an action's handlers on real worker threads,
  *   through the runtime's lifecycle, without HTTP.
+ *
+ * Given the action definition itself (the module's default export), the harness, `runAction`,
+ * `client.run` and `client.endpointsOf` are typed by it: a config its schema would refuse does
+ * not compile, and states have the action's state type.
  * - {@link checkExtension}: the conformance check behind `actionkit check`.
  *
  * @example
@@ -14,9 +18,10 @@
  * import { test } from 'node:test';
  * import assert from 'node:assert/strict';
  * import { runAction } from 'actionkit-runtime/testing';
+ * import cpuStress from '../actions/cpu-stress.js';
  *
  * test('cpu stress runs and stops cleanly', async () => {
- *   const run = await runAction(new URL('../actions/cpu-stress.js', import.meta.url), { config: { duration: 500, cpuLoad: 50 } });
+ *   const run = await runAction(cpuStress, { config: { duration: 500, cpuLoad: 50 } });
  *   assert.deepEqual(run.errors, []);
  * });
  * ```
@@ -24,20 +29,25 @@
 export { AgentClient, interpretAnswer, type AgentClientOptions, type ExchangeOptions, type FetchDispatcher, type RawAnswer } from './client.js';
 export {
   runExecution,
+  type AnsweredWith,
+  type AnyDefinedAction,
+  type ConfigOf,
   type ExecutionEndpoints,
   type Exchange,
   type FileSource,
   type Phase,
   type PhaseRecord,
+  type PreparedWith,
   type PrepareRequest,
   type QueryRequest,
   type RunEnd,
   type RunError,
   type RunOptions,
   type RunResult,
+  type StateOf,
   type StateRequest,
 } from './run.js';
-export { createActionHarness, runAction, type ActionHarness, type ActionHarnessOptions, type ModuleReference } from './in-process.js';
+export { createActionHarness, runAction, type ActionHarness, type ActionHarnessOptions, type ModuleReference, type TypedHarnessOptions } from './in-process.js';
 export { checkExtension, type CheckOptions, type CheckReport, type CheckRow, type CheckStatus } from './check.js';
 export { defaultConfig, type DefaultConfig } from './defaults.js';
 export { nodeTransport, type NodeTransportOptions } from './node-transport.js';

@@ -8,6 +8,7 @@
  * it exercise the same agent behaviour.
  */
 import { randomUUID } from 'node:crypto';
+import type { DefinedAction } from '../action.js';
 import { parseDurationMs } from '../api/description.js';
 import type {
   ActionDescription,
@@ -29,12 +30,40 @@ import { describeActionKitError } from './errors.js';
 /** A file for a `file` parameter: a path to read, or a name and the content. */
 export type FileSource = string | { filename: string; content: string | Uint8Array };
 
-/** A prepare call. */
-export interface PrepareRequest {
+/** Any action definition (the value `defineAction` returned), whatever its types. */
+export type AnyDefinedAction = DefinedAction<any, any, any, any>;
+
+/**
+ * The config of action `A` (the value `defineAction` returned) as the agent sends it: the input
+ * of its config schema (durations in ms, defaults optional), where an optional parameter may also
+ * be `null` (a parameter the user left empty). Without a schema, any JSON object.
+ */
+export type ConfigOf<A> = A extends DefinedAction<any, any, any, infer I> ? AgentConfig<I> : JsonObject;
+
+/** The state type of action `A` (the value `defineAction` returned). */
+export type StateOf<A> = A extends DefinedAction<any, infer S, any, any> ? S : JsonObject;
+
+/** A schema input as the agent sends it: optional members may be `null`. */
+type AgentConfig<I> = I extends object ? { [K in keyof I]: undefined extends I[K] ? I[K] | null : I[K] } : I;
+
+/** A prepare answer whose `state` has the action's state type `S`. */
+export type PreparedWith<S> = Without<PrepareResult, 'state'> & { state: S };
+
+/** A start or status answer whose `state`, when there is one, has the action's state type `S`. */
+export type AnsweredWith<R extends StartResult | StatusResult, S> = Without<R, 'state'> & { state?: S };
+
+/**
+ * `T` without the fields `K`, keeping its index signature (the wire types allow additional
+ * properties): the built-in `Omit` would keep only the index signature and lose every named field.
+ */
+type Without<T, K extends PropertyKey> = { [P in keyof T as P extends K ? never : P]: T[P] };
+
+/** A prepare call; `C` is the action's config as the agent sends it ({@link ConfigOf}). */
+export interface PrepareRequest<C = JsonObject> {
   /** The execution's UUID. */
   executionId: string;
   /** Parameter values by name. */
-  config: JsonObject;
+  config: C;
   /** The target the execution acts on (actions with target selection). */
   target?: Target;
   /** What the agent knows about the experiment run. */
@@ -45,21 +74,21 @@ export interface PrepareRequest {
   files?: Readonly<Record<string, FileSource>>;
 }
 
-/** A start, status or stop call. */
-export interface StateRequest {
+/** A start, status or stop call; `S` is the action's state ({@link StateOf}). */
+export interface StateRequest<S = JsonObject> {
   /** The execution's UUID. */
   executionId: string;
   /** The latest state the extension returned. */
-  state: JsonObject;
+  state: S;
 }
 
 /** A metric query call. */
-export interface QueryRequest {
+export interface QueryRequest<C = JsonObject> {
   executionId: string;
   /** ISO 8601 date-time of the query. */
   timestamp: string;
   /** The execution's config. */
-  config: JsonObject;
+  config: C;
   /** The execution's target, if any. */
   target?: Target;
 }
@@ -78,26 +107,30 @@ export interface Exchange<T> {
  * The lifecycle endpoints of one action. Each call resolves with a schema-valid 2xx answer (which
  * may still carry `error`) or rejects with an {@link AgentClientError} (non-2xx ActionKitError,
  * schema violation, no JSON, no answer).
+ *
+ * Typed for one action (`createActionHarness(action)`, `client.endpointsOf(action)`), `C` is its
+ * config as the agent sends it and `S` its state; the answers are validated against the wire
+ * schemas, not against these types (the action's own handlers made them).
  */
-export interface ExecutionEndpoints {
+export interface ExecutionEndpoints<C = JsonObject, S = JsonObject> {
   /** The (validated) description of the action. */
   readonly description: ActionDescription;
   /** `prepare`: JSON, or multipart when files are given or the action has `file` parameters. */
-  prepare(request: PrepareRequest): Promise<Exchange<PrepareResult>>;
+  prepare(request: PrepareRequest<C>): Promise<Exchange<PreparedWith<S>>>;
   /** `start` with the state prepare returned. */
-  start(request: StateRequest): Promise<Exchange<StartResult>>;
+  start(request: StateRequest<S>): Promise<Exchange<AnsweredWith<StartResult, S>>>;
   /** `status` (also the heartbeat); rejects when the action describes no status endpoint. */
-  status(request: StateRequest): Promise<Exchange<StatusResult>>;
+  status(request: StateRequest<S>): Promise<Exchange<AnsweredWith<StatusResult, S>>>;
   /** `stop` with the latest state; rejects when the action describes no stop endpoint. */
-  stop(request: StateRequest): Promise<Exchange<StopResult>>;
+  stop(request: StateRequest<S>): Promise<Exchange<StopResult>>;
   /** The metric query; rejects when the action describes no `metrics.query`. */
-  query(request: QueryRequest): Promise<Exchange<QueryMetricsResult>>;
+  query(request: QueryRequest<C>): Promise<Exchange<QueryMetricsResult>>;
 }
 
-/** How to run an execution. Every field is optional. */
-export interface RunOptions {
+/** How to run an execution. Every field is optional; `C` is the action's config as the agent sends it ({@link ConfigOf}). */
+export interface RunOptions<C = JsonObject> {
   /** `config` of prepare (parameter values by name; durations in milliseconds). Default `{}`. */
-  config?: JsonObject;
+  config?: C;
   /** `target` of prepare and of metric queries. */
   target?: Target;
   /** `executionContext` of prepare. */
@@ -148,8 +181,8 @@ export interface PhaseRecord<T> extends Exchange<T> {
 /** Why the run ended. */
 export type RunEnd = 'completed' | 'duration' | 'error' | 'instantaneous' | 'aborted';
 
-/** Everything a run observed. */
-export interface RunResult {
+/** Everything a run observed; `S` is the action's state ({@link StateOf}). */
+export interface RunResult<S = JsonObject> {
   /** The action's id. */
   actionId: string;
   /** The execution's UUID. */
@@ -169,17 +202,17 @@ export interface RunResult {
   /** Every failure; empty for a clean run. */
   errors: RunError[];
   /** The prepare answer (absent when the call failed). */
-  prepare?: PhaseRecord<PrepareResult>;
+  prepare?: PhaseRecord<PreparedWith<S>>;
   /** The start answer (absent when not reached or the call failed). */
-  start?: PhaseRecord<StartResult>;
+  start?: PhaseRecord<AnsweredWith<StartResult, S>>;
   /** Every status answer, in order. */
-  status: PhaseRecord<StatusResult>[];
+  status: PhaseRecord<AnsweredWith<StatusResult, S>>[];
   /** The stop answer (absent when not described, not reached or the call failed). */
   stop?: PhaseRecord<StopResult>;
   /** Every metric query answer, in order. */
   query: PhaseRecord<QueryMetricsResult>[];
   /** The last state the extension returned (what stop was, or would have been, sent). */
-  state: JsonObject | undefined;
+  state: S | undefined;
 }
 
 /** Interval used when a described `callInterval` cannot be parsed (as the Go test client). */
@@ -194,6 +227,7 @@ const DEFAULT_QUERY_INTERVAL_MS = 1_000;
 const MAX_TIMER_MS = 2 ** 31 - 1;
 
 /** Run one execution of `endpoints.description` (see the module documentation). Never throws for extension misbehaviour: it is in `errors`. */
+export function runExecution<C = JsonObject, S = JsonObject>(endpoints: ExecutionEndpoints<C, S>, options?: RunOptions<C>): Promise<RunResult<S>>;
 export async function runExecution(endpoints: ExecutionEndpoints, options: RunOptions = {}): Promise<RunResult> {
   const description = endpoints.description;
   const config = options.config ?? {};

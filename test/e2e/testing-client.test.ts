@@ -20,6 +20,8 @@ import {
 } from 'actionkit-runtime/testing';
 import { Agent as UndiciAgent } from 'undici';
 import { createExtension } from 'actionkit-runtime';
+import { defineAction } from 'actionkit-runtime/action';
+import primeCount from '../fixtures/prime-count.js';
 import { eventually, fixture, start, tempDir, type Running } from '../support/harness.js';
 import { jsonOf, rawServer, type RawServer } from '../support/raw-server.js';
 
@@ -52,6 +54,25 @@ test('as in an author\'s repo: createExtension on port 0 plus the agent client',
   } finally {
     await extension.close();
     uploads.remove();
+  }
+});
+
+test('the client runs an action given its definition, typed by it', { timeout: TEST_TIMEOUT_MS }, async () => {
+  const running = await start({ actions: [fixture('prime-count')] });
+  try {
+    const client = new AgentClient({ baseUrl: running.base });
+    const run = await client.run(primeCount, { config: { limit: 1000, minPrimes: 168 }, statusIntervalMs: 20 });
+    assert.deepEqual(run.errors, []);
+    assert.equal(run.ended, 'completed');
+    const limit: number | undefined = run.state?.limit;
+    assert.equal(limit, 1000);
+    const endpoints = await client.endpointsOf(primeCount);
+    const executionId = randomUUID();
+    const prepared = await endpoints.prepare({ executionId, config: { limit: 10, hold: null } });
+    assert.equal(prepared.result.state.hold, false, 'null is an empty parameter: the default applies');
+    await endpoints.stop({ executionId, state: prepared.result.state });
+  } finally {
+    await running.close();
   }
 });
 
@@ -323,6 +344,35 @@ describe('handler harness: real worker threads, no HTTP', { timeout: TEST_TIMEOU
     } finally {
       await harness.close();
     }
+  });
+
+  test('given the definition, the harness finds its module, and runs are typed by it', async () => {
+    const harness = await createActionHarness(primeCount);
+    try {
+      assert.equal(harness.description.id, 'fixture.prime-count');
+      const run = await harness.run({ config: { limit: 1000, minPrimes: 100 }, statusIntervalMs: 20 });
+      assert.deepEqual(run.errors, []);
+      assert.equal(run.ended, 'completed');
+      // Typed: `run.state` is the action's state, not a JSON object.
+      const polls: number | undefined = run.state?.polls;
+      assert.ok(polls !== undefined && polls >= 1);
+      const primes = run.metrics.filter((metric) => metric.name === 'primes_found').map((metric) => metric.value);
+      assert.equal(primes.at(-1), 168, 'π(1000)');
+    } finally {
+      await harness.close();
+    }
+    const ran = await runAction(primeCount, { config: { limit: 100 }, statusIntervalMs: 20 });
+    assert.deepEqual(ran.errors, []);
+    assert.equal(ran.state?.limit, 100);
+  });
+
+  test('a definition whose module does not export it needs the module named', async () => {
+    const local = defineAction({ ...primeCount, description: { ...primeCount.description, id: 'fixture.prime-count.local' } });
+    await assert.rejects(createActionHarness(local), /action fixture\.prime-count\.local was defined by a call in file:.*testing-client\.test\.js, whose default export is not this action; pass the module that exports it/);
+    // Named, the module must define an action with the definition's id.
+    await assert.rejects(createActionHarness(local, { module: fixture('prime-count') }), /no action "fixture\.prime-count\.local" in the modules/);
+    const harness = await createActionHarness(primeCount, { module: fixture('prime-count') });
+    await harness.close();
   });
 
   test('a module with several actions needs actionId', async () => {
