@@ -340,8 +340,6 @@ export class Lifecycle {
       execution = this.deps.store.create(id, action);
       execution.state = state;
       execution.prepared = true;
-    } else {
-      execution.uploadLocations?.assertKept(state, id);
     }
     const owned = execution;
     await hold('start.before-lock', id);
@@ -358,9 +356,9 @@ export class Lifecycle {
       const recent = action.stoppable ? this.deps.store.recentStop(id) : undefined;
       if (recent !== undefined) return stoppedStatus(recent.outcome.reason, recent.outcome.bodyError);
       if (!action.hasStatusHandler) return this.unknownStatus(action, id);
-      const locations = action.stoppable ? null : this.untrackedLocations(action, id, state);
-      // A stoppable action with file parameters this process does not know: its uploads are not here.
-      if (locations === null && action.fileParameters.size > 0) return this.unknownStatus(action, id);
+      const locations = action.stoppable ? undefined : this.untrackedLocations(action, id, state);
+      // An action with file parameters that this process did not prepare: its uploads are not here.
+      if (locations === null || (action.stoppable && action.fileParameters.size > 0)) return this.unknownStatus(action, id);
       const reply = await this.runHandler(this.task('status', action, id, scope, { state }));
       if (reply.ok) locations?.record(reply.state ?? state);
       return statusReply(reply, state, undefined);
@@ -369,11 +367,12 @@ export class Lifecycle {
     const stopped = this.stoppedStatusOf(execution);
     if (stopped !== undefined) return stopped;
     if (!action.hasStatusHandler) return { status: 200, body: prependReports({ completed: false }, execution.reports.drain()) };
-    execution.uploadLocations?.assertKept(state, id);
     return execution.lock.run(async () => {
       // Re-check: a stop may have been requested while this request waited for the lock.
       const stoppedMeanwhile = this.stoppedStatusOf(execution);
       if (stoppedMeanwhile !== undefined) return stoppedMeanwhile;
+      // Under the lock: a start or status before this one may have handed out more upload locations.
+      execution.uploadLocations?.assertKept(state, id);
       const reports = execution.reports.drain();
       const body = { ...this.deps.bodies.info(execution), reports };
       const reply = await this.runHandler(this.task('status', action, id, scope, { state, body }));
@@ -485,6 +484,8 @@ export class Lifecycle {
   private async startLocked(execution: Execution, agentState: JsonObject, scope: RequestScope): Promise<Reply> {
     const { table, bodies } = this.deps;
     const { action, slot, generation } = execution;
+    // Under the lock: what handlers before this one handed out is recorded (`./file-state.ts`).
+    execution.uploadLocations?.assertKept(agentState, execution.id);
     // While this request waited for the lock, a stop (or a failed prepare) may have ended the
     // execution and even handed its block to another: look again, by generation.
     const control = table.control(slot);
@@ -624,7 +625,7 @@ export class Lifecycle {
         runAuthorStop(this.deps.pools, this.deps.handlerTimeoutMs, {
           actionId: action.id,
           executionId: execution.id,
-          state: (requestedBy === 'agent' ? execution.agentStopState : undefined) ?? execution.state,
+          state: this.stopState(execution, requestedBy),
           body: {
             ...this.deps.bodies.info(execution),
             ...(bodyEnd.stopMs === undefined ? {} : { stopMs: bodyEnd.stopMs }),
@@ -786,6 +787,23 @@ export class Lifecycle {
     };
     this.deps.store.remember(id, action.id, outcome);
     return stopReplyFor(outcome);
+  }
+
+  /**
+   * The state the author's stop gets: the agent's when the agent's stop won (checked against the
+   * upload locations when it was requested, and again here, under the lock: a handler in between
+   * may have handed out more), else — or when the agent's no longer passes — the latest handed out.
+   */
+  private stopState(execution: Execution, requestedBy: 'agent' | 'extension'): JsonObject {
+    const agentState = requestedBy === 'agent' ? execution.agentStopState : undefined;
+    if (agentState === undefined) return execution.state;
+    try {
+      execution.uploadLocations?.assertKept(agentState, execution.id);
+      return agentState;
+    } catch {
+      this.deps.logger.warn({ executionId: execution.id }, "the agent's stop state names no upload where a later handler put one; stopping with the state handed out last");
+      return execution.state;
+    }
   }
 
   /** Keep the upload locations of a prepared execution of a non-stoppable file action (bounded). */
