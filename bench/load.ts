@@ -5,7 +5,7 @@
  */
 import { randomUUID } from 'node:crypto';
 import autocannon from 'autocannon';
-import { Pool } from 'undici';
+import { Client, Pool } from 'undici';
 import { serveParent } from './ipc.js';
 import { mulberry32, shuffle } from './stats.js';
 import { OBSERVED_AT_METRIC, STOP_TO_BODY_END_METRIC } from './actions/spin-action.js';
@@ -339,4 +339,128 @@ async function sabLatency(payload: { base: string; samples: number; settleMs: nu
   return { stopToBodyEndUs, sendToObservedUs, stopRoundTripMs, failures };
 }
 
-serveParent({ pid: process.pid }, { setup, releaseKeepAlive, storm, finalStatus, stopBatch, statusLatency, statusOnce, throughput, sabLatency });
+/**
+ * The well-behaved agent of hostileFlood: each execution polled in a loop of its own, one status
+ * at a time and `intervalMs` after the previous answer (as the agent polls at the action's call
+ * interval), from `agentStart` until `agentEnd`. Each latency is filed under the phase the parent
+ * had set (`agentPhase`) when the request was sent.
+ */
+const agent = {
+  phase: 'warm-up',
+  running: false,
+  loops: [] as Promise<void>[],
+  latenciesMs: {} as Record<string, number[]>,
+  /** Executions whose status said they ended (completed, or an error such as a heartbeat timeout). */
+  stopped: [] as { id: string; phase: string; title: string }[],
+  failures: [] as string[],
+};
+
+async function agentStart(payload: { base: string; action: string; count: number; intervalMs: number }) {
+  if (agent.running) throw new Error('the agent is already polling');
+  const { executions, failures } = await setup({ base: payload.base, items: [{ action: payload.action, burn: true, count: payload.count }], concurrency: payload.count });
+  if (failures.length > 0) throw new Error(`agent setup failed: ${failures.join('; ')}`);
+  Object.assign(agent, { phase: 'warm-up', running: true, latenciesMs: {}, stopped: [], failures: [] });
+  agent.loops = executions.map(async (execution) => {
+    while (agent.running) {
+      const phase = agent.phase;
+      const answer = await post(payload.base, `/${execution.action}/status`, { executionId: execution.id, state: execution.state });
+      (agent.latenciesMs[phase] ??= []).push(answer.ms);
+      if (answer.status !== 200) agent.failures.push(`${phase}: ${describeAnswer('status', answer)}`);
+      else if (answer.body?.['completed'] === true) {
+        const error = answer.body['error'] as { title?: string } | undefined;
+        agent.stopped.push({ id: execution.id, phase, title: error?.title ?? 'completed' });
+        return;
+      }
+      await new Promise((resolve) => setTimeout(resolve, payload.intervalMs));
+    }
+  });
+  return { executions };
+}
+
+function agentPhase(payload: { phase: string }) {
+  agent.phase = payload.phase;
+  return {};
+}
+
+async function agentEnd() {
+  agent.running = false;
+  await Promise.all(agent.loops);
+  return { latenciesMs: agent.latenciesMs, stopped: agent.stopped, failures: agent.failures.slice(0, 10), failureCount: agent.failures.length };
+}
+
+/** The bodies a flood client sends, in turn. `stopUnknown` twice: the shape the runtime accepts and acts on. */
+const FLOOD_VARIANTS = ['stopUnknown', 'truncated', 'stopUnknown', 'invalidId'] as const;
+type FloodVariant = (typeof FLOOD_VARIANTS)[number];
+/**
+ * The repeated unit of the flood's state: nested arrays of one number each. Of the shapes tried
+ * (flat numbers, pairs, objects, strings, arrays nested 1–3 deep), many tiny arrays cost the server
+ * the most per byte (2.5–4 s a 5 MiB body, flat numbers 0.4–0.6 s): a JSON value and a V8 array
+ * every two or three bytes, to parse and to clone to a handler thread.
+ */
+const FLOOD_UNIT = '[[0],[1]],';
+const UUID_PLACEHOLDER = '00000000-0000-4000-8000-000000000000';
+
+/**
+ * A JSON text of exactly `sizeBytes` (the largest body the server accepts):
+ * `{"executionId":…,"state":{"samples":[[[0],[1]],…]}}`, padded with whitespace.
+ * - `stopUnknown`: valid; the id is replaced per request, so each is a stop for an execution this
+ *   server never saw (the author's stop runs statelessly on a handler thread, reference behaviour);
+ * - `truncated`: the same text without its final brace: malformed JSON, found at the last byte;
+ * - `invalidId`: valid JSON whose `executionId` is not a UUID: refused by the schema after parsing.
+ */
+function floodBody(variant: FloodVariant, sizeBytes: number): { body: Buffer; idOffset: number } {
+  const id = variant === 'invalidId' ? 'not-an-execution-id-000000000000000000' : UUID_PLACEHOLDER;
+  const head = `{"executionId":"${id}","state":{"samples":[`;
+  const tail = '[0]]}}';
+  const units = Math.floor((sizeBytes - head.length - tail.length) / FLOOD_UNIT.length);
+  let text = head + FLOOD_UNIT.repeat(units) + tail;
+  text = text.slice(0, -1) + ' '.repeat(sizeBytes - text.length) + '}';
+  if (variant === 'truncated') text = `${text.slice(0, -1)} `;
+  return { body: Buffer.from(text), idOffset: variant === 'stopUnknown' ? head.indexOf(UUID_PLACEHOLDER) : -1 };
+}
+
+/**
+ * hostileFlood's flood: `clients` connections, each posting maximum-size bodies to `path` one
+ * after another (the next once the previous is answered) until `durationMs` passed; resolves when
+ * the last one is answered. Answers are counted by variant and HTTP status, failures by error code.
+ */
+async function flood(payload: { base: string; path: string; clients: number; durationMs: number; bodyBytes: number }) {
+  const templates = new Map(FLOOD_VARIANTS.map((variant) => [variant, floodBody(variant, payload.bodyBytes)]));
+  const answers: Record<string, number> = {};
+  let completed = 0;
+  let failed = 0;
+  const started = performance.now();
+  const until = started + payload.durationMs;
+  await Promise.all(
+    Array.from({ length: payload.clients }, async (_, client) => {
+      const connection = new Client(payload.base, { pipelining: 1, keepAliveTimeout: 60_000 });
+      try {
+        for (let i = client; performance.now() < until; i++) {
+          const variant = FLOOD_VARIANTS[i % FLOOD_VARIANTS.length]!;
+          const template = templates.get(variant)!;
+          let body = template.body;
+          if (template.idOffset >= 0) {
+            body = Buffer.from(template.body);
+            body.write(randomUUID(), template.idOffset, 'latin1');
+          }
+          let key: string;
+          try {
+            const answer = await connection.request({ path: payload.path, method: 'POST', headers: { 'content-type': 'application/json' }, body });
+            await answer.body.text();
+            key = `${variant} → ${answer.statusCode}`;
+            completed++;
+          } catch (error) {
+            key = `${variant} → ${(error as { code?: string }).code ?? (error instanceof Error ? error.message : String(error))}`;
+            failed++;
+          }
+          answers[key] = (answers[key] ?? 0) + 1;
+        }
+      } finally {
+        await connection.close().catch(() => undefined);
+      }
+    }),
+  );
+  return { completed, failed, answers, floodMs: performance.now() - started };
+}
+
+serveParent({ pid: process.pid }, { setup, releaseKeepAlive, storm, finalStatus, stopBatch, statusLatency, statusOnce, throughput, sabLatency, agentStart, agentPhase, agentEnd, flood });

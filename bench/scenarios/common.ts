@@ -22,6 +22,8 @@ export interface ServerProcess {
   base: string;
   pid: number;
   stats(): Promise<ServerStats>;
+  /** `GET /metrics` on the probe port (Prometheus text). */
+  metrics(): Promise<string>;
   /** CPU time of the whole process, all threads (µs). */
   cpuUsage(): Promise<NodeJS.CpuUsage>;
   stop(): Promise<void>;
@@ -35,7 +37,7 @@ export async function startServer(env: Record<string, string> = {}): Promise<Ser
   const uploadDir = mkdtempSync(join(tmpdir(), 'actionkit-bench-uploads-'));
   const profileDir = process.env['BENCH_PROFILE_DIR'];
   const execArgv = profileDir === undefined ? [] : ['--cpu-prof', '--cpu-prof-dir', profileDir];
-  const { child, ready } = await BenchChild.start<{ port: number; pid: number }>('./server.js', {
+  const { child, ready } = await BenchChild.start<{ port: number; healthPort: number | undefined; pid: number }>('./server.js', {
     STEADYBIT_EXTENSION_PORT: '0',
     STEADYBIT_EXTENSION_HEALTH_PORT: '0',
     STEADYBIT_LOG_LEVEL: 'error',
@@ -48,6 +50,12 @@ export async function startServer(env: Record<string, string> = {}): Promise<Ser
     base: `http://127.0.0.1:${ready.port}`,
     pid: ready.pid,
     stats: () => child.request<ServerStats>('stats'),
+    metrics: async () => {
+      if (ready.healthPort === undefined) throw new Error('the server has no probe port, hence no /metrics');
+      const answer = await fetch(`http://127.0.0.1:${ready.healthPort}/metrics`);
+      if (!answer.ok) throw new Error(`GET /metrics answered ${answer.status}`);
+      return answer.text();
+    },
     cpuUsage: () => child.request<NodeJS.CpuUsage>('cpuUsage'),
     stop: async () => {
       await child.stop();

@@ -73,5 +73,5 @@ test('bench: a usage error is one line on stderr and exit 1', async () => {
   const { code, stdout, stderr } = await runBench(['--only', 'nope']);
   assert.equal(code, 1);
   assert.equal(stdout, '');
-  assert.match(stderr, /^bench: unknown scenario nope; known: storm, cpuStorm, stopLatency, responsiveness, oversubscribed, httpOverhead, scaling\n$/);
+  assert.match(stderr, /^bench: unknown scenario nope; known: storm, cpuStorm, stopLatency, responsiveness, oversubscribed, httpOverhead, scaling, hostileFlood\n$/);
 });
