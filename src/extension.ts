@@ -10,7 +10,7 @@ import { Worker } from 'node:worker_threads';
 import { resolveOptions, watchdogTickMs, type ExtensionOptions, type ResolvedOptions } from './config.js';
 import { buildIndex } from './api/extension-index.js';
 import { assertPathsFree, buildApp } from './http/app.js';
-import { openListener } from './http/listener.js';
+import { listenedOrExplained, openListener } from './http/listener.js';
 import { createProbeServer, probeHandler, type ProbeState } from './http/probes.js';
 import { removeExecutionFolder, sweepStaleUploads } from './http/uploads.js';
 import { createLogger, logSettingsOf, type LogSettings, type Logger } from './logging.js';
@@ -311,7 +311,13 @@ export class Extension {
       this.probes = probes.server;
       this.metrics.watchConnections('probes', probes.connections);
       this.probes.listen(healthPort, host);
-      await once(this.probes, 'listening');
+      try {
+        await listenedOrExplained(this.probes, `port ${healthPort} (STEADYBIT_EXTENSION_HEALTH_PORT)`);
+      } catch (error) {
+        // Serve both or neither: the API must not stay up without its probes.
+        this.server.close();
+        throw error;
+      }
       info.healthPort = (this.probes.address() as AddressInfo).port;
     }
     if (this.options.handleSignals) this.signals.install();

@@ -100,6 +100,7 @@ const SETTING = {
   key: 'TLS server key (STEADYBIT_EXTENSION_TLS_SERVER_KEY)',
   clientCas: 'TLS client CA (STEADYBIT_EXTENSION_TLS_CLIENT_CAS)',
   socket: 'STEADYBIT_EXTENSION_UNIX_SOCKET',
+  port: 'STEADYBIT_EXTENSION_PORT',
 } as const;
 
 /**
@@ -129,7 +130,7 @@ export async function openListener(handler: RequestListener, settings: ListenerS
   if (settings.tls === undefined) {
     const server = keepConnections(createHttpServer(handler));
     const connections = capConnections(server, settings, logger);
-    await listening(server, { port: settings.port, host: settings.host, backlog: settings.backlog }, `port ${settings.port}`);
+    await listening(server, { port: settings.port, host: settings.host, backlog: settings.backlog }, `port ${settings.port} (${SETTING.port})`);
     return { server, endpoint: { port: (server.address() as AddressInfo).port, socketPath: undefined, tls: false, mutualTls: false }, connections };
   }
   const files = settings.tls;
@@ -154,7 +155,7 @@ export async function openListener(handler: RequestListener, settings: ListenerS
   });
   logCertificate(logger, 'TLS certificate loaded', material);
   const connections = capConnections(server, settings, logger);
-  await listening(server, { port: settings.port, host: settings.host, backlog: settings.backlog }, `port ${settings.port}`);
+  await listening(server, { port: settings.port, host: settings.host, backlog: settings.backlog }, `port ${settings.port} (${SETTING.port})`);
   new TlsReloader(server, files, material, settings.tlsReloadCheckMs, logger).start();
   return { server, endpoint: { port: (server.address() as AddressInfo).port, socketPath: undefined, tls: true, mutualTls }, connections };
 }
@@ -165,9 +166,22 @@ function capConnections(server: Server | HttpsServer, settings: ListenerSettings
 
 async function listening(server: Server, options: { port?: number; host?: string | undefined; path?: string; backlog: number }, where: string): Promise<void> {
   server.listen(options);
+  await listenedOrExplained(server, where);
+}
+
+/** Errors of `listen()` that are the operator's to fix (port taken, no permission, no such address). */
+const SETTING_ERRORS = new Set(['EADDRINUSE', 'EACCES', 'EADDRNOTAVAIL']);
+
+/**
+ * Wait until `server` listens. A port that is taken (or not allowed, or an address not on this
+ * host) is a {@link ConfigError} naming `where`, so a command line shows one line, not a stack.
+ */
+export async function listenedOrExplained(server: Server, where: string): Promise<void> {
   try {
     await once(server, 'listening');
   } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code !== undefined && SETTING_ERRORS.has(code)) throw new ConfigError(`Cannot listen on ${where}: ${(error as Error).message}`);
     throw new Error(`cannot listen on ${where}: ${(error as Error).message}`, { cause: error });
   }
 }

@@ -12,6 +12,7 @@ import { createServer as createNetServer } from 'node:net';
 import { join } from 'node:path';
 import { spawn } from 'node:child_process';
 import { connect as tlsConnect } from 'node:tls';
+import { fileURLToPath } from 'node:url';
 import { after, before, describe, test } from 'node:test';
 import { ConfigError, createExtension, type Extension, type ExtensionOptions } from '../../src/index.js';
 import { resolveOptions } from '../../src/config.js';
@@ -338,6 +339,59 @@ describe('mutual TLS and rotation (environment, child process)', () => {
     // Finishing the write completes the rotation.
     writeFileSync(files.certFile, server1.cert);
     await eventually('the completed rotation', async () => ((await servedSerial(child.port, trusted())) === server1.serialNumber ? true : undefined), 5_000);
+  });
+});
+
+describe('ports that cannot be used', () => {
+  /** A port some other server holds for the duration of `use`. */
+  async function withTakenPort<T>(use: (port: number) => Promise<T>): Promise<T> {
+    const holder = createNetServer();
+    await new Promise<void>((resolve) => holder.listen(0, '127.0.0.1', resolve));
+    try {
+      return await use((holder.address() as { port: number }).port);
+    } finally {
+      holder.close();
+    }
+  }
+
+  test('a taken API or probe port: listen() rejects with a ConfigError naming the port and its variable; nothing stays open', async () => {
+    await withTakenPort(async (taken) => {
+      const api = await createExtension(options({ port: taken }));
+      try {
+        await assert.rejects(api.listen(), (error: Error) => error instanceof ConfigError && error.message.startsWith(`Cannot listen on port ${taken} (STEADYBIT_EXTENSION_PORT): listen EADDRINUSE`));
+      } finally {
+        await api.close();
+      }
+      // The probe port taken: the API port it opened first is closed again.
+      const free = createNetServer();
+      await new Promise<void>((resolve) => free.listen(0, '127.0.0.1', resolve));
+      const apiPort = (free.address() as { port: number }).port;
+      await new Promise<void>((resolve) => free.close(() => resolve()));
+      const probes = await createExtension(options({ port: apiPort, healthPort: taken }));
+      try {
+        await assert.rejects(probes.listen(), (error: Error) => error instanceof ConfigError && error.message.startsWith(`Cannot listen on port ${taken} (STEADYBIT_EXTENSION_HEALTH_PORT)`));
+        const reuse = createNetServer();
+        await new Promise<void>((resolve, reject) => reuse.once('error', reject).listen(apiPort, '127.0.0.1', resolve));
+        reuse.close();
+      } finally {
+        await probes.close();
+      }
+    });
+  });
+
+  test('npm start on a taken port: one line naming it, exit 1, no stack trace', async () => {
+    await withTakenPort(async (taken) => {
+      const child = spawn(process.execPath, [fileURLToPath(new URL('../../example/main.js', import.meta.url))], {
+        env: { PATH: process.env['PATH'] ?? '', STEADYBIT_EXTENSION_PORT: String(taken), STEADYBIT_EXTENSION_HEALTH_PORT: '0', STEADYBIT_EXTENSION_OOM_SCORE_ADJ: 'off' },
+        stdio: ['ignore', 'ignore', 'pipe'],
+      });
+      let stderr = '';
+      child.stderr!.on('data', (chunk: Buffer) => (stderr += chunk.toString()));
+      const code = await new Promise<number | null>((resolve) => child.once('exit', resolve));
+      assert.equal(code, 1, stderr);
+      assert.match(stderr, new RegExp(`^Cannot listen on port ${taken} \\(STEADYBIT_EXTENSION_PORT\\): listen EADDRINUSE`, 'm'));
+      assert.doesNotMatch(stderr, /^\s+at /m, 'a stack trace');
+    });
   });
 });
 
