@@ -95,6 +95,7 @@ export async function createExtension(options: ExtensionOptions): Promise<Extens
   const moduleUrls = resolved.actions.map(moduleUrl);
   const registry = new ActionRegistry();
   registry.register(await importActions(moduleUrls), resolved.heartbeatMinIntervalMs);
+  for (const action of registry.all()) for (const warning of action.warnings) logger.warn({ action: action.id }, warning);
   assertPathsFree(registry, resolved.indexPath, resolved.index);
   try {
     const swept = await sweepStaleUploads(resolved.uploadDir);

@@ -163,10 +163,117 @@ export const ActionDescriptionInputSchema = ActionDescriptionSchema.extend({
     })
     .optional(),
 });
-/** A description as an author writes it (input of {@link normalizeDescription}). */
-export type ActionDescriptionInput = z.input<typeof ActionDescriptionInputSchema>;
+/**
+ * A description as an author writes it (input of {@link normalizeDescription}): exactly the fields
+ * of the spec, so a misspelt one (`categroy`, `icn`) in an object literal is a compile error. The
+ * spec lets no description object carry fields of its own; {@link assertKnownFields} refuses them
+ * at start-up too, for descriptions built where the compiler does not look.
+ */
+export type ActionDescriptionInput = Exact<z.input<typeof ActionDescriptionInputSchema>>;
+
+/**
+ * `T` without index signatures, recursively: the wire schemas are loose (they accept what a newer
+ * agent or extension adds), which as author input would let any misspelt key through.
+ */
+type Exact<T> = T extends readonly (infer Item)[]
+  ? Exact<Item>[]
+  : T extends object
+    ? { [K in keyof T as string extends K ? never : number extends K ? never : K]: Exact<T[K]> }
+    : T;
 type ParsedInput = z.output<typeof ActionDescriptionInputSchema>;
 type EndpointInput = z.output<typeof EndpointWithCallIntervalInputSchema>;
+
+// ---------------------------------------------------------------------------------------------
+// assertKnownFields
+// ---------------------------------------------------------------------------------------------
+
+/** A field of an author's description that the spec does not have. */
+interface UnknownField {
+  /** Where it is, spelled as in messages: `categroy`, `parameters[0].lable`. */
+  path: string;
+  /** The known field it probably misspells, if one is close. */
+  suggestion: string | undefined;
+}
+
+/**
+ * Refuse fields of an author's description that the spec does not have, naming each (with the
+ * known field it probably misspells): they would go to the agent as they are, and the field the
+ * author meant would silently be missing. Run on descriptions an author wrote, before
+ * {@link normalizeDescription} — which itself keeps unknown fields, as the spec allows on the wire
+ * (`actionkit check` validates other extensions' descriptions with it).
+ *
+ * A field whose shape is wrong is left to {@link normalizeDescription}; where a value matches no
+ * variant of a union (a widget of an unknown type), its fields are not looked at here.
+ *
+ * @throws RegistrationError `Action "<id>": unknown field "categroy" (did you mean "category"?)`
+ */
+export function assertKnownFields(input: unknown): void {
+  let json: unknown;
+  try {
+    json = JSON.parse(JSON.stringify(input ?? null)) as unknown;
+  } catch {
+    return; // normalizeDescription reports it
+  }
+  const unknown: UnknownField[] = [];
+  collectUnknownFields(ActionDescriptionInputSchema, json, [], unknown);
+  const first = unknown[0];
+  if (first === undefined) return;
+  const described = unknown.map(({ path, suggestion }) => `unknown field ${JSON.stringify(path)}${suggestion === undefined ? '' : ` (did you mean ${JSON.stringify(suggestion)}?)`}`);
+  throw registrationError(rawId(json), first.path, `${described.join('; ')}: the ActionKit spec has no such field${unknown.length === 1 ? '' : 's'}`);
+}
+
+/**
+ * Walk `value` along `schema` through the classes the description schemas are made of (objects,
+ * arrays, optionals, unions) and collect the keys objects have beyond their shape.
+ */
+function collectUnknownFields(schema: z.ZodType, value: unknown, path: PropertyKey[], out: UnknownField[]): void {
+  if (schema instanceof z.ZodOptional || schema instanceof z.ZodNullable || schema instanceof z.ZodDefault) {
+    collectUnknownFields(schema.unwrap() as z.ZodType, value, path, out);
+  } else if (schema instanceof z.ZodArray) {
+    if (Array.isArray(value)) value.forEach((item, index) => collectUnknownFields(schema.element as z.ZodType, item, [...path, index], out));
+  } else if (schema instanceof z.ZodUnion) {
+    // The variant the value is: the first that accepts it. None does: normalizeDescription reports it.
+    const variant = (schema.options as readonly z.ZodType[]).find((option) => option.safeParse(value).success);
+    if (variant !== undefined) collectUnknownFields(variant, value, path, out);
+  } else if (schema instanceof z.ZodObject) {
+    if (typeof value !== 'object' || value === null || Array.isArray(value)) return;
+    const shape = schema.shape as Record<string, z.ZodType>;
+    for (const [key, child] of Object.entries(value)) {
+      const field = shape[key];
+      if (field === undefined || !Object.hasOwn(shape, key)) out.push({ path: formatZodPath([...path, key]), suggestion: closestKey(key, Object.keys(shape)) });
+      else collectUnknownFields(field, child, [...path, key], out);
+    }
+  }
+}
+
+/** The known key `key` probably misspells: within two edits (a swap of neighbours counts as one), case ignored. */
+function closestKey(key: string, known: readonly string[]): string | undefined {
+  let best: string | undefined;
+  let bestDistance = 3;
+  for (const candidate of known) {
+    const distance = editDistance(key.toLowerCase(), candidate.toLowerCase());
+    if (distance < bestDistance) {
+      best = candidate;
+      bestDistance = distance;
+    }
+  }
+  return best;
+}
+
+/** Optimal string alignment distance: insertions, deletions, substitutions and swaps of neighbours. */
+function editDistance(a: string, b: string): number {
+  const rows: number[][] = Array.from({ length: a.length + 1 }, (_, i) => Array.from({ length: b.length + 1 }, (_, j) => (i === 0 ? j : j === 0 ? i : 0)));
+  const at = (i: number, j: number): number => rows[i]![j]!;
+  for (let i = 1; i <= a.length; i++) {
+    for (let j = 1; j <= b.length; j++) {
+      const cost = a[i - 1] === b[j - 1] ? 0 : 1;
+      let distance = Math.min(at(i - 1, j) + 1, at(i, j - 1) + 1, at(i - 1, j - 1) + cost);
+      if (i > 1 && j > 1 && a[i - 1] === b[j - 2] && a[i - 2] === b[j - 1]) distance = Math.min(distance, at(i - 2, j - 2) + 1);
+      rows[i]![j] = distance;
+    }
+  }
+  return at(a.length, b.length);
+}
 
 // ---------------------------------------------------------------------------------------------
 // normalizeDescription

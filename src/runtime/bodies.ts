@@ -15,8 +15,9 @@
  * microseconds). {@link BodyLane.end} waits out the rest of `graceMs`; a body still running then is
  * marked Killed (CAS on its BODY word) and its thread terminated.
  */
-import type { BodyPhase } from '../action.js';
+import type { BodyInfo, BodyPhase } from '../action.js';
 import type { JsonObject } from '../api/schemas.js';
+import type { ErrorData } from '../errors.js';
 import type { Logger } from '../logging.js';
 import { BodyState, Reason, clockUs, type ControlTable } from '../shm/table.js';
 import type { BodySeat, BodyThreads } from './body-threads.js';
@@ -129,7 +130,8 @@ export class BodyLane {
         ended: (phase, error, endedAtUs) => {
           run.endedAtUs = endedAtUs;
           if (error !== undefined) run.error = error.message;
-          if (phase === 'failed') this.logger.warn({ executionId: execution.id, err: error }, 'action body failed');
+          // info, not warn: the execution is stopped for it and the agent told, like any other stop reason.
+          if (phase === 'failed') this.logger.info({ ...bodyFields(execution), error: errorFields(error) }, 'action body failed');
           run.settle();
         },
         killed: () => run.settle(),
@@ -140,7 +142,7 @@ export class BodyLane {
             this.table.transitionBody(slot, generation, BodyState.Queued, BodyState.Failed);
           if (wasRunning) {
             // The body could not request its own stop: do it for it, through the one entry point.
-            this.logger.error({ executionId: execution.id, reason }, 'body thread lost');
+            this.logger.error({ ...bodyFields(execution), reason }, 'body thread lost');
             this.table.requestStop(slot, generation, Reason.BodyFailed);
           }
           run.settle();
@@ -186,17 +188,37 @@ export class BodyLane {
       this.table.transitionBody(slot, generation, BodyState.Queued, BodyState.Killed);
     }
     const killedAfterMs = sinceStopMs(clockUs());
-    this.logger.warn({ executionId: execution.id, graceMs, kind: run.kind }, 'action body did not stop within the grace period; terminating its thread');
+    this.logger.warn(
+      { ...bodyFields(execution), kind: run.kind, graceMs, pastGraceMs: roundMs(Math.max(0, killedAfterMs - graceMs)) },
+      'action body did not stop within the grace period; terminating its thread',
+    );
     const exited = run.seat.kill(
       `its shared io body thread was terminated to end the body of execution ${execution.id}, which did not stop within the ${graceMs} ms grace period`,
     );
     // A thread blocked in a native call (a synchronous child process, say) exits only when that
     // returns; its JavaScript never runs again, so the stop goes on after another grace period.
     if (!(await settlesWithin(exited, graceMs))) {
-      this.logger.error({ executionId: execution.id, graceMs }, 'the terminated body thread did not exit (blocked in a native call?); going on without it');
+      this.logger.error({ ...bodyFields(execution), graceMs }, 'the terminated body thread did not exit (blocked in a native call?); going on without it');
       run.settle();
     }
     await run.done;
     return { phase: 'killed', stopMs: killedAfterMs };
   }
+}
+
+/** Fields of every log line about an execution's body. */
+function bodyFields(execution: Execution): { action: string; executionId: string; phase: 'body' } {
+  return { action: execution.action.id, executionId: execution.id, phase: 'body' };
+}
+
+/** What a log line says about the error a body threw: its message and stack, never its state. */
+function errorFields(error: ErrorData | undefined): Record<string, string> | undefined {
+  if (error === undefined) return undefined;
+  const { detail, stack } = error.details;
+  return { code: error.code, message: error.message, ...(detail === undefined ? {} : { detail }), ...(stack === undefined ? {} : { stack }) };
+}
+
+/** ms with µs resolution, for log fields. */
+function roundMs(ms: number): number {
+  return Math.round(ms * 1000) / 1000;
 }

@@ -62,7 +62,7 @@ import type {
   StartActionRequestBody,
   StopActionRequestBody,
 } from '../api/schemas.js';
-import { ErrorCode, handlerErrorToWire, RuntimeError, type ActionKitErrorBody } from '../errors.js';
+import { ErrorCode, handlerErrorToWire, RuntimeError, type ActionKitErrorBody, type ErrorData } from '../errors.js';
 import { LogBudget } from '../log-budget.js';
 import type { Logger } from '../logging.js';
 import { HandlerTimedOut, type WorkerPools } from '../pool.js';
@@ -72,7 +72,7 @@ import { settlesWithin } from './waits.js';
 import type { BodySeat } from './body-threads.js';
 import { assertFileParametersUploaded, UploadLocations, uploadFolderOf } from './file-state.js';
 import { prependReports, type Execution, type ExecutionStore, type StopOutcome } from './executions.js';
-import type { HandlerReply, HandlerTask } from './protocol.js';
+import type { HandlerReply, HandlerTask, Phase } from './protocol.js';
 import type { RegisteredAction } from './registry.js';
 import { testPoint, type TestPoint } from './test-points.js';
 
@@ -622,7 +622,7 @@ export class Lifecycle {
     if (action.hasStopHandler && execution.prepared) {
       this.stats.stopHandlerCalls++;
       answer = await this.authorStops.run(() =>
-        runAuthorStop(this.deps.pools, this.deps.handlerTimeoutMs, {
+        runAuthorStop(this.deps.pools, this.deps.handlerTimeoutMs, this.deps.logger, {
           actionId: action.id,
           executionId: execution.id,
           state: this.stopState(execution, requestedBy),
@@ -742,7 +742,7 @@ export class Lifecycle {
     if (!action.hasStopHandler) return this.nothingToStop(action, id);
     let running = this.statelessStops.get(id)?.outcome;
     if (running === undefined) {
-      running = runAuthorStop(this.deps.pools, this.deps.handlerTimeoutMs, {
+      running = runAuthorStop(this.deps.pools, this.deps.handlerTimeoutMs, this.deps.logger, {
         actionId: action.id,
         executionId: id,
         state,
@@ -889,11 +889,13 @@ export class Lifecycle {
    */
   private async runHandler(task: HandlerTask): Promise<HandlerReply> {
     try {
-      return await this.deps.pools.runHandler(task, this.deps.handlerTimeoutMs);
+      const reply = await this.deps.pools.runHandler(task, this.deps.handlerTimeoutMs);
+      if (!reply.ok) logHandlerFailure(this.deps.logger, task, reply.error);
+      return reply;
     } catch (error) {
       if (!(error instanceof RuntimeError)) throw error;
       if (error instanceof HandlerTimedOut) await error.threadExited;
-      this.deps.logger.error({ executionId: task.executionId, phase: task.phase, detail: error.detail }, error.message);
+      this.deps.logger.error({ action: task.actionId, executionId: task.executionId, phase: task.phase, detail: error.detail }, error.message);
       const state = task.phase === 'prepare' ? {} : task.state;
       return { ok: false, error: { code: error.code, message: error.detail ?? error.message, details: {} }, ...(state === undefined ? {} : { state }) };
     }
@@ -916,17 +918,56 @@ export interface AuthorStopAnswer {
 export async function runAuthorStop(
   pools: WorkerPools,
   handlerTimeoutMs: number,
+  logger: Logger,
   task: Omit<HandlerTask, 'phase' | 'deadlineMs'>,
 ): Promise<AuthorStopAnswer> {
   try {
     const reply = await pools.runHandler({ ...task, phase: 'stop', deadlineMs: Date.now() + handlerTimeoutMs }, handlerTimeoutMs);
     if (reply.ok) return { succeeded: true, httpStatus: 200, body: reply.result as JsonObject };
+    logHandlerFailure(logger, { ...task, phase: 'stop' }, reply.error);
     return { succeeded: false, httpStatus: 500, body: { ...handlerErrorToWire(reply.error, 'Failed to stop action.') } };
   } catch (error) {
     const detail = error instanceof RuntimeError ? (error.detail ?? error.message) : String(error);
     const threadExited = error instanceof HandlerTimedOut ? error.threadExited : undefined;
+    logger.error({ action: task.actionId, executionId: task.executionId, phase: 'stop', detail }, error instanceof Error ? error.message : 'stop handler failed');
     return { succeeded: false, httpStatus: 500, body: { title: 'Failed to stop action.', detail }, ...(threadExited === undefined ? {} : { threadExited }) };
   }
+}
+
+/** The wire title of a failed handler of each phase that throws anything but an ExtensionError (reference §1.6). */
+const FAILURE_TITLES: Readonly<Record<Phase, string>> = {
+  prepare: 'Failed to prepare.',
+  start: 'Failed to start action.',
+  status: 'Failed to read status.',
+  stop: 'Failed to stop action.',
+  query: 'Failed to query metrics.',
+};
+
+/**
+ * Log a handler that failed on its thread (threw, or returned what the runtime refused), once:
+ * here, on the main thread, where its answer is made — the handler thread does not log it. At
+ * `warn`, so the default level shows it. Fields: the action, execution and phase, the title and
+ * detail the agent got, the thrown error's message and stack. Never the request, config or state:
+ * they may hold credentials.
+ */
+function logHandlerFailure(logger: Logger, task: Pick<HandlerTask, 'actionId' | 'executionId' | 'phase'>, error: ErrorData): void {
+  const wire = handlerErrorToWire(error, FAILURE_TITLES[task.phase]);
+  const { detail, stack } = error.details;
+  logger.warn(
+    {
+      action: task.actionId,
+      executionId: task.executionId,
+      phase: task.phase,
+      error: {
+        code: error.code,
+        title: wire.title,
+        message: error.message,
+        ...(detail === undefined ? {} : { detail }),
+        ...(stack === undefined ? {} : { stack }),
+      },
+    },
+    'action handler failed',
+  );
 }
 
 /** The stop result says how the body ended. */

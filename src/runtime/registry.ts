@@ -6,7 +6,8 @@
 import { randomBytes } from 'node:crypto';
 import type { DefinedAction } from '../action.js';
 import type { ActionDescription } from '../api/schemas.js';
-import { assertUniqueRoutes, normalizeDescription, parseDurationMs, RegistrationError } from '../api/description.js';
+import { assertKnownFields, assertUniqueRoutes, normalizeDescription, parseDurationMs, RegistrationError } from '../api/description.js';
+import { checkConfigFitsParameters } from './config-check.js';
 import { heartbeatExpiryMs } from '../config.js';
 import type { BodyKind } from './protocol.js';
 
@@ -25,6 +26,8 @@ export interface RegisteredAction {
   readonly bodyKind: BodyKind | undefined;
   /** Names of top-level parameters of type `file`. */
   readonly fileParameters: ReadonlySet<string>;
+  /** What start-up logs about the action at `warn`: doubts that do not stop it (`./config-check.ts`). */
+  readonly warnings: readonly string[];
   /** Silence after which the watchdog stops an execution; 0 = no heartbeat (not stoppable). */
   readonly heartbeatExpiryMs: number;
 }
@@ -36,7 +39,11 @@ export class ActionRegistry {
   /** A per-process nonce, so a restarted extension never reuses an ETag of its predecessor. */
   private readonly nonce = randomBytes(6).toString('hex');
 
-  /** Validate and add actions; throws {@link RegistrationError} naming the action and field. */
+  /**
+   * Validate and add actions; throws {@link RegistrationError} naming the action and field: a field
+   * the spec does not have, a description breaking a rule, a config schema refusing what the agent
+   * sends for a declared parameter (`./config-check.ts`), a route taken twice.
+   */
   register(actions: readonly DefinedAction[], heartbeatMinIntervalMs: number): void {
     const added: RegisteredAction[] = [];
     for (const definition of actions) {
@@ -46,7 +53,9 @@ export class ActionRegistry {
         query: definition.query !== undefined,
         body: definition.body !== undefined,
       };
+      assertKnownFields(definition.description);
       const description = normalizeDescription(definition.description, implemented);
+      const warnings = checkConfigFitsParameters(description, definition.config);
       const stoppable = description.stop !== undefined;
       const callInterval = description.status?.callInterval;
       added.push(
@@ -60,6 +69,7 @@ export class ActionRegistry {
           hasBody: implemented.body,
           bodyKind: implemented.body ? (definition.bodyKind ?? 'cpu') : undefined,
           fileParameters: new Set(description.parameters.filter((p) => p.type === 'file').map((p) => p.name)),
+          warnings,
           heartbeatExpiryMs:
             stoppable && callInterval !== undefined ? heartbeatExpiryMs(parseDurationMs(callInterval), heartbeatMinIntervalMs) : 0,
         }),

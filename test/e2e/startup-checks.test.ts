@@ -1,0 +1,46 @@
+/**
+ * Start-up refuses what would fail later in front of the agent: an action whose config schema
+ * refuses what the agent sends for a declared parameter, and a description with fields the spec
+ * does not have — through `createExtension`, and in a child process as an operator starts it.
+ */
+import assert from 'node:assert/strict';
+import { describe, test } from 'node:test';
+import { RegistrationError } from '../../src/api/description.js';
+import { fixture, SERVE_ENTRY, spawnNode, start } from '../support/harness.js';
+
+describe('start-up checks of action definitions', () => {
+  test('a config schema expecting strings for duration and integer parameters fails createExtension, naming action, parameter and expectation', async () => {
+    await assert.rejects(start({ actions: [fixture('config-mismatch')] }), (error: unknown) => {
+      assert.ok(error instanceof RegistrationError, String(error));
+      assert.equal(error.actionId, 'fixture.config-mismatch');
+      assert.equal(error.field, 'parameters[0].type');
+      assert.equal(
+        error.message,
+        'Action "fixture.config-mismatch": parameters[0] "duration" is of type "duration", for which the agent sends a number of milliseconds (e.g. 30000), ' +
+          'but the config schema refuses that at duration: Invalid input: expected string, received number',
+      );
+      return true;
+    });
+  });
+
+  test('misspelt description fields fail createExtension, naming action and fields', async () => {
+    await assert.rejects(start({ actions: [fixture('misspelt-description')] }), (error: unknown) => {
+      assert.ok(error instanceof RegistrationError, String(error));
+      assert.equal(error.field, 'categroy');
+      assert.equal(
+        error.message,
+        'Action "fixture.misspelt-description": unknown field "categroy" (did you mean "category"?); unknown field "icn" (did you mean "icon"?): the ActionKit spec has no such fields',
+      );
+      return true;
+    });
+  });
+
+  test('a child process serving the mismatched action exits at start-up with the message, before listening', async () => {
+    const child = spawnNode([SERVE_ENTRY, fixture('config-mismatch')]);
+    const code = await child.exited;
+    assert.notEqual(code, 0);
+    const output = child.logs.join('\n');
+    assert.match(output, /Action "fixture\.config-mismatch": parameters\[0\] "duration" is of type "duration"/);
+    assert.ok(!output.includes('extension listening'), output);
+  });
+});
