@@ -192,14 +192,20 @@ export function handlerErrorToWire(data: ErrorData, phaseTitle: string): ActionK
 
 /** Render a thrown non-Error value for a message. */
 export function describeThrown(value: unknown): string {
-  if (value instanceof Error) return value.message;
-  if (typeof value === 'string') return value;
   try {
-    return JSON.stringify(value) ?? String(value);
+    if (value instanceof Error) return String(value.message);
+    if (typeof value === 'string') return value;
+    const text = JSON.stringify(value) ?? String(value);
+    // A thrown object may carry anything (request headers, a whole response): say what it is, briefly.
+    return text.length > MAX_THROWN_TEXT ? `${text.slice(0, MAX_THROWN_TEXT)}…` : text;
   } catch {
-    return String(value);
+    // Never throws: an object that cannot even be turned into a string (a null prototype holding a bigint).
+    return Object.prototype.toString.call(value);
   }
 }
+
+/** Characters of a thrown non-Error value kept in a message. */
+const MAX_THROWN_TEXT = 200;
 
 /** Drop `undefined` fields so bodies carry only what is set (the spec has no nullable fields). */
 function compactError<T extends object>(value: T): { [K in keyof T]: Exclude<T[K], undefined> } {

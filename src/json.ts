@@ -89,10 +89,7 @@ export class NotJsonError extends TypeError {
  * @throws NotJsonError naming the first value that is not JSON and where it stood.
  */
 export function checkedJsonText(value: unknown, root: string): string | undefined {
-  const keys: (string | number)[] = [];
-  const ancestors: object[] = [];
-  const problem = findProblem(value, keys, ancestors);
-  if (problem !== undefined) throw new NotJsonError(formatPath(root, keys), problem);
+  assertJson(value, root);
   return JSON.stringify(value);
 }
 
@@ -102,9 +99,21 @@ export function checkedJsonText(value: unknown, root: string): string | undefine
  */
 export function assertJson(value: unknown, root: string): void {
   const keys: (string | number)[] = [];
-  const problem = findProblem(value, keys, []);
+  let problem: string | undefined;
+  try {
+    problem = findProblem(value, keys, []);
+  } catch (error) {
+    // A getter that throws, a revoked Proxy: reading the value failed, which is the value's problem.
+    problem = `reading it threw: ${error instanceof Error ? error.message : 'a non-Error value'}`;
+  }
   if (problem !== undefined) throw new NotJsonError(formatPath(root, keys), problem);
 }
+
+/**
+ * Deeper than this is refused by the walk itself (it recurses): far beyond the 512 levels a
+ * request may nest (`src/api/json-depth.ts`), far below a thread's stack limit.
+ */
+const MAX_WALK_DEPTH = 1_024;
 
 /**
  * Depth-first: the first problem under `value`, with `keys` left holding its path (they are
@@ -133,7 +142,13 @@ function findProblem(value: unknown, keys: (string | number)[], ancestors: objec
   if (value === null) return undefined;
   const object = value as object;
   if (ancestors.includes(object)) return 'a circular reference is not JSON';
+  if (ancestors.length >= MAX_WALK_DEPTH) return `nesting deeper than ${MAX_WALK_DEPTH} levels is not JSON the agent can send back`;
   if (Array.isArray(object)) {
+    if ('toJSON' in object) return TO_JSON;
+    // A RegExp match, an array with named properties: JSON keeps only the elements.
+    if (Object.keys(object).length !== object.length && Object.keys(object).some((key) => !ARRAY_INDEX.test(key))) {
+      return 'an array with properties besides its elements is not JSON (they would be dropped); copy the elements';
+    }
     ancestors.push(object);
     for (let i = 0; i < object.length; i++) {
       keys.push(i);
@@ -147,6 +162,7 @@ function findProblem(value: unknown, keys: (string | number)[], ancestors: objec
   }
   const prototype: unknown = Object.getPrototypeOf(object);
   if (prototype !== Object.prototype && prototype !== null) return notPlain(object);
+  if ('toJSON' in object) return TO_JSON;
   ancestors.push(object);
   for (const key of Object.keys(object)) {
     keys.push(key);
@@ -157,6 +173,12 @@ function findProblem(value: unknown, keys: (string | number)[], ancestors: objec
   ancestors.pop();
   return undefined;
 }
+
+/** An array index as `Object.keys` lists it. */
+const ARRAY_INDEX = /^(0|[1-9]\d*)$/;
+
+/** JSON.stringify would call it: what comes back is what toJSON returns, not the value itself. */
+const TO_JSON = 'a value with a toJSON method is not JSON as it is; store what toJSON returns';
 
 /** Why an object that is neither a plain object nor an array is not JSON, and what to store instead. */
 function notPlain(object: object): string {

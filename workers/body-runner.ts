@@ -97,16 +97,26 @@ async function runBody(runId: number, action: DefinedAction, task: BodyTask): Pr
   /** Open until the body settles: afterwards its leftovers (a timer, a late promise) cannot reach shared memory or the agent. */
   let open = true;
   let logger: Logger | undefined;
+  const results = new ResultCoalescer((json) => post({ type: 'result', runId, json }));
   const ctx: BodyContext = {
     executionId: task.executionId,
     actionId: task.actionId,
-    shouldStop: () => !table.isRunning(slot, generation),
+    // A result waiting for its interval goes out from the body's own calls too: a busy or
+    // sleeping body never turns its event loop, where the coalescer's timer would fire.
+    shouldStop: () => {
+      results.sendIfDue();
+      return !table.isRunning(slot, generation);
+    },
     throwIfStopped: () => {
+      results.sendIfDue();
       if (!table.isRunning(slot, generation)) throw new StopRequested();
     },
     sleep:
       boot.kind === 'cpu'
-        ? (ms) => table.waitWhileRunning(slot, generation, ms)
+        ? (ms) => {
+            results.flush();
+            return table.waitWhileRunning(slot, generation, ms);
+          }
         : () => {
             throw new TypeError(`ctx.sleep() blocks the thread, and an 'io' body shares its thread with other bodies: use await ctx.sleepAsync(ms), or declare bodyKind: 'cpu'`);
           },
@@ -122,7 +132,7 @@ async function runBody(runId: number, action: DefinedAction, task: BodyTask): Pr
     },
     publish: (value) => {
       const json = checkResult(value);
-      if (open) post({ type: 'result', runId, json });
+      if (open) results.publish(json);
     },
     get logger() {
       logger ??= rootLogger.child({ action: task.actionId, executionId: task.executionId, phase: 'body' });
@@ -135,12 +145,14 @@ async function runBody(runId: number, action: DefinedAction, task: BodyTask): Pr
     const returned = action.body!(Object.freeze(task.state as JsonObject), ctx);
     if (returned instanceof Promise) await returned;
     const endedAtUs = clockUs();
+    results.flush();
     open = false;
     const stopped = !table.isRunning(slot, generation);
     table.transitionBody(slot, generation, BodyState.Running, stopped ? BodyState.Stopped : BodyState.Returned);
     return { phase: stopped ? 'stopped' : 'returned', endedAtUs };
   } catch (error) {
     const endedAtUs = clockUs();
+    results.flush();
     open = false;
     if (!table.isRunning(slot, generation)) {
       // Ended by throwing after the stop: still a cooperative stop (StopRequested or an abort error).
@@ -151,6 +163,51 @@ async function runBody(runId: number, action: DefinedAction, task: BodyTask): Pr
     // A failing body asks for its execution's stop, through the same entry point as every trigger.
     table.requestStop(slot, generation, Reason.BodyFailed);
     return { phase: 'failed', error: toErrorData(error), endedAtUs };
+  }
+}
+
+/** Published results are sent at most this often; a newer one replaces one not sent yet. */
+const RESULT_MIN_INTERVAL_MS = 10;
+
+/**
+ * `ctx.publish` without a backlog: a body that publishes in a tight loop must not queue a message
+ * per call (memory, and status reading a value far behind). At most one result goes out per
+ * {@link RESULT_MIN_INTERVAL_MS}; a result published sooner waits, replaced by any newer one, and
+ * goes out once the interval has passed — at the body's next publish, `shouldStop()` or
+ * `throwIfStopped()`, at the timer (when its event loop turns) — before a blocking `ctx.sleep()`,
+ * and when the body ends, before its `ended`, so stop always reads the last one.
+ */
+class ResultCoalescer {
+  private lastSentMs = Number.NEGATIVE_INFINITY;
+  private pending: string | undefined;
+  private timer: NodeJS.Timeout | undefined;
+
+  constructor(private readonly send: (json: string) => void) {}
+
+  publish(json: string): void {
+    const sinceMs = performance.now() - this.lastSentMs;
+    if (sinceMs >= RESULT_MIN_INTERVAL_MS) return this.sendNow(json);
+    this.pending = json;
+    this.timer ??= setTimeout(() => this.flush(), RESULT_MIN_INTERVAL_MS - sinceMs);
+  }
+
+  /** Send what waits once its interval has passed (cheap when nothing waits: the body's hot path). */
+  sendIfDue(): void {
+    if (this.pending !== undefined && performance.now() - this.lastSentMs >= RESULT_MIN_INTERVAL_MS) this.flush();
+  }
+
+  /** Send what waits (if anything) and stop the timer: nothing of the body may stay on the thread. */
+  flush(): void {
+    clearTimeout(this.timer);
+    this.timer = undefined;
+    const pending = this.pending;
+    if (pending !== undefined) this.sendNow(pending);
+  }
+
+  private sendNow(json: string): void {
+    this.pending = undefined;
+    this.lastSentMs = performance.now();
+    this.send(json);
   }
 }
 

@@ -74,7 +74,7 @@ const AGENT_VALUES: Readonly<Record<ActionParameterType, AgentValue | undefined>
   boolean: { sends: 'a boolean', samples: [true, false], fromDefault: (text) => (text === 'true' ? true : text === 'false' ? false : undefined) },
   key_value: {
     sends: 'an array of {"key", "value"} objects (strings)',
-    samples: [[{ key: 'key', value: 'value' }]],
+    samples: [[{ key: 'key', value: 'value' }], [{ key: '1', value: '1' }]],
     fromDefault: (text) => {
       const parsed = parseJson(text);
       const isPair = (item: unknown): boolean =>
@@ -99,11 +99,12 @@ interface Probe {
 
 /**
  * Throws a {@link RegistrationError} when the action's `config` schema refuses the type of value
- * the agent sends for one of its declared parameters, or refuses every config object. Returns
- * warnings for start-up to log: keys the schema requires that no declared parameter supplies —
- * the agent never sends them, but a test may, so they do not stop start-up. Does nothing without
- * a schema, and for a schema that cannot be probed synchronously (async refinements, a transform
- * that throws on a probe value).
+ * the agent sends for one of its declared parameters, or is no object schema at all. Returns warnings for start-up to log: keys
+ * the schema requires that no declared parameter supplies (the agent never sends them, but a test
+ * may), and a schema that refuses a config holding every parameter at once (the agent leaves
+ * empty ones out). Does nothing without a schema, and for a schema that cannot be probed
+ * synchronously (async refinements, a transform that throws on a probe value). A refusal of a
+ * value that a transform or pipe produced from the sent one is the author's own, not counted.
  *
  * @throws RegistrationError e.g. `Action "com.acme.burn": parameters[0] "duration" is of type
  *   "duration", for which the agent sends a number of milliseconds (e.g. 30000), but the config
@@ -125,19 +126,25 @@ export function checkConfigFitsParameters(description: ActionDescription, schema
   const firstProblem = new Map<string, string>();
   const undeclared = new Map<string, string>();
   let rootProblem: string | undefined;
+  let rootUnionProblem: string | undefined;
   for (let round = 0; round < rounds; round++) {
     const config: Record<string, unknown> = {};
     for (const probe of probes) config[probe.parameter.name] = probe.candidates[Math.min(round, probe.candidates.length - 1)];
     const issues = issuesOf(schema, config);
-    if (issues === undefined) continue;
+    // A schema that throws on an agent-shaped value (a transform that parses it) cannot be judged
+    // by probing: refusing it on the other rounds' evidence would stop a working action.
+    if (issues === undefined) return [];
     const problems = new Map<string, string>();
     for (const issue of issues) {
       const head = issue.path[0];
       if (head === undefined) {
         if (issue.code === 'unrecognized_keys') {
           for (const key of issue.keys) if (!problems.has(key)) problems.set(key, `the schema does not accept the key ${JSON.stringify(key)} (a strict object without it)`);
-        } else if (isTypeProblem(issue, config)) {
+        } else if (issue.code === 'invalid_type') {
+          // Not an object schema at all: no config the agent sends can pass.
           rootProblem ??= issue.message;
+        } else if (isTypeProblem(issue, config)) {
+          rootUnionProblem ??= issue.message;
         }
         continue;
       }
@@ -146,7 +153,11 @@ export function checkConfigFitsParameters(description: ActionDescription, schema
         if (round === 0 && issue.code === 'invalid_type' && issue.path.length === 1) undeclared.set(key, issue.message);
         continue;
       }
-      if (!problems.has(key) && isTypeProblem(issue, valueAt(config, issue.path))) problems.set(key, `${formatZodPath(issue.path)}: ${describeIssue(issue)}`);
+      const sent = valueAt(config, issue.path);
+      // The value the schema refused is not the one sent: a transform or pipe changed it first,
+      // so the refusal is about the author's own output, not the agent's type.
+      if ('input' in issue && issue.input !== sent) continue;
+      if (!problems.has(key) && isTypeProblem(issue, sent)) problems.set(key, `${formatZodPath(issue.path)}: ${describeIssue(issue)}`);
     }
     for (const probe of probes) {
       const name = probe.parameter.name;
@@ -169,11 +180,17 @@ export function checkConfigFitsParameters(description: ActionDescription, schema
   if (rootProblem !== undefined) {
     throw registrationError(id, undefined, `the config schema refuses every config object (the agent always sends a JSON object): ${rootProblem}`);
   }
-  return [...undeclared].map(
+  // Not a refusal: the probe sends every parameter at once, the agent leaves empty ones out (a
+  // strict union of parameter groups refuses the first, takes the second).
+  const warnings =
+    rootUnionProblem === undefined
+      ? []
+      : [`Action ${JSON.stringify(id)}: the config schema refused a config holding a value for every declared parameter (${rootUnionProblem}); if the agent can send such a config, its prepares will fail`];
+  return [...warnings, ...[...undeclared].map(
     ([key, message]) =>
       `Action ${JSON.stringify(id)}: the config schema requires ${JSON.stringify(key)} (${message}), but no parameter of that name with a value is declared: ` +
       'the agent never sends it, so its prepares will fail (declare the parameter, or make the key optional with .optional() or .default(…))',
-  );
+  )];
 }
 
 /** The parameter's own default (as the agent sends it), its first option's value (string types), then the type's samples; no duplicates. */
@@ -194,7 +211,7 @@ function candidatesOf(parameter: ActionParameter, agentValue: AgentValue): unkno
 /** The issues of parsing `config`; undefined when the schema cannot be probed synchronously. */
 function issuesOf(schema: z.ZodType, config: Record<string, unknown>): z.core.$ZodIssue[] | undefined {
   try {
-    const result = schema.safeParse(config);
+    const result = schema.safeParse(config, { reportInput: true });
     return result.success ? [] : result.error.issues;
   } catch {
     // An async refinement or transform, or a transform that throws on this value: prepare will tell.

@@ -86,9 +86,14 @@ describe('checkedJsonText', () => {
     assert.throws(() => assertJson(Number.NaN, ''), { message: 'the value: NaN is not JSON' });
   });
 
-  test('a state nested 3000 levels deep is checked without a stack overflow', () => {
-    let deep: unknown = 'bottom';
-    for (let i = 0; i < 3000; i++) deep = i % 2 === 0 ? [deep] : { d: deep };
-    assert.equal(checkedJsonText({ deep }, 'state'), JSON.stringify({ deep }));
+  test('a state nested 1,000 levels deep is checked; 30,000 levels are refused as not JSON, without a stack overflow', () => {
+    const nest = (levels: number): unknown => {
+      let deep: unknown = 'bottom';
+      for (let i = 0; i < levels; i++) deep = i % 2 === 0 ? [deep] : { d: deep };
+      return deep;
+    };
+    const fits = nest(1_000);
+    assert.equal(checkedJsonText({ deep: fits }, 'state'), JSON.stringify({ deep: fits }));
+    assert.throws(() => checkedJsonText({ deep: nest(30_000) }, 'state'), (error: Error) => error instanceof NotJsonError && /nesting deeper than 1024 levels is not JSON/.test(error.message));
   });
 });
