@@ -32,7 +32,7 @@ import type { JsonObject } from '../api/schemas.js';
 import { ErrorCode, RuntimeError } from '../errors.js';
 
 /** A location in a JSON value: object keys and array indices from the root. */
-export type JsonLocation = readonly (string | number)[];
+type JsonLocation = readonly (string | number)[];
 
 /** Rule 1: every file parameter with a value in `config` must have an upload in this request. */
 export function assertFileParametersUploaded(fileParameters: ReadonlySet<string>, config: JsonObject, uploaded: ReadonlyMap<string, string> | undefined): void {
@@ -101,7 +101,7 @@ function valueAt(root: unknown, at: JsonLocation): unknown {
 }
 
 /** `.a[2].b`, or `["odd key"]` for keys that are not identifiers. */
-export function formatLocation(at: JsonLocation): string {
+function formatLocation(at: JsonLocation): string {
   return at.map((key) => (typeof key === 'number' ? `[${key}]` : /^[A-Za-z_$][\w$]*$/.test(key) ? `.${key}` : `[${JSON.stringify(key)}]`)).join('');
 }
 
