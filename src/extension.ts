@@ -10,6 +10,7 @@ import { Worker } from 'node:worker_threads';
 import { resolveOptions, watchdogTickMs, type ExtensionOptions, type ResolvedOptions } from './config.js';
 import { buildIndex } from './api/extension-index.js';
 import { assertPathsFree, buildApp } from './http/app.js';
+import type { ConnectionGuard } from './http/connections.js';
 import { listenedOrExplained, openListener } from './http/listener.js';
 import { createProbeServer, probeHandler, type ProbeState } from './http/probes.js';
 import { removeExecutionFolder, sweepStaleUploads } from './http/uploads.js';
@@ -141,6 +142,9 @@ export class Extension {
   private releasing = false;
   private ready = true;
   private server: Server | undefined;
+  /** The connection caps of the API and probe servers (shutdown destroys what they hold). */
+  private apiConnections: ConnectionGuard | undefined;
+  private probeConnections: ConnectionGuard | undefined;
   private probes: Server | undefined;
   private closing: Promise<void> | undefined;
 
@@ -260,8 +264,8 @@ export class Extension {
       },
     });
     this.signals.add({ name: 'readiness restored', order: 30, run: (signal) => void (signal === 'SIGUSR1' && !this.signals.terminating && (this.ready = true)) });
-    this.signals.add({ name: 'close probes', order: 80, run: (_, deadlineMs) => closeServer(this.probes, graceUntil(deadlineMs)) });
-    this.signals.add({ name: 'close http', order: 90, run: (_, deadlineMs) => closeServer(this.server, graceUntil(deadlineMs)) });
+    this.signals.add({ name: 'close probes', order: 80, run: (_, deadlineMs) => closeServer(this.probes, graceUntil(deadlineMs), this.probeConnections) });
+    this.signals.add({ name: 'close http', order: 90, run: (_, deadlineMs) => closeServer(this.server, graceUntil(deadlineMs), this.apiConnections) });
     this.signals.add({
       name: 'exit',
       order: 100,
@@ -305,11 +309,13 @@ export class Extension {
       this.logger,
     );
     this.server = opened.server;
+    this.apiConnections = opened.connections;
     this.metrics.watchConnections('api', opened.connections);
     const info: ListenInfo = { ...opened.endpoint, healthPort: undefined };
     if (healthPort !== null && !onSocket) {
       const probes = createProbeServer(probeState, { metrics: this.metrics, logger: this.logger, onShed: (reason) => this.metrics.observeConnectionShed('probes', reason) });
       this.probes = probes.server;
+      this.probeConnections = probes.connections;
       this.metrics.watchConnections('probes', probes.connections);
       this.probes.listen(healthPort, host);
       try {
@@ -373,7 +379,7 @@ export class Extension {
       this.signals.uninstall();
       await this.lifecycle.stopAll(Reason.Shutdown, this.options.stopAllTimeoutMs);
       const serversDeadlineMs = deadlineMs - THREADS_END_MS;
-      await Promise.all([closeServer(this.server, graceUntil(serversDeadlineMs)), closeServer(this.probes, graceUntil(serversDeadlineMs))]);
+      await Promise.all([closeServer(this.server, graceUntil(serversDeadlineMs), this.apiConnections), closeServer(this.probes, graceUntil(serversDeadlineMs), this.probeConnections)]);
       await this.releaseThreads(deadlineMs);
     })();
     return this.closing;
@@ -426,11 +432,16 @@ function withProbes(state: ProbeState, metrics: ExtensionMetrics, app: RequestLi
 }
 
 /** Close a server, letting open requests finish for up to `graceMs`. */
-async function closeServer(server: Server | undefined, graceMs: number): Promise<void> {
+async function closeServer(server: Server | undefined, graceMs: number, connections: ConnectionGuard | undefined): Promise<void> {
   if (server === undefined || !server.listening) return;
   const closed = new Promise<void>((resolve) => server.close(() => resolve()));
   server.closeIdleConnections();
-  const timer = setTimeout(() => server.closeAllConnections(), graceMs);
+  const timer = setTimeout(() => {
+    server.closeAllConnections();
+    // The HTTP layer knows only connections with a finished TLS handshake: the rest would keep
+    // server.close() waiting for the handshake timeout (two minutes).
+    connections?.destroyAll();
+  }, graceMs);
   await closed;
   clearTimeout(timer);
 }

@@ -92,7 +92,7 @@ const STOP_BODY_OUTCOMES: readonly BodyPhase[] = ['none', 'skipped', 'stopped', 
 /** The servers of an extension whose connections are capped: the API and the probes' own port. */
 export type CappedServer = 'api' | 'probes';
 const CAPPED_SERVERS: readonly CappedServer[] = ['api', 'probes'];
-const SHED_REASONS: readonly ShedReason[] = ['incomplete_request', 'idle', 'refused'];
+const SHED_REASONS: readonly ShedReason[] = ['incomplete_request', 'idle', 'stalled_reader', 'refused'];
 
 const PHASES: readonly Phase[] = ['prepare', 'start', 'status', 'stop', 'query'];
 const HANDLER_OUTCOMES: readonly HandlerOutcome[] = ['ok', 'error', 'lost'];
@@ -369,7 +369,7 @@ export class ExtensionMetrics {
     });
     this.connectionsShed = new Counter({
       name: 'actionkit_http_connections_shed_total',
-      help: 'Connections closed at the connection cap to make room for a new one (ACTIONKIT_MAX_CONNECTIONS; the probe port has a fixed cap), by server and reason: incomplete_request (the oldest without a complete request: slow or silent clients), idle (the longest idle keep-alive connection), refused (every connection was busy, the new one was closed).',
+      help: 'Connections closed at the connection cap to make room for a new one (ACTIONKIT_MAX_CONNECTIONS; the probe port has a fixed cap), by server and reason: incomplete_request (the oldest without a complete request: slow or silent clients), idle (the longest idle keep-alive connection), stalled_reader (a client not reading its answers, which back up), refused (every connection was busy, the new one was closed).',
       labelNames: ['server', 'reason'],
       registers,
     });

@@ -13,7 +13,10 @@
  *    keep-alive connection the age of its current request): the longer it has been incomplete, the
  *    more likely it is a slow client and the less a real client loses;
  * 2. else the connection idle the longest between requests (keep-alive);
- * 3. else (every connection busy with a complete request the extension is answering) the new
+ * 3. else a connection whose client does not read its answers: the answers back up in the socket
+ *    (pipelined requests, never read), which would otherwise hold its slot for as long as the
+ *    client likes — the oldest connection first;
+ * 4. else (every connection busy with a complete request the extension is answering) the new
  *    connection itself: work in progress is never cut.
  *
  * Bookkeeping is O(1) per connection and request: two insertion-ordered maps (incomplete, idle) whose
@@ -29,7 +32,7 @@ import { Server as TlsServer } from 'node:tls';
 import type { Logger } from '../logging.js';
 
 /** Why a connection was shed (the `reason` label of `actionkit_http_connections_shed_total`). */
-export type ShedReason = 'incomplete_request' | 'idle' | 'refused';
+export type ShedReason = 'incomplete_request' | 'idle' | 'stalled_reader' | 'refused';
 
 /** Settings of {@link limitConnections}. */
 export interface ConnectionLimit {
@@ -48,6 +51,11 @@ export interface ConnectionLimit {
 export interface ConnectionGuard {
   /** Connections open now (shed ones no longer count). */
   readonly open: number;
+  /**
+   * Destroy every connection, also those the HTTP layer does not know yet (a TLS handshake never
+   * started or finished): shutdown's last resort, after `closeAllConnections()`.
+   */
+  destroyAll(): void;
 }
 
 /** At most one warning per this period while connections are being shed; the rest are counted in it. */
@@ -83,7 +91,7 @@ class Limiter implements ConnectionGuard {
    */
   private readonly byPeer = new Map<string, Entry>();
   private readonly tls: boolean;
-  private readonly shedSinceLog: Record<ShedReason, number> = { incomplete_request: 0, idle: 0, refused: 0 };
+  private readonly shedSinceLog: Record<ShedReason, number> = { incomplete_request: 0, idle: 0, stalled_reader: 0, refused: 0 };
   private lastLogMs = Number.NEGATIVE_INFINITY;
 
   constructor(
@@ -145,7 +153,15 @@ class Limiter implements ConnectionGuard {
     }
     const [oldestIdle] = this.idle.values();
     if (oldestIdle !== undefined) return this.shed(oldestIdle, 'idle');
+    // Every connection busy: a full scan, but only at the cap with nothing slow or idle to shed.
+    for (const entry of this.entries.values()) {
+      if (entry !== newcomer && entry.socket.writableNeedDrain) return this.shed(entry, 'stalled_reader');
+    }
     this.shed(newcomer, 'refused');
+  }
+
+  destroyAll(): void {
+    for (const socket of [...this.entries.keys()]) socket.destroy();
   }
 
   private shed(entry: Entry, reason: ShedReason): void {

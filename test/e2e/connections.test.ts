@@ -180,6 +180,40 @@ describe('connection cap', () => {
     }
   });
 
+  test('clients that never read their (large) answers are shed as stalled readers; the agent is answered', async () => {
+    const cap = 5;
+    // An answer far larger than socket buffers: unread, it stays half-written, its request busy.
+    let answering = 0;
+    const big: RequestHandler = (req, res, next) => {
+      if (req.path !== '/big') return next();
+      answering++;
+      res.type('text/plain').send('x'.repeat(16 * 1024 * 1024));
+    };
+    const running = await start({ actions: [fixture('passthrough')], maxConnections: cap, routers: [big] });
+    const port = Number(new URL(running.base).port);
+    const readers: Socket[] = [];
+    try {
+      for (let i = 0; i < cap; i++) {
+        const socket = connect(port, '127.0.0.1');
+        socket.on('error', () => undefined);
+        await new Promise<void>((resolve, reject) => socket.once('connect', resolve).once('error', reject));
+        socket.pause(); // never reads
+        socket.write('GET /big HTTP/1.1\r\nHost: x\r\n\r\n');
+        readers.push(socket);
+      }
+      await eventually('every reader is being answered', () => (answering === cap ? true : undefined));
+      // Every connection is busy with a complete request, none slow or idle: without shedding a
+      // stalled reader, the agent's connection would be refused for as long as the readers like.
+      const answered = await eventually('the agent answered', () => get({ port }, '/').then((answer) => (answer.status === 200 ? answer : undefined), () => undefined), 30_000);
+      assert.equal(answered.status, 200);
+      const metrics = (await get({ port: running.healthPort! }, '/metrics')).body;
+      assert.ok(sample(metrics, 'actionkit_http_connections_shed_total{server="api",reason="stalled_reader"}') >= 1);
+    } finally {
+      for (const socket of readers) socket.destroy();
+      await running.close();
+    }
+  });
+
   test('unix socket: the probes on the socket answer while a crowd holds the cap', async (t) => {
     const dir = tempDir('actionkit-sock-');
     t.after(() => dir.remove());
@@ -251,6 +285,18 @@ describe('connection cap over TLS', () => {
       await running.close();
     }
   });
+
+  test('close() ends within its bound while a TCP connection on the TLS port never starts its handshake', async () => {
+    const running = await start({ actions: [fixture('passthrough')], stopAllTimeoutMs: 1_000, tlsServerCert: server.certFile, tlsServerKey: server.keyFile });
+    const silent = await open({ port: Number(new URL(running.base).port), host: '127.0.0.1' });
+    try {
+      // The shutdown bound is stopAllTimeoutMs + 5 s; TLS's own handshake timeout is 120 s.
+      const outcome = await Promise.race([running.close().then(() => 'closed'), new Promise((resolve) => setTimeout(() => resolve('still closing after 30 s'), 30_000))]);
+      assert.equal(outcome, 'closed');
+    } finally {
+      silent.socket.destroy();
+    }
+  });
 });
 
 describe('connection cap from the environment', () => {
@@ -268,7 +314,7 @@ describe('connection cap from the environment', () => {
         .map((line) => JSON.parse(line) as { message?: string; shed?: Record<string, number>; maxConnections?: number; server?: string; setting?: string })
         .filter((entry) => entry.message?.startsWith('connection cap reached') === true);
       assert.ok(warnings.length >= 1 && warnings.length <= 1 + Math.floor(elapsedMs / 10_000), `${warnings.length} warnings in ${elapsedMs.toFixed(0)} ms`);
-      assert.deepEqual(warnings[0]!.shed, { incomplete_request: 1, idle: 0, refused: 0 });
+      assert.deepEqual(warnings[0]!.shed, { incomplete_request: 1, idle: 0, stalled_reader: 0, refused: 0 });
       assert.equal(warnings[0]!.maxConnections, cap);
       assert.equal(warnings[0]!.server, 'api');
       assert.equal(warnings[0]!.setting, 'ACTIONKIT_MAX_CONNECTIONS');
