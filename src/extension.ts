@@ -33,6 +33,12 @@ import { installedGates } from './runtime/test-points.js';
 import { ControlTable, Reason, type WatchdogStats } from './shm/table.js';
 import { MAIN_WEDGED_AFTER_MS, mainStallAfterMs, mainStampIntervalMs } from './shm/watchdog-rule.js';
 
+/** The test-only hold points for worker threads, when a test installed them. */
+function gatesBoot(): { gates?: SharedArrayBuffer } {
+  const gates = installedGates();
+  return gates === undefined ? {} : { gates: gates.buffer };
+}
+
 /** Where {@link Extension.listen} is listening. */
 export interface ListenInfo {
   /** The HTTP(S) port (useful with port 0), or undefined on a unix socket. */
@@ -189,7 +195,7 @@ export class Extension {
     });
     const boot = { buffer: this.table.buffer, actionModules: moduleUrls, log: logSettings };
     this.pools = new WorkerPools({
-      boot: { ...boot, stateLimit: stateLimitFor(options.maxBodyBytes) },
+      boot: { ...boot, stateLimit: stateLimitFor(options.maxBodyBytes), ...gatesBoot() },
       handlerThreads: options.handlerThreads,
       maxOldGenerationMb: options.workerMaxOldGenerationMb,
       logger,
@@ -233,6 +239,7 @@ export class Extension {
     this.app = buildApp({
       registry,
       lifecycle: this.lifecycle,
+      decode: (task) => this.pools.decode(task),
       logger,
       maxBodyBytes: options.maxBodyBytes,
       uploadDir: options.uploadDir,

@@ -290,11 +290,22 @@ export class ExtensionMetrics {
     });
     new Gauge({
       name: 'actionkit_pool_queued_tasks',
-      help: 'Handler tasks waiting for a thread.',
+      help: 'Tasks waiting for a thread: handlers (pool="handlers"), and decodes, checks and handlers of bodies above 64 KiB (pool="large-requests").',
       labelNames: ['pool'],
       registers,
       collect() {
-        this.set({ pool: 'handlers' }, snapshot().pools.handlerQueue);
+        const { pools } = snapshot();
+        this.set({ pool: 'handlers' }, pools.handlerQueue);
+        this.set({ pool: 'large-requests' }, pools.largeRequestQueue);
+      },
+    });
+    new Counter({
+      name: 'actionkit_large_request_tasks_total',
+      help: 'Tasks the large-request lane completed: decodes of request bodies above 64 KiB, upload checks and handlers of states above it.',
+      registers,
+      collect() {
+        this.reset();
+        this.inc(snapshot().pools.largeRequestTasks);
       },
     });
     new Gauge({

@@ -10,13 +10,30 @@
  *
  * Every task carries a kill switch; pulling it on a running task makes piscina terminate its
  * worker and start a replacement — the cure for a hung handler.
+ *
+ * A second pool of the same worker, the **large-request lane** (one thread), takes everything about
+ * large JSON (`src/runtime/sealed.ts`): decoding request bodies above `LARGE_JSON_BYTES`, checking
+ * sealed states, and running the handlers whose state or request is sealed. A flood of large
+ * bodies then queues there, while the agent's small requests keep the handler lane to themselves.
  */
 import { fileURLToPath } from 'node:url';
 import type { Worker } from 'node:worker_threads';
 import { Piscina } from 'piscina';
 import { ErrorCode, RuntimeError } from './errors.js';
 import type { Logger } from './logging.js';
-import type { HandlerReply, HandlerTask, HandlerThreadBootData, Phase } from './runtime/protocol.js';
+import type { JsonLocation } from './runtime/file-state.js';
+import type {
+  DecodeReply,
+  DecodeTask,
+  HandlerReply,
+  HandlerTask,
+  HandlerThreadBootData,
+  Phase,
+  UploadCheckTask,
+  WireHandlerReply,
+  WireHandlerTask,
+} from './runtime/protocol.js';
+import { SealedJson, stateFromWire, wireState } from './runtime/sealed.js';
 
 /** Settings of the handler lane. */
 export interface PoolSettings {
@@ -44,13 +61,29 @@ export interface PoolStats {
   /** piscina's `utilization`: mean run time of completed tasks relative to the lane's capacity since start. */
   handlerUtilization: number;
   workersReplaced: number;
+  /** Tasks waiting for the large-request lane (decodes, checks, handlers of sealed values). */
+  largeRequestQueue: number;
+  /** Tasks the large-request lane completed since start. */
+  largeRequestTasks: number;
 }
 
 const handlersFile = fileURLToPath(new URL('../workers/handlers.js', import.meta.url));
 
+/** Threads of the large-request lane: one, so that large requests use at most one core between them. */
+const LARGE_REQUEST_THREADS = 1;
+
+/**
+ * Nice value of the large-request lane (Linux: per thread). Anyone can send large bodies; when the
+ * cores are busy, the lane yields to the HTTP thread, the handler lane and the watchdog, which
+ * serve the agent. On an idle machine it runs at full speed all the same.
+ */
+const LARGE_REQUEST_NICE = 10;
+
 /** The handler lane's worker threads. */
 export class WorkerPools {
-  private readonly handlers: Piscina<HandlerTask, HandlerReply>;
+  private readonly handlers: Piscina;
+  /** The large-request lane (see the module comment). */
+  private readonly large: Piscina;
   private readonly settings: PoolSettings;
   private replaced = 0;
   private closing = false;
@@ -61,22 +94,30 @@ export class WorkerPools {
 
   constructor(settings: PoolSettings) {
     this.settings = settings;
-    this.handlers = new Piscina({
+    this.handlers = this.lane('default', settings.handlerThreads, 0);
+    this.large = this.lane('large-requests', LARGE_REQUEST_THREADS, LARGE_REQUEST_NICE);
+  }
+
+  private lane(name: string, threads: number, nice: number): Piscina {
+    const { settings } = this;
+    const boot: HandlerThreadBootData = { ...settings.boot, nice };
+    const pool = new Piscina({
       filename: handlersFile,
       name: 'default',
-      workerData: settings.boot,
-      minThreads: settings.handlerThreads,
-      maxThreads: settings.handlerThreads,
+      workerData: boot,
+      minThreads: threads,
+      maxThreads: threads,
       idleTimeout: Number.POSITIVE_INFINITY,
       concurrentTasksPerWorker: 1,
       atomics: 'async',
       ...(settings.maxOldGenerationMb === undefined ? {} : { resourceLimits: { maxOldGenerationSizeMb: settings.maxOldGenerationMb } }),
     });
     // piscina emits 'error' for a worker failure with no task attached; unhandled it would kill the process.
-    this.handlers.on('error', (error: unknown) => settings.logger.error({ lane: 'handlers', err: error }, 'worker thread failed outside a task'));
-    this.handlers.on('workerDestroy', () => {
+    pool.on('error', (error: unknown) => settings.logger.error({ lane: name, err: error }, 'worker thread failed outside a task'));
+    pool.on('workerDestroy', () => {
       if (!this.closing) this.replaced++;
     });
+    return pool;
   }
 
   /**
@@ -85,7 +126,8 @@ export class WorkerPools {
    * load on a worker fails start-up instead of the first request.
    */
   async warmUp(): Promise<void> {
-    await Promise.all(Array.from({ length: this.settings.handlerThreads }, () => this.handlers.run(null as unknown as HandlerTask, { name: 'ping' })));
+    const ping = (pool: Piscina, threads: number): Promise<unknown>[] => Array.from({ length: threads }, () => pool.run(null, { name: 'ping' }));
+    await Promise.all([...ping(this.handlers, this.settings.handlerThreads), ...ping(this.large, LARGE_REQUEST_THREADS)]);
   }
 
   /** Threads of the handler lane. */
@@ -104,16 +146,23 @@ export class WorkerPools {
     // every status request.
     // After close() no handler may start: piscina would start a new thread for it that nobody ends.
     if (this.closing) throw new RuntimeError(ErrorCode.ShuttingDown, 503, 'Extension is shutting down', `the ${task.phase} handler was not run`);
+    const { state, request, ...fields } = task;
+    const wire: WireHandlerTask = { ...fields, ...wireState(state), ...(request instanceof SealedJson ? { sealedRequest: request.bytes } : request === undefined ? {} : { request }) };
+    // Anything sealed is large: its handler runs on the large-request lane.
+    const pool = wire.sealedState !== undefined || wire.sealedRequest !== undefined ? this.large : this.handlers;
     const signal = new KillSwitch();
     let threadExited: Promise<void> | undefined;
-    const timer = setTimeout(() => (threadExited = this.pullAndWatch(signal, task, timeoutMs)), timeoutMs);
+    const timer = setTimeout(() => (threadExited = this.pullAndWatch(pool, signal, task, timeoutMs)), timeoutMs);
     const startedMs = performance.now();
     let outcome: HandlerOutcome = 'lost';
-    this.handlersInFlight++;
+    // The handler lane's counters (stats()) count its own tasks only.
+    const counted = pool === this.handlers;
+    if (counted) this.handlersInFlight++;
     try {
-      const reply = await this.handlers.run(task, { signal });
+      const { state: replyState, sealedState, ...reply } = (await pool.run(wire, { signal })) as WireHandlerReply;
       outcome = reply.ok ? 'ok' : 'error';
-      return reply;
+      const handedOut = stateFromWire({ state: replyState, sealedState });
+      return handedOut === undefined ? reply : { ...reply, state: handedOut };
     } catch (error) {
       if (signal.aborted) {
         throw new HandlerTimedOut(
@@ -124,7 +173,7 @@ export class WorkerPools {
       throw workerLost(`the ${task.phase} handler`, error);
     } finally {
       clearTimeout(timer);
-      this.handlersInFlight--;
+      if (counted) this.handlersInFlight--;
       this.settings.onHandlerSettled?.(task.phase, task.actionId, (performance.now() - startedMs) / 1000, outcome);
     }
   }
@@ -135,10 +184,10 @@ export class WorkerPools {
    * is the one missing afterwards. A thread blocked in a native call exits only when the call
    * returns: after another `timeoutMs` that is logged.
    */
-  private async pullAndWatch(signal: KillSwitch, task: HandlerTask, timeoutMs: number): Promise<void> {
-    const before = [...this.handlers.threads];
+  private async pullAndWatch(pool: Piscina, signal: KillSwitch, task: HandlerTask, timeoutMs: number): Promise<void> {
+    const before = [...pool.threads];
     signal.pull();
-    const after = new Set(this.handlers.threads);
+    const after = new Set(pool.threads);
     const gone = before.filter((thread) => !after.has(thread));
     const exited = Promise.all(
       gone.map((thread) => {
@@ -162,6 +211,31 @@ export class WorkerPools {
     clearTimeout(slow);
   }
 
+  /**
+   * Decode a large request body on the large-request lane (its bytes are transferred, not
+   * copied). Rejects only when the lane's thread was lost or the pools are closing.
+   */
+  async decode(task: DecodeTask): Promise<DecodeReply> {
+    if (this.closing) throw new RuntimeError(ErrorCode.ShuttingDown, 503, 'Extension is shutting down', 'the request body was not decoded');
+    try {
+      const transferList = task.bytes === undefined ? [] : [task.bytes.buffer as ArrayBuffer];
+      return (await this.large.run(task, { name: 'decode', transferList })) as DecodeReply;
+    } catch (error) {
+      throw workerLost('the decoding of a large request body', error);
+    }
+  }
+
+  /** Rule 2 of `src/runtime/file-state.ts` for a sealed state, on the large-request lane: the first location not kept, or undefined. */
+  async uploadViolation(state: SealedJson, folder: string, locations: JsonLocation[]): Promise<JsonLocation | undefined> {
+    if (this.closing) throw new RuntimeError(ErrorCode.ShuttingDown, 503, 'Extension is shutting down', 'the state was not checked');
+    const task: UploadCheckTask = { sealedState: state.bytes, folder, locations };
+    try {
+      return (await this.large.run(task, { name: 'uploadViolation' })) as JsonLocation | undefined;
+    } catch (error) {
+      throw workerLost('the upload check of a large state', error);
+    }
+  }
+
   /** Lane statistics. */
   stats(): PoolStats {
     return {
@@ -170,6 +244,8 @@ export class WorkerPools {
       handlerBusy: Math.max(0, this.handlersInFlight - this.handlers.queueSize),
       handlerUtilization: this.handlers.utilization,
       workersReplaced: this.replaced,
+      largeRequestQueue: this.large.queueSize,
+      largeRequestTasks: this.large.completed,
     };
   }
 
@@ -180,7 +256,7 @@ export class WorkerPools {
   async close(): Promise<void> {
     this.closing = true;
     const abandoned = [...this.terminating].map((thread) => new Promise<void>((resolve) => thread.once('exit', () => resolve())));
-    await Promise.allSettled([this.handlers.destroy(), ...abandoned]);
+    await Promise.allSettled([this.handlers.destroy(), this.large.destroy(), ...abandoned]);
   }
 }
 

@@ -26,7 +26,8 @@ import { ErrorCode, toErrorData } from '../src/errors.js';
 import { assertJson, checkedJsonText, NotJsonError } from '../src/json.js';
 import { createLogger, type Logger } from '../src/logging.js';
 import { importActions } from '../src/runtime/modules.js';
-import type { BodyReply, BodyTask, BodyThreadBootData, BodyThreadCommand, BodyThreadEvent, CheckedBodyReport } from '../src/runtime/protocol.js';
+import { stateOfWire } from '../src/runtime/sealed.js';
+import type { BodyReply, WireBodyTask, BodyThreadBootData, BodyThreadCommand, BodyThreadEvent, CheckedBodyReport } from '../src/runtime/protocol.js';
 import { BodyState, clockUs, ControlTable, Reason } from '../src/shm/table.js';
 import { GatePoint, TestGates } from '../src/shm/test-gates.js';
 
@@ -59,7 +60,7 @@ function activeResources(): string {
 }
 
 /** Run one body; never throws. The outcome is the `ended` event and the BODY word. */
-async function run(runId: number, task: BodyTask): Promise<void> {
+async function run(runId: number, task: WireBodyTask): Promise<void> {
   gates?.pass(GatePoint.BodyBeforeBegin);
   const { slot, generation } = task;
   let reply: BodyReply & { endedAtUs?: number };
@@ -89,7 +90,7 @@ async function run(runId: number, task: BodyTask): Promise<void> {
 }
 
 /** Run the author's body; the reply says how it ended and when (shared-clock µs, taken the moment its code returned or threw). */
-async function runBody(runId: number, action: DefinedAction, task: BodyTask): Promise<BodyReply & { endedAtUs: number }> {
+async function runBody(runId: number, action: DefinedAction, task: WireBodyTask): Promise<BodyReply & { endedAtUs: number }> {
   const { slot, generation } = task;
   const controller = new AbortController();
   // Resolves on stop; the thread's port keeps the event loop alive while it waits.
@@ -142,7 +143,7 @@ async function runBody(runId: number, action: DefinedAction, task: BodyTask): Pr
   try {
     // A synchronous body is not awaited: its end is stamped without a turn of the microtask queue.
     // The state after start: it passed the JSON check on the handler thread.
-    const returned = action.body!(Object.freeze(task.state as JsonObject), ctx);
+    const returned = action.body!(Object.freeze((stateOfWire(task) ?? {}) as JsonObject), ctx);
     if (returned instanceof Promise) await returned;
     const endedAtUs = clockUs();
     results.flush();

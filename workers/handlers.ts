@@ -8,6 +8,7 @@
  * something else) and the size of the state (one the agent could not send back is refused here,
  * before it is copied to the main thread: `src/runtime/state-limit.ts`).
  */
+import { setPriority } from 'node:os';
 import { workerData } from 'node:worker_threads';
 import type { z } from 'zod';
 import type { BodyInfo, BodyReports, DefinedAction, HandlerContext, Json, JsonObject } from '../src/action.js';
@@ -20,10 +21,14 @@ import {
   StopResultSchema,
   formatZodIssues,
 } from '../src/api/schemas.js';
-import { ErrorCode, ExtensionError, toErrorData } from '../src/errors.js';
+import { ErrorCode, ExtensionError, RuntimeError, toErrorData } from '../src/errors.js';
 import { createLogger, type Logger } from '../src/logging.js';
 import { importActions } from '../src/runtime/modules.js';
-import type { HandlerReply, HandlerTask, HandlerThreadBootData, Phase } from '../src/runtime/protocol.js';
+import { parseBodyText, REQUEST_SCHEMAS, validateBody } from '../src/api/request-body.js';
+import { filledFileParameters, uploadLocationsIn, uploadViolation as firstUploadViolation, type JsonLocation } from '../src/runtime/file-state.js';
+import type { DecodeReply, DecodeTask, HandlerThreadBootData, Phase, UploadCheckTask, WireHandlerReply, WireHandlerTask } from '../src/runtime/protocol.js';
+import { GatePoint, TestGates } from '../src/shm/test-gates.js';
+import { LARGE_JSON_BYTES, SealedJson, stateOfWire, wireStateFromText, type WireState } from '../src/runtime/sealed.js';
 import { assertJson, NotJsonError } from '../src/json.js';
 import { REQUEST_ENVELOPE_BYTES, stateBytesOver } from '../src/runtime/state-limit.js';
 
@@ -31,6 +36,15 @@ import { REQUEST_ENVELOPE_BYTES, stateBytesOver } from '../src/runtime/state-lim
 const MAX_STATE_DEPTH = MAX_JSON_DEPTH - 1;
 
 const boot = workerData as HandlerThreadBootData;
+if (boot.nice !== undefined && boot.nice > 0) {
+  try {
+    // Before the action modules load: the large-request lane yields from its first task on.
+    setPriority(0, boot.nice);
+  } catch {
+    // Lowering one's own priority needs no privilege; should it fail all the same, the lane runs at normal priority.
+  }
+}
+const gates = boot.gates === undefined ? undefined : TestGates.attach(boot.gates);
 const actions = new Map((await importActions(boot.actionModules)).map((action) => [action.description.id, action]));
 const rootLogger = createLogger(boot.log, { thread: 'handler' });
 
@@ -43,26 +57,59 @@ const RESULT_SCHEMAS: Record<Phase, z.ZodType> = {
 };
 
 /** piscina entry point: one handler invocation. Never throws; failures are replies. */
-export default async function runHandler(task: HandlerTask): Promise<HandlerReply> {
+export default async function runHandler(task: WireHandlerTask): Promise<WireHandlerReply> {
   const action = actions.get(task.actionId);
   if (action === undefined) {
     return { ok: false, error: { code: ErrorCode.Internal, message: `action ${task.actionId} is not loaded on this worker`, details: {} } };
   }
   // The state object the handler may mutate; on failure we return it as the handler left it. It
-  // came as JSON from the agent (or the execution's last state, which passed the check here).
-  const state = (task.state ?? {}) as JsonObject;
+  // came as JSON from the agent (or the execution's last state, which passed the check here);
+  // a sealed one as its text, parsed here.
+  const state = (stateOfWire(task) ?? {}) as JsonObject;
   try {
     const raw = await invoke(action, task, state, context(task));
-    return finish(task.phase, raw, state);
+    return finish(task, raw, state);
   } catch (error) {
     if (task.phase === 'prepare') return { ok: false, error: toErrorData(error), state: {} };
     // Nobody uses the state a failed stop or query left.
     if (task.phase === 'stop' || task.phase === 'query') return { ok: false, error: toErrorData(error) };
-    return failedWithState(task.phase, error, state);
+    return failedWithState(task, error, state);
   }
 }
 
-function context(task: HandlerTask): HandlerContext {
+/**
+ * Large-request lane: decode a request body above `LARGE_JSON_BYTES` exactly as the main thread
+ * parses a small one (`src/api/request-body.ts`), and hand back what the main thread needs — the
+ * execution id — with the rest as JSON text when it is still large. Never throws: a body the main
+ * thread would have refused comes back as that refusal.
+ */
+export function decode(task: DecodeTask): DecodeReply {
+  gates?.pass(GatePoint.LargeRequestDecode);
+  try {
+    const text = task.text ?? Buffer.from(task.bytes!.buffer, task.bytes!.byteOffset, task.bytes!.byteLength).toString('utf8');
+    const body = validateBody(parseBodyText(text), REQUEST_SCHEMAS[task.kind], true) as JsonObject & { executionId: string; state?: JsonObject };
+    if (task.kind === 'prepare' || task.kind === 'query') {
+      const json = JSON.stringify(body);
+      return {
+        ok: true,
+        executionId: body.executionId,
+        ...(json.length > LARGE_JSON_BYTES ? { sealedRequest: SealedJson.of(json).bytes } : { request: body }),
+        ...(task.fileParameters === undefined ? {} : { filledFileParameters: filledFileParameters(task.fileParameters, body['config'] as JsonObject) }),
+      };
+    }
+    return { ok: true, executionId: body.executionId, state: wireStateFromText(JSON.stringify(body.state ?? {})) };
+  } catch (error) {
+    if (error instanceof RuntimeError) return { ok: false, error: { code: error.code, httpStatus: error.httpStatus, title: error.message, detail: error.detail } };
+    return { ok: false, error: { code: ErrorCode.Internal, httpStatus: 500, title: 'Internal Server Error', detail: error instanceof Error ? error.message : String(error) } };
+  }
+}
+
+/** Large-request lane: rule 2 of `src/runtime/file-state.ts` on a sealed state. */
+export function uploadViolation(task: UploadCheckTask): JsonLocation | undefined {
+  return firstUploadViolation(SealedJson.received(task.sealedState).parse(), task.folder, task.locations);
+}
+
+function context(task: WireHandlerTask): HandlerContext {
   let logger: Logger | undefined;
   let signal: AbortSignal | undefined;
   return {
@@ -82,11 +129,12 @@ function context(task: HandlerTask): HandlerContext {
   };
 }
 
-async function invoke(action: DefinedAction, task: HandlerTask, state: JsonObject, ctx: HandlerContext): Promise<unknown> {
+async function invoke(action: DefinedAction, task: WireHandlerTask, state: JsonObject, ctx: HandlerContext): Promise<unknown> {
   switch (task.phase) {
     case 'prepare': {
-      const request = task.request ?? {};
-      let config: unknown = request['config'];
+      const request = requestOf(task);
+      // The uploaded files replace what the config said of their parameters (`src/runtime/file-state.ts`).
+      let config: unknown = task.uploadedFiles === undefined ? request['config'] : { ...(request['config'] as JsonObject), ...task.uploadedFiles };
       if (action.config !== undefined) {
         const parsed = action.config.safeParse(withoutNulls(config));
         if (!parsed.success) {
@@ -115,12 +163,17 @@ async function invoke(action: DefinedAction, task: HandlerTask, state: JsonObjec
         Object.assign(ctx, { reason: task.stop?.reason ?? 'agent stop', requestedBy: task.stop?.requestedBy ?? 'agent', body: bodyOf(task) }),
       );
     case 'query':
-      return action.query?.(task.request as unknown as Parameters<NonNullable<DefinedAction['query']>>[0], ctx);
+      return action.query?.(requestOf(task) as unknown as Parameters<NonNullable<DefinedAction['query']>>[0], ctx);
   }
 }
 
+/** The request of a prepare or query task, parsed when it came sealed. */
+function requestOf(task: WireHandlerTask): JsonObject {
+  return (task.sealedRequest === undefined ? (task.request ?? {}) : SealedJson.received(task.sealedRequest).parse()) as JsonObject;
+}
+
 /** The body information of a status or stop task as the author sees it: reports always present, the result parsed. */
-function bodyOf(task: HandlerTask): BodyInfo & { stopMs?: number; reports: BodyReports } {
+function bodyOf(task: WireHandlerTask): BodyInfo & { stopMs?: number; reports: BodyReports } {
   const { resultJson, ...body } = task.body ?? { phase: 'none', progress: 0 };
   return {
     ...body,
@@ -140,7 +193,8 @@ function withoutNulls(config: unknown): unknown {
 }
 
 /** Validate and normalise what a handler returned into a reply. */
-function finish(phase: Phase, raw: unknown, mutatedState: JsonObject): HandlerReply {
+function finish(task: WireHandlerTask, raw: unknown, mutatedState: JsonObject): WireHandlerReply {
+  const { phase } = task;
   if (raw !== undefined && raw !== null && (typeof raw !== 'object' || Array.isArray(raw))) {
     throw new TypeError(`${phase} must return an object or nothing, got ${Array.isArray(raw) ? 'an array' : typeof raw}`);
   }
@@ -160,24 +214,33 @@ function finish(phase: Phase, raw: unknown, mutatedState: JsonObject): HandlerRe
   if (phase === 'status' && typeof result['completed'] !== 'boolean') {
     throw new TypeError('status must return { completed: boolean, ... }');
   }
-  let stateOut: JsonObject | undefined;
+  let handedOut: HandedOut | undefined;
   if (handsOutState) {
     const text = jsonText(stateValue, 'state');
     const tooLarge = stateTooLarge(phase, text);
     if (tooLarge !== undefined) return { ok: false, error: toErrorData(tooLarge) };
-    stateOut = JSON.parse(text) as JsonObject;
+    handedOut = handOut(task, text, stateValue);
   }
-  const candidate = stateOut === undefined ? result : { ...result, state: stateOut };
+  const candidate = handedOut === undefined ? result : { ...result, state: stateValue };
   const checked = RESULT_SCHEMAS[phase].safeParse(candidate);
   if (!checked.success) {
     const issues = formatZodIssues(checked.error);
-    return {
-      ok: false,
-      error: toErrorData(new ExtensionError(`Invalid ${phase} result: ${issues.first}`, { detail: issues.all })),
-      ...(stateOut === undefined ? {} : { state: stateOut }),
-    };
+    return { ok: false, error: toErrorData(new ExtensionError(`Invalid ${phase} result: ${issues.first}`, { detail: issues.all })), ...handedOut };
   }
-  return { ok: true, result, ...(stateOut === undefined ? {} : { state: stateOut }) };
+  return { ok: true, result, ...handedOut };
+}
+
+/** A state on its way to the main thread, with where it names uploads when the task asked. */
+type HandedOut = WireState & { uploadLocations?: JsonLocation[] };
+
+/**
+ * The reply fields of a state handed out, from its checked JSON text: sealed when large
+ * (`src/runtime/sealed.ts`), else a fresh object parsed from the text; with the task's
+ * `uploadFolder`, the locations at which it names files there (`src/runtime/file-state.ts`).
+ */
+function handOut(task: WireHandlerTask, text: string, state: unknown): HandedOut {
+  const wire = wireStateFromText(text);
+  return task.uploadFolder === undefined ? wire : { ...wire, uploadLocations: uploadLocationsIn(state, task.uploadFolder) };
 }
 
 /** The {@link NotJsonError} for the first value in `value` that is not JSON, or undefined. Paths start at its keys (`state.when`, `metrics[0].value`). */
@@ -196,7 +259,8 @@ function notJsonIn(value: unknown): NotJsonError | undefined {
  * when that state cannot be handed out (not JSON, too large), that error naming the handler's
  * error too, and no state: the agent keeps the one it sent.
  */
-function failedWithState(phase: Phase, error: unknown, state: JsonObject): HandlerReply {
+function failedWithState(task: WireHandlerTask, error: unknown, state: JsonObject): WireHandlerReply {
+  const { phase } = task;
   const handlerFailure = toErrorData(error).message;
   const notJson = notJsonIn({ state });
   if (notJson !== undefined) {
@@ -205,7 +269,7 @@ function failedWithState(phase: Phase, error: unknown, state: JsonObject): Handl
   const text = jsonText(state, 'state');
   const tooLarge = stateTooLarge(phase, text, handlerFailure);
   if (tooLarge !== undefined) return { ok: false, error: toErrorData(tooLarge) };
-  return { ok: false, error: toErrorData(error), state: JSON.parse(text) as JsonObject };
+  return { ok: false, error: toErrorData(error), ...handOut(task, text, state) };
 }
 
 /**

@@ -24,21 +24,16 @@ import compression from 'compression';
 import express, { type Request, type RequestHandler, type Response } from 'express';
 import type { z } from 'zod';
 import { indexedPaths, type ExtensionIndex, type IndexContributions } from '../api/extension-index.js';
-import {
-  ActionStatusRequestBodySchema,
-  formatZodIssues,
-  PrepareActionRequestBodySchema,
-  QueryMetricsRequestBodySchema,
-  StartActionRequestBodySchema,
-  StopActionRequestBodySchema,
-} from '../api/schemas.js';
-import { jsonTextDeeperThan, MAX_JSON_DEPTH } from '../api/json-depth.js';
+import { parseBodyText, REQUEST_SCHEMAS, validateBody } from '../api/request-body.js';
+import type { PrepareActionRequestBodySchema } from '../api/schemas.js';
 import { ConfigError } from '../config.js';
 import { ErrorCode, ExtensionError, RuntimeError } from '../errors.js';
 import type { Logger } from '../logging.js';
 import type { ExtensionMetrics } from '../metrics.js';
-import type { Lifecycle, Reply, RequestScope, UploadedFiles } from '../runtime/lifecycle.js';
+import { DecodedRequest, type Lifecycle, type Reply, type RequestScope, type StateRequest, type UploadedFiles } from '../runtime/lifecycle.js';
+import type { DecodeReply, DecodeTask } from '../runtime/protocol.js';
 import type { ActionRegistry, RegisteredAction } from '../runtime/registry.js';
+import { answerJson, LARGE_JSON_BYTES, stateFromWire } from '../runtime/sealed.js';
 import { accessLog, setResponseBytes, setRoute } from './access-log.js';
 import { receiveMultipart, removeExecutionFolder } from './uploads.js';
 
@@ -57,6 +52,8 @@ export interface AppDeps {
   index: ExtensionIndex;
   /** The author's routers, tried in order for every path that is not the runtime's. */
   routers: readonly RequestHandler[];
+  /** Decode a body larger than `LARGE_JSON_BYTES` on the large-request lane (`WorkerPools.decode`). */
+  decode(task: DecodeTask): Promise<DecodeReply>;
 }
 
 type Route = (req: Request, res: Response, scope: RequestScope) => Promise<Reply>;
@@ -152,6 +149,13 @@ function buildRoutes(deps: AppDeps): Map<string, Map<string, Route>> {
     routes.set(path, methods);
   };
   const json = jsonBodyParser(deps.maxBodyBytes);
+  /** A start, status or stop body: validated here, or decoded on the large-request lane. */
+  const stateRequest = async (req: Request, res: Response, kind: 'start' | 'status' | 'stop'): Promise<StateRequest> => {
+    const body = await parse(req, res, json, REQUEST_SCHEMAS[kind]);
+    if (!(body instanceof LargeBody)) return body;
+    const decoded = await decodeLarge(deps, { kind, bytes: body.bytes });
+    return { executionId: decoded.executionId, state: stateFromWire(decoded.state ?? {}) ?? {} };
+  };
 
   add(deps.indexPath, 'GET', async (req, res) => {
     const etag = registry.revision;
@@ -164,44 +168,65 @@ function buildRoutes(deps: AppDeps): Map<string, Map<string, Route>> {
     const d = action.description;
     add(`/${action.id}`, 'GET', async () => ({ status: 200, body: d as unknown as Record<string, unknown> }));
     const multipartLimitBytes = action.fileParameters.size * deps.uploadMaxBytes + deps.maxBodyBytes + MULTIPART_FRAMING_BYTES;
+    const fileParameters = [...action.fileParameters];
     add(d.prepare.path, d.prepare.method, async (req, res, scope) => {
       if (req.is('multipart/form-data')) {
         refuseDeclaredLength(req, multipartLimitBytes, 'ACTIONKIT_UPLOAD_MAX_BYTES per file parameter + ACTIONKIT_MAX_BODY_BYTES + 1 MiB of multipart framing');
         const { request, upload } = await receiveUpload(req, action, deps);
         return lifecycle.prepare(action, request, upload, scope);
       }
-      const accepted = action.fileParameters.size > 0 ? `${JSON_TYPES}, or multipart/form-data with the files of ${[...action.fileParameters].join(', ')}` : JSON_TYPES;
-      return lifecycle.prepare(action, await parse(req, res, json, PrepareActionRequestBodySchema, accepted), undefined, scope);
+      const accepted = action.fileParameters.size > 0 ? `${JSON_TYPES}, or multipart/form-data with the files of ${fileParameters.join(', ')}` : JSON_TYPES;
+      const body = await parse(req, res, json, REQUEST_SCHEMAS.prepare, accepted);
+      const request = body instanceof LargeBody ? await decodedRequest(deps, { kind: 'prepare', bytes: body.bytes, fileParameters }) : body;
+      return lifecycle.prepare(action, request, undefined, scope);
     });
-    add(d.start.path, d.start.method, async (req, res, scope) => lifecycle.start(action, await parse(req, res, json, StartActionRequestBodySchema), scope));
+    add(d.start.path, d.start.method, async (req, res, scope) => lifecycle.start(action, await stateRequest(req, res, 'start'), scope));
     if (d.status !== undefined) {
-      add(d.status.path, d.status.method, async (req, res, scope) => lifecycle.status(action, await parse(req, res, json, ActionStatusRequestBodySchema), scope));
+      add(d.status.path, d.status.method, async (req, res, scope) => lifecycle.status(action, await stateRequest(req, res, 'status'), scope));
     }
     if (d.stop !== undefined) {
-      add(d.stop.path, d.stop.method, async (req, res) => lifecycle.stop(action, await parse(req, res, json, StopActionRequestBodySchema)));
+      add(d.stop.path, d.stop.method, async (req, res) => lifecycle.stop(action, await stateRequest(req, res, 'stop')));
     }
     const query = d.metrics?.query?.endpoint;
     if (query !== undefined && action.hasQueryHandler) {
-      add(query.path, query.method, async (req, res, scope) => lifecycle.query(action, await parse(req, res, json, QueryMetricsRequestBodySchema), scope));
+      add(query.path, query.method, async (req, res, scope) => {
+        const body = await parse(req, res, json, REQUEST_SCHEMAS.query);
+        return lifecycle.query(action, body instanceof LargeBody ? await decodedRequest(deps, { kind: 'query', bytes: body.bytes }) : body, scope);
+      });
     }
   }
   return routes;
 }
 
-/** Parse a multipart prepare, validate its `request` field, and hand back the saved files. */
-async function receiveUpload(
-  req: Request,
-  action: RegisteredAction,
-  deps: AppDeps,
-): Promise<{ request: z.output<typeof PrepareActionRequestBodySchema>; upload: UploadedFiles }> {
+/** A body read whole but not parsed: larger than `LARGE_JSON_BYTES`, for the large-request lane. */
+class LargeBody {
+  constructor(readonly bytes: Uint8Array) {}
+}
+
+/** Decode a large body on the large-request lane; its failures are the 400s the main thread would have answered. */
+async function decodeLarge(deps: Pick<AppDeps, 'decode'>, task: DecodeTask): Promise<Extract<DecodeReply, { ok: true }>> {
+  const reply = await deps.decode(task);
+  if (!reply.ok) throw new RuntimeError(reply.error.code as ErrorCode, reply.error.httpStatus, reply.error.title, reply.error.detail);
+  return reply;
+}
+
+/** A large prepare or query body, decoded on the large-request lane. */
+async function decodedRequest(deps: Pick<AppDeps, 'decode'>, task: DecodeTask): Promise<DecodedRequest> {
+  return DecodedRequest.from(await decodeLarge(deps, task));
+}
+
+/** Parse a multipart prepare, validate its `request` field (unless decoded already), and hand back the saved files. */
+async function receiveUpload(req: Request, action: RegisteredAction, deps: AppDeps): Promise<{ request: z.output<typeof PrepareActionRequestBodySchema> | DecodedRequest; upload: UploadedFiles }> {
   const received = await receiveMultipart(req, {
     uploadDir: deps.uploadDir,
     maxFileBytes: deps.uploadMaxBytes,
     maxRequestBytes: deps.maxBodyBytes,
     fileParameters: action.fileParameters,
+    decode: deps.decode,
   });
   try {
-    return { request: validateBody(received.request, PrepareActionRequestBodySchema), upload: { folder: received.folder, files: received.files } };
+    const request = received.request instanceof DecodedRequest ? received.request : validateBody(received.request, REQUEST_SCHEMAS.prepare);
+    return { request, upload: { folder: received.folder, files: received.files } };
   } catch (error) {
     if (received.folder !== undefined) await removeExecutionFolder(deps.uploadDir, received.executionId);
     throw error;
@@ -275,7 +300,22 @@ function refuseDeclaredLength(req: IncomingMessage, limitBytes: number, setting:
  * types.
  */
 function jsonBodyParser(maxBytes: number): Middleware {
-  const general = express.json({ limit: maxBytes, strict: false, type: () => true }) as Middleware;
+  // On the main thread, so bounded by the large-body threshold (decoded, that is: a compressed
+  // body inflates to it); the agent sends neither compressed nor other charsets.
+  const generalLimitBytes = Math.min(maxBytes, LARGE_JSON_BYTES);
+  const parseGeneral = express.json({ limit: generalLimitBytes, strict: false, type: () => true }) as Middleware;
+  const general: Middleware = (req, res, next) =>
+    parseGeneral(req, res, (error?: unknown) => {
+      if ((error as { type?: unknown } | undefined)?.type !== 'entity.too.large' || generalLimitBytes === maxBytes) return next(error);
+      next(
+        new RuntimeError(
+          ErrorCode.BodyTooLarge,
+          413,
+          'Request body too large',
+          `a compressed body, or one in another charset than UTF-8, may hold at most ${generalLimitBytes} bytes of JSON; send larger bodies as uncompressed UTF-8 (up to ACTIONKIT_MAX_BODY_BYTES, ${maxBytes} bytes)`,
+        ),
+      );
+    });
   return (req, res, next) => {
     try {
       refuseDeclaredLength(req, maxBytes, 'ACTIONKIT_MAX_BODY_BYTES');
@@ -304,20 +344,29 @@ const UTF8 = /^utf-?8$/i;
  */
 function readJson(req: IncomingMessage & { body?: unknown }, declaredBytes: number | undefined, maxBytes: number, next: (error?: unknown) => void): void {
   let chunks: Buffer[] = [];
+  // Past LARGE_JSON_BYTES the body goes into a buffer of its own as it arrives (small copies, not
+  // one of megabytes at the end); that buffer is what the large-request lane receives.
+  let large: LargeBodySink | undefined;
   let receivedBytes = 0;
   let settled = false;
   const fail = (type: string, message: string, status = 400): void => {
     if (settled) return;
     settled = true;
     chunks = [];
+    large = undefined;
     next(Object.assign(new Error(message), { type, status, limit: maxBytes }));
   };
   req.on('data', (chunk: Buffer) => {
     if (settled) return;
     receivedBytes += chunk.length;
-    if (declaredBytes === undefined && receivedBytes > maxBytes) fail('entity.too.large', 'request entity too large', 413);
-    else if (declaredBytes !== undefined && receivedBytes > declaredBytes) fail('request.size.invalid', 'request size did not match content length');
-    else chunks.push(chunk);
+    if (declaredBytes === undefined && receivedBytes > maxBytes) return fail('entity.too.large', 'request entity too large', 413);
+    if (declaredBytes !== undefined && receivedBytes > declaredBytes) return fail('request.size.invalid', 'request size did not match content length');
+    if (large !== undefined) return large.add(chunk);
+    chunks.push(chunk);
+    if (receivedBytes <= LARGE_JSON_BYTES) return;
+    large = new LargeBodySink(declaredBytes ?? maxBytes);
+    for (const received of chunks) large.add(received);
+    chunks = [];
   });
   // Closed before the whole body arrived: the client went away.
   req.once('close', () => {
@@ -327,79 +376,75 @@ function readJson(req: IncomingMessage & { body?: unknown }, declaredBytes: numb
   req.once('end', () => {
     if (settled) return;
     if (declaredBytes !== undefined && receivedBytes !== declaredBytes) return fail('request.size.invalid', 'request size did not match content length');
-    let text = Buffer.concat(chunks, receivedBytes).toString('utf8');
-    if (text.charCodeAt(0) === 0xfeff) text = text.slice(1); // a byte-order mark, as body-parser drops it
-    // On the text, before parsing: a pass over the characters instead of a walk allocating an
-    // entry per JSON value (seconds for a few million numbers).
-    if (jsonTextDeeperThan(text, MAX_JSON_DEPTH)) return fail(TOO_DEEP, `nested deeper than ${MAX_JSON_DEPTH} levels`);
-    (req as DepthChecked)[DEPTH_CHECKED] = true;
-    try {
-      req.body = JSON.parse(text);
-    } catch (error) {
-      return fail('entity.parse.failed', error instanceof Error ? error.message : String(error));
-    }
     settled = true;
+    // Its text is never made here: it is decoded on the large-request lane.
+    if (large !== undefined) {
+      req.body = new LargeBody(large.bytes());
+      return next();
+    }
+    try {
+      req.body = parseBodyText(Buffer.concat(chunks, receivedBytes).toString('utf8'));
+    } catch (error) {
+      return next(error);
+    }
+    (req as DepthChecked)[DEPTH_CHECKED] = true;
     next();
   });
 }
 
 /**
- * Check the content type, run the body parser, then validate against `schema`; errors are
- * 400/413/415 RuntimeErrors. `accepted` names the accepted types in a 415.
+ * The bytes of a large body as they arrive, in a buffer that doubles as needed (up to
+ * `limitBytes`): never more than twice what the client sent is allocated, and the largest single
+ * copy is half the body (a declared length is not trusted with an allocation before the bytes come).
  */
-async function parse<S extends z.ZodType>(req: Request, res: Response, parser: Middleware, schema: S, accepted = JSON_TYPES): Promise<z.output<S>> {
+class LargeBodySink {
+  private buffer = new Uint8Array(2 * LARGE_JSON_BYTES);
+  private length = 0;
+
+  constructor(private readonly limitBytes: number) {}
+
+  add(chunk: Uint8Array): void {
+    const needed = this.length + chunk.length;
+    if (needed > this.buffer.length) {
+      let capacity = this.buffer.length;
+      while (capacity < needed) capacity *= 2;
+      const grown = new Uint8Array(Math.max(needed, Math.min(capacity, this.limitBytes)));
+      grown.set(this.buffer.subarray(0, this.length));
+      this.buffer = grown;
+    }
+    this.buffer.set(chunk, this.length);
+    this.length = needed;
+  }
+
+  /** The body: a view of exactly its bytes (its buffer is transferred to the lane). */
+  bytes(): Uint8Array {
+    return this.buffer.subarray(0, this.length);
+  }
+}
+
+/**
+ * Check the content type, run the body parser, then validate against `schema`; errors are
+ * 400/413/415 RuntimeErrors. `accepted` names the accepted types in a 415. A body larger than
+ * `LARGE_JSON_BYTES` comes back unparsed, for the large-request lane.
+ */
+async function parse<S extends z.ZodType>(req: Request, res: Response, parser: Middleware, schema: S, accepted = JSON_TYPES): Promise<z.output<S> | LargeBody> {
   refuseNonJson(req, accepted);
   // body-parser turns an empty body into {}; say what is really wrong.
   if (req.headers['content-length'] === '0') throw new RuntimeError(ErrorCode.BadJson, 400, 'Failed to parse request body.', 'the body is empty; expected a JSON object');
   await new Promise<void>((resolve, reject) => parser(req, res, (error?: unknown) => (error === undefined ? resolve() : reject(bodyError(error)))));
+  if (req.body instanceof LargeBody) return req.body;
   return validateBody(req.body, schema, (req as DepthChecked)[DEPTH_CHECKED] === true);
 }
 
-/** Failure type of a body nested deeper than {@link MAX_JSON_DEPTH} (beside body-parser's types). */
-const TOO_DEEP = 'entity.too.deep';
 /** Set on a request whose body text was checked for depth before it was parsed. */
 const DEPTH_CHECKED = Symbol('depthChecked');
 type DepthChecked = { [DEPTH_CHECKED]?: true };
-
-/**
- * Check nesting depth (unless `depthChecked`: done on the text already), then the schema; both
- * failures are 400s naming the problem.
- */
-export function validateBody<S extends z.ZodType>(body: unknown, schema: S, depthChecked = false): z.output<S> {
-  if (!depthChecked && exceedsDepth(body, MAX_JSON_DEPTH)) throw tooDeep();
-  const parsed = schema.safeParse(body);
-  if (!parsed.success) throw invalidBody(parsed.error);
-  return parsed.data;
-}
-
-function tooDeep(): RuntimeError {
-  return new RuntimeError(ErrorCode.InvalidRequest, 400, `Invalid request body: nested deeper than ${MAX_JSON_DEPTH} levels`);
-}
-
-/** Iterative (a recursive walk would itself overflow on the input it guards against). */
-function exceedsDepth(root: unknown, maxDepth: number): boolean {
-  const stack: [unknown, number][] = [[root, 1]];
-  for (let item = stack.pop(); item !== undefined; item = stack.pop()) {
-    const [value, depth] = item;
-    if (typeof value !== 'object' || value === null) continue;
-    if (depth > maxDepth) return true;
-    for (const child of Array.isArray(value) ? value : Object.values(value)) stack.push([child, depth + 1]);
-  }
-  return false;
-}
-
-function invalidBody(error: z.ZodError): RuntimeError {
-  const issues = formatZodIssues(error);
-  return new RuntimeError(ErrorCode.InvalidRequest, 400, `Invalid request body: ${issues.first}`, issues.all);
-}
 
 /** Map a body-parser failure to the catalogue. */
 function bodyError(error: unknown): RuntimeError {
   if (error instanceof RuntimeError) return error;
   const failure = error as { type?: string; status?: number; message?: string; limit?: number };
   switch (failure.type) {
-    case TOO_DEEP:
-      return tooDeep();
     case 'entity.parse.failed':
       return new RuntimeError(ErrorCode.BadJson, 400, 'Failed to parse request body.', failure.message);
     case 'entity.too.large':
@@ -530,8 +575,8 @@ function send(res: Response, status: number, body: unknown, mayCompress = true):
     res.status(304).end();
     return;
   }
-  const text = JSON.stringify(body);
-  const bytes = Buffer.byteLength(text);
+  const text = answerJson(body as Record<string, unknown>);
+  const bytes = typeof text === 'string' ? Buffer.byteLength(text) : text.length;
   res.statusCode = status;
   res.setHeader('Content-Type', 'application/json; charset=utf-8');
   const end = (answer: string | Buffer, answerBytes: number): void => {

@@ -89,6 +89,9 @@ import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import busboy from 'busboy';
 import { ErrorCode, RuntimeError } from '../errors.js';
+import { DecodedRequest } from '../runtime/lifecycle.js';
+import type { DecodeReply, DecodeTask } from '../runtime/protocol.js';
+import { LARGE_JSON_BYTES } from '../runtime/sealed.js';
 
 /** Limits and context of {@link receiveMultipart}. */
 export interface MultipartLimits {
@@ -103,11 +106,20 @@ export interface MultipartLimits {
   maxRequestBytes: number;
   /** Names of the action's top-level parameters of type `file`. A file part for any other field → 400. */
   fileParameters: ReadonlySet<string>;
+  /**
+   * Decode a `request` field longer than `LARGE_JSON_BYTES` on the large-request lane
+   * (`src/runtime/sealed.ts`): the main thread never parses one.
+   */
+  decode(task: DecodeTask): Promise<DecodeReply>;
 }
 
 /** Result of {@link receiveMultipart}. */
 export interface ReceivedMultipart {
-  /** The parsed JSON of the `request` field (not yet schema-validated; the caller validates). */
+  /**
+   * The parsed JSON of the `request` field (not yet schema-validated; the caller validates) — or,
+   * for a field longer than `LARGE_JSON_BYTES`, the request decoded and validated on the
+   * large-request lane.
+   */
   request: unknown;
   /** `request.executionId`, validated as an 8-4-4-4-12 hex UUID and lower-cased (= the folder name). */
   executionId: string;
@@ -316,6 +328,21 @@ class MultipartReceiver {
       return;
     }
     this.requestSeen = true;
+    if (value.length > LARGE_JSON_BYTES) {
+      // Decoded off the main thread; the files keep streaming to the staging folder meanwhile, and
+      // the end of the body waits for it like for a file write.
+      this.writes.push(
+        this.limits.decode({ kind: 'prepare', text: value, fileParameters: [...this.limits.fileParameters] }).then(
+          (reply) => {
+            if (!reply.ok) return this.fail(new RuntimeError(reply.error.code as ErrorCode, reply.error.httpStatus, reply.error.title, reply.error.detail));
+            this.request = DecodedRequest.from(reply);
+            this.executionId = reply.executionId.toLowerCase();
+          },
+          (error: unknown) => this.fail(error instanceof RuntimeError ? error : new RuntimeError(ErrorCode.Internal, 500, 'Internal Server Error', `the \`request\` field could not be decoded: ${messageOf(error)}`)),
+        ),
+      );
+      return;
+    }
     // Checked as soon as it arrives, so a bad body fails before any (possibly large) file is stored.
     let parsed: unknown;
     try {

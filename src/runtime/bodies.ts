@@ -16,7 +16,7 @@
  * marked Killed (CAS on its BODY word) and its thread terminated.
  */
 import type { BodyInfo, BodyPhase } from '../action.js';
-import type { JsonObject } from '../api/schemas.js';
+import type { StateValue } from './sealed.js';
 import type { ErrorData } from '../errors.js';
 import type { Logger } from '../logging.js';
 import { BodyState, Reason, clockUs, type ControlTable } from '../shm/table.js';
@@ -106,7 +106,7 @@ export class BodyLane {
    * Hand the body of a just-started execution (CONTROL Running) to its seat; it receives `state`,
    * the state after start. Sets `execution.body`.
    */
-  dispatch(execution: Execution, seat: BodySeat, state: JsonObject): BodyRun {
+  dispatch(execution: Execution, seat: BodySeat, state: StateValue): BodyRun {
     const { slot, generation } = execution;
     const run = new BodyRun(seat);
     execution.body = run;

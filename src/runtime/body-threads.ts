@@ -31,6 +31,7 @@ import { Worker } from 'node:worker_threads';
 import { ErrorCode, RuntimeError, type ErrorData } from '../errors.js';
 import type { Logger } from '../logging.js';
 import type { BodyKind, BodyTask, BodyThreadBootData, BodyThreadCommand, BodyThreadEvent, CheckedBodyReport, WorkerBootData } from './protocol.js';
+import { wireState } from './sealed.js';
 import type { TestGates } from '../shm/test-gates.js';
 
 /** What happens to one run, told by its thread. Exactly one of `ended`, `killed`, `lost` is called. */
@@ -358,7 +359,8 @@ export class BodyThreads {
           return;
         }
         thread.runs.set(runId, listener);
-        const command: BodyThreadCommand = { type: 'run', runId, task };
+        const { state, ...fields } = task;
+        const command: BodyThreadCommand = { type: 'run', runId, task: { ...fields, ...wireState(state) } };
         thread.worker.postMessage(command);
       },
       release: () => {

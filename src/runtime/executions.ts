@@ -12,6 +12,7 @@ import { ErrorCode, RuntimeError } from '../errors.js';
 import { clockMs, ControlTable, type Reason } from '../shm/table.js';
 import type { BodyEnd, BodyRun } from './bodies.js';
 import type { UploadLocations } from './file-state.js';
+import type { StateValue } from './sealed.js';
 import type { RegisteredAction } from './registry.js';
 
 /** How a stop ended; shared by every request that waited for it. */
@@ -252,8 +253,8 @@ export interface Execution {
   readonly createdAtMs: number;
   /** The author's prepare succeeded (or the execution was adopted at start): there may be something to roll back. */
   prepared: boolean;
-  /** Latest state a handler returned. */
-  state: JsonObject;
+  /** Latest state a handler returned (sealed when large, `./sealed.ts`). */
+  state: StateValue;
   /** `<uploadDir>/<id>` when files were uploaded. */
   uploadFolder: string | undefined;
   /** Actions with `file` parameters: where its states named its uploads (`./file-state.ts`, rule 2). */
@@ -268,7 +269,7 @@ export interface Execution {
   /** The next automatic retry of a failed stop. */
   retryTimer: NodeJS.Timeout | undefined;
   /** The state the agent sent with the stop request that won (agent stops use the agent's state). */
-  agentStopState: JsonObject | undefined;
+  agentStopState: StateValue | undefined;
   /** Resolvers of the stop in progress, created by the first waiter. */
   pendingStop: { promise: Promise<StopOutcome>; resolve: (outcome: StopOutcome) => void } | undefined;
   /** How it ended, set when its control block was released after a stop. */

@@ -5,7 +5,7 @@
  * `<uploadDir>/<executionId>/<name>`. Those paths come back to the extension in the config of the
  * prepare and in the state the agent holds — both written by the client, so a client that is not
  * the agent could put any path of this host there (`/etc/passwd`) and read it through the action's
- * messages. For actions with `file` parameters, checked on the main thread before author code runs:
+ * messages. For actions with `file` parameters, checked before author code runs:
  *
  * 1. **Prepare:** a `file` parameter's value is the file uploaded for it in this request
  *    (multipart). A value in the JSON config of a parameter with no uploaded file is refused;
@@ -25,6 +25,11 @@
  *
  * A violation is a 400 naming the location; nothing of the request runs.
  *
+ * Where the rules run: the main thread checks states it holds as objects; a large state stays
+ * sealed on the main thread (`./sealed.ts`) and is checked by the same functions on the
+ * large-request lane. The locations a handed-out state names uploads at are found on the handler
+ * thread that made it ({@link uploadLocationsIn}), so the main thread never walks a state.
+ *
  * @module
  */
 import * as path from 'node:path';
@@ -32,13 +37,20 @@ import type { JsonObject } from '../api/schemas.js';
 import { ErrorCode, RuntimeError } from '../errors.js';
 
 /** A location in a JSON value: object keys and array indices from the root. */
-type JsonLocation = readonly (string | number)[];
+export type JsonLocation = readonly (string | number)[];
 
-/** Rule 1: every file parameter with a value in `config` must have an upload in this request. */
-export function assertFileParametersUploaded(fileParameters: ReadonlySet<string>, config: JsonObject, uploaded: ReadonlyMap<string, string> | undefined): void {
-  for (const name of fileParameters) {
+/** The file parameters with a value in `config` (not absent, `null` or `""`): rule 1 wants each uploaded. */
+export function filledFileParameters(fileParameters: Iterable<string>, config: JsonObject): string[] {
+  return [...fileParameters].filter((name) => {
     const value = config[name];
-    if (value === undefined || value === null || value === '' || uploaded?.has(name) === true) continue;
+    return value !== undefined && value !== null && value !== '';
+  });
+}
+
+/** Rule 1: every file parameter with a value in the config (`filled`) must have an upload in this request. */
+export function assertFileParametersUploaded(filled: Iterable<string>, uploaded: ReadonlyMap<string, string> | undefined): void {
+  for (const name of filled) {
+    if (uploaded?.has(name) === true) continue;
     throw new RuntimeError(
       ErrorCode.InvalidRequest,
       400,
@@ -60,30 +72,48 @@ export function uploadFolderOf(uploadDir: string, executionId: string): string {
 export class UploadLocations {
   private readonly locations = new Map<string, JsonLocation>();
 
-  constructor(private readonly folder: string) {}
+  constructor(readonly folder: string) {}
 
-  /** Record the locations of `state` (handed out for this execution) that name an upload. */
-  record(state: JsonObject): void {
-    visitStrings(state, (value, at) => {
-      if (!isInside(value, this.folder)) return;
-      const location = at();
-      this.locations.set(JSON.stringify(location), location);
-    });
+  /** Add the locations a handed-out state names uploads at (from {@link uploadLocationsIn}). */
+  add(locations: readonly JsonLocation[] | undefined): void {
+    for (const location of locations ?? []) this.locations.set(JSON.stringify(location), location);
   }
 
-  /** Rule 2: each recorded location of `state` holds a path into the folder, or nothing. */
-  assertKept(state: JsonObject, executionId: string): void {
-    for (const location of this.locations.values()) {
-      const value = valueAt(state, location);
-      if (value === undefined || value === null || (typeof value === 'string' && isInside(value, this.folder))) continue;
-      throw new RuntimeError(
-        ErrorCode.InvalidRequest,
-        400,
-        `Invalid request body: state${formatLocation(location)} names no upload of execution ${executionId}`,
-        'this location of the state named a file uploaded for the execution; an action with file parameters reads only those files, so send back the state the extension handed out',
-      );
-    }
+  /** The locations recorded so far. */
+  list(): JsonLocation[] {
+    return [...this.locations.values()];
   }
+}
+
+/** Where `state` names a file in `folder`: the locations to record when it is handed out. */
+export function uploadLocationsIn(state: unknown, folder: string): JsonLocation[] {
+  const found = new Map<string, JsonLocation>();
+  visitStrings(state, (value, at) => {
+    if (!isInside(value, folder)) return;
+    const location = at();
+    found.set(JSON.stringify(location), location);
+  });
+  return [...found.values()];
+}
+
+/** Rule 2: the first recorded location of `state` that holds neither a path into `folder` nor nothing, or undefined. */
+export function uploadViolation(state: unknown, folder: string, locations: Iterable<JsonLocation>): JsonLocation | undefined {
+  for (const location of locations) {
+    const value = valueAt(state, location);
+    if (value === undefined || value === null || (typeof value === 'string' && isInside(value, folder))) continue;
+    return location;
+  }
+  return undefined;
+}
+
+/** The 400 for a rule-2 violation at `location`. */
+export function uploadNotKept(location: JsonLocation, executionId: string): RuntimeError {
+  return new RuntimeError(
+    ErrorCode.InvalidRequest,
+    400,
+    `Invalid request body: state${formatLocation(location)} names no upload of execution ${executionId}`,
+    'this location of the state named a file uploaded for the execution; an action with file parameters reads only those files, so send back the state the extension handed out',
+  );
 }
 
 /** A string that names a path inside `folder` once resolved (as `fs` would resolve it). */

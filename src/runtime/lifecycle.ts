@@ -54,14 +54,7 @@
  */
 import * as os from 'node:os';
 import type { Message } from '../action.js';
-import type {
-  ActionStatusRequestBody,
-  JsonObject,
-  PrepareActionRequestBody,
-  QueryMetricsRequestBody,
-  StartActionRequestBody,
-  StopActionRequestBody,
-} from '../api/schemas.js';
+import type { JsonObject, PrepareActionRequestBody, QueryMetricsRequestBody } from '../api/schemas.js';
 import { ErrorCode, handlerErrorToWire, RuntimeError, type ActionKitErrorBody, type ErrorData } from '../errors.js';
 import { LogBudget } from '../log-budget.js';
 import type { Logger } from '../logging.js';
@@ -70,9 +63,10 @@ import { clockMs, clockUs, elapsedMs, generationOf, Reason, reasonOf, reasonText
 import type { BodyEnd, BodyLane, BodyRun } from './bodies.js';
 import { settlesWithin } from './waits.js';
 import type { BodySeat } from './body-threads.js';
-import { assertFileParametersUploaded, UploadLocations, uploadFolderOf } from './file-state.js';
+import { assertFileParametersUploaded, filledFileParameters, uploadFolderOf, UploadLocations, uploadNotKept, uploadViolation } from './file-state.js';
 import { prependReports, type Execution, type ExecutionStore, type StopOutcome } from './executions.js';
-import type { HandlerReply, HandlerTask, Phase } from './protocol.js';
+import type { DecodeReply, HandlerReply, HandlerTask, Phase } from './protocol.js';
+import { SealedJson, type StateValue } from './sealed.js';
 import type { RegisteredAction } from './registry.js';
 import { testPoint, type TestPoint } from './test-points.js';
 
@@ -88,6 +82,31 @@ export interface RequestScope {
   deadlineMs: number | undefined;
   /** True once the agent has given up on this request (timed out or disconnected). */
   abandoned(): boolean;
+}
+
+/** A start, status or stop request: the execution and the state the agent sent (sealed when large, `./sealed.ts`). */
+export interface StateRequest {
+  executionId: string;
+  state: StateValue;
+}
+
+/**
+ * A prepare or query request whose body was decoded on the large-request lane (`./sealed.ts`):
+ * validated there, and sealed when still large. A class, so that no JSON body can pass for one.
+ */
+export class DecodedRequest {
+  constructor(
+    readonly executionId: string,
+    readonly body: JsonObject | SealedJson,
+    /** prepare: the file parameters whose config value is set (`./file-state.ts`, rule 1). */
+    readonly filledFileParameters: readonly string[],
+  ) {}
+
+  /** From a successful decode. */
+  static from(reply: Extract<DecodeReply, { ok: true }>): DecodedRequest {
+    const body = reply.sealedRequest === undefined ? (reply.request ?? {}) : SealedJson.received(reply.sealedRequest);
+    return new DecodedRequest(reply.executionId, body, reply.filledFileParameters ?? []);
+  }
 }
 
 /** Files saved for a multipart prepare. */
@@ -263,7 +282,7 @@ export class Lifecycle {
   // ---- the agent's operations ---------------------------------------------------------------
 
   /** `POST prepare`. */
-  async prepare(action: RegisteredAction, request: PrepareActionRequestBody, upload: UploadedFiles | undefined, scope: RequestScope): Promise<Reply> {
+  async prepare(action: RegisteredAction, request: PrepareActionRequestBody | DecodedRequest, upload: UploadedFiles | undefined, scope: RequestScope): Promise<Reply> {
     const id = request.executionId.toLowerCase();
     let execution: Execution | undefined;
     try {
@@ -271,19 +290,25 @@ export class Lifecycle {
       if (this.statelessStops.has(id)) throw stopRunning(id);
       // Only stoppable actions are tracked; the agent carries the state of the others.
       if (action.stoppable) execution = this.deps.store.create(id, action);
-      if (action.fileParameters.size > 0) assertFileParametersUploaded(action.fileParameters, request.config as JsonObject, upload?.files);
+      if (action.fileParameters.size > 0) {
+        const filled = request instanceof DecodedRequest ? request.filledFileParameters : filledFileParameters(action.fileParameters, request.config as JsonObject);
+        assertFileParametersUploaded(filled, upload?.files);
+      }
     } catch (error) {
       if (execution !== undefined) this.deps.store.release(execution);
       if (upload?.folder !== undefined) await this.deps.removeUploads(id);
       throw error;
     }
-    const config: JsonObject = { ...(request.config as JsonObject) };
-    for (const [name, file] of upload?.files ?? []) config[name] = file;
-    const task = this.task('prepare', action, id, scope, { request: { ...request, executionId: id, config } as JsonObject });
     const locations = action.fileParameters.size > 0 ? new UploadLocations(uploadFolderOf(this.deps.uploadDir, id)) : undefined;
+    const task = this.task('prepare', action, id, scope, {
+      request: request instanceof DecodedRequest ? request.body : (request as JsonObject),
+      // Written into the config by the handler thread: the request may be sealed here.
+      ...(upload === undefined || upload.files.size === 0 ? {} : { uploadedFiles: Object.fromEntries(upload.files) }),
+      ...(locations === undefined ? {} : { uploadFolder: locations.folder }),
+    });
     if (execution === undefined) {
       const reply = await this.runHandler(task);
-      if (locations !== undefined && reply.ok && reply.result.error === undefined) this.rememberUntrackedUploads(id, locations, reply.state ?? {});
+      if (locations !== undefined && reply.ok && reply.result.error === undefined) this.rememberUntrackedUploads(id, locations, reply);
       return prepareReply(reply);
     }
 
@@ -297,7 +322,7 @@ export class Lifecycle {
       if (!reply.ok || reply.result.error !== undefined) {
         await this.discardFailedPrepare(owned);
       } else {
-        handOut(owned, reply.state ?? {});
+        handOut(owned, reply.state ?? {}, reply);
         owned.prepared = true;
         if (scope.abandoned()) {
           // The agent gave up waiting and will never start or stop it: roll back what prepare did.
@@ -310,15 +335,15 @@ export class Lifecycle {
   }
 
   /** `POST start`. */
-  async start(action: RegisteredAction, request: StartActionRequestBody, scope: RequestScope): Promise<Reply> {
+  async start(action: RegisteredAction, request: StateRequest, scope: RequestScope): Promise<Reply> {
     const id = request.executionId.toLowerCase();
-    const state = request.state as JsonObject;
+    const { state } = request;
     this.assertOwnedBy(action, id);
     if (!action.stoppable) {
-      const locations = this.untrackedLocations(action, id, state);
+      const locations = await this.untrackedLocations(action, id, state);
       if (locations === null) return uploadsNotHere(state);
-      const reply = await this.runHandler(this.task('start', action, id, scope, { state }));
-      if (reply.ok) locations?.record(reply.state ?? state);
+      const reply = await this.runHandler(this.task('start', action, id, scope, { state, ...uploadFolderOfTask(locations) }));
+      if (reply.ok) locations?.add(reply.uploadLocations);
       return stateReply(reply, state, 'Failed to start action.');
     }
 
@@ -347,20 +372,20 @@ export class Lifecycle {
   }
 
   /** `POST status`. Every status request is a heartbeat. */
-  async status(action: RegisteredAction, request: ActionStatusRequestBody, scope: RequestScope): Promise<Reply> {
+  async status(action: RegisteredAction, request: StateRequest, scope: RequestScope): Promise<Reply> {
     const id = request.executionId.toLowerCase();
-    const state = request.state as JsonObject;
+    const { state } = request;
     this.assertOwnedBy(action, id);
     const execution = action.stoppable ? this.deps.store.get(id) : undefined;
     if (execution === undefined) {
       const recent = action.stoppable ? this.deps.store.recentStop(id) : undefined;
       if (recent !== undefined) return stoppedStatus(recent.outcome.reason, recent.outcome.bodyError);
       if (!action.hasStatusHandler) return this.unknownStatus(action, id);
-      const locations = action.stoppable ? undefined : this.untrackedLocations(action, id, state);
+      const locations = action.stoppable ? undefined : await this.untrackedLocations(action, id, state);
       // An action with file parameters that this process did not prepare: its uploads are not here.
       if (locations === null || (action.stoppable && action.fileParameters.size > 0)) return this.unknownStatus(action, id);
-      const reply = await this.runHandler(this.task('status', action, id, scope, { state }));
-      if (reply.ok) locations?.record(reply.state ?? state);
+      const reply = await this.runHandler(this.task('status', action, id, scope, { state, ...uploadFolderOfTask(locations) }));
+      if (reply.ok) locations?.add(reply.uploadLocations);
       return statusReply(reply, state, undefined);
     }
     this.deps.table.recordHeartbeat(execution.slot);
@@ -372,12 +397,12 @@ export class Lifecycle {
       const stoppedMeanwhile = this.stoppedStatusOf(execution);
       if (stoppedMeanwhile !== undefined) return stoppedMeanwhile;
       // Under the lock: a start or status before this one may have handed out more upload locations.
-      execution.uploadLocations?.assertKept(state, id);
+      await this.assertUploadsKept(execution.uploadLocations, state, id);
       const reports = execution.reports.drain();
       const body = { ...this.deps.bodies.info(execution), reports };
-      const reply = await this.runHandler(this.task('status', action, id, scope, { state, body }));
+      const reply = await this.runHandler(this.task('status', action, id, scope, { state, body, ...uploadFolderOfTask(execution.uploadLocations) }));
       const newState = reply.state ?? state;
-      handOut(execution, newState);
+      handOut(execution, newState, reply);
       return statusReply(reply, newState, reports);
     });
   }
@@ -387,15 +412,15 @@ export class Lifecycle {
    * agent stop gets the same answer, a stop the extension initiated answers
    * `Action was stopped by extension <reason>` and the author's stop is not called again.
    */
-  async stop(action: RegisteredAction, request: StopActionRequestBody): Promise<Reply> {
+  async stop(action: RegisteredAction, request: StateRequest): Promise<Reply> {
     const id = request.executionId.toLowerCase();
-    const state = request.state as JsonObject;
+    const { state } = request;
     this.assertOwnedBy(action, id);
     // Two rounds at most: an extension-initiated stop that failed is retried once as the agent's.
     for (let round = 0; round < 2; round++) {
       const execution = this.deps.store.get(id);
       if (execution === undefined) break;
-      execution.uploadLocations?.assertKept(state, id);
+      await this.assertUploadsKept(execution.uploadLocations, state, id);
       const outcome = await this.request(execution, Reason.Agent, state);
       if (outcome.reason === Reason.Agent || outcome.givenUp === true) return stopReplyFor(outcome);
       if (outcome.succeeded) return stoppedByExtensionForStop(outcome.reason);
@@ -410,10 +435,10 @@ export class Lifecycle {
   }
 
   /** `POST query` (metric query): stateless. */
-  async query(action: RegisteredAction, request: QueryMetricsRequestBody, scope: RequestScope): Promise<Reply> {
+  async query(action: RegisteredAction, request: QueryMetricsRequestBody | DecodedRequest, scope: RequestScope): Promise<Reply> {
     const id = request.executionId.toLowerCase();
     this.assertOwnedBy(action, id);
-    const reply = await this.runHandler(this.task('query', action, id, scope, { request: request as JsonObject }));
+    const reply = await this.runHandler(this.task('query', action, id, scope, { request: request instanceof DecodedRequest ? request.body : (request as JsonObject) }));
     if (!reply.ok) return { status: 500, body: { ...handlerErrorToWire(reply.error, 'Failed to query metrics.') } };
     return { status: 200, body: reply.result as JsonObject };
   }
@@ -425,7 +450,7 @@ export class Lifecycle {
    * request: the one of this stop if it won, else the one of the stop already under way, else how
    * it already ended. `agentState` is the state the agent sent (used when the agent's request wins).
    */
-  request(execution: Execution, reason: Reason, agentState?: JsonObject): Promise<StopOutcome> {
+  request(execution: Execution, reason: Reason, agentState?: StateValue): Promise<StopOutcome> {
     const { won, stale } = this.deps.table.requestStop(execution.slot, execution.generation, reason);
     if (stale) {
       // Its block was released: by a stop (outcome kept) or by a failed prepare (nothing to stop).
@@ -481,11 +506,11 @@ export class Lifecycle {
   // ---- internals -------------------------------------------------------------------------------
 
   /** The part of start that runs under the execution's lock. */
-  private async startLocked(execution: Execution, agentState: JsonObject, scope: RequestScope): Promise<Reply> {
+  private async startLocked(execution: Execution, agentState: StateValue, scope: RequestScope): Promise<Reply> {
     const { table, bodies } = this.deps;
     const { action, slot, generation } = execution;
     // Under the lock: what handlers before this one handed out is recorded (`./file-state.ts`).
-    execution.uploadLocations?.assertKept(agentState, execution.id);
+    await this.assertUploadsKept(execution.uploadLocations, agentState, execution.id);
     // While this request waited for the lock, a stop (or a failed prepare) may have ended the
     // execution and even handed its block to another: look again, by generation.
     const control = table.control(slot);
@@ -515,10 +540,10 @@ export class Lifecycle {
         return { status: 200, body: { state: agentState, error: stoppedByExtensionForStatus(stopped) } };
       }
     }
-    const reply = await this.runHandler(this.task('start', action, execution.id, scope, { state: agentState }));
+    const reply = await this.runHandler(this.task('start', action, execution.id, scope, { state: agentState, ...uploadFolderOfTask(execution.uploadLocations) }));
     await hold('start.settled', execution.id);
     const newState = reply.state ?? agentState;
-    handOut(execution, newState);
+    handOut(execution, newState, reply);
     const dispatching = seat !== undefined && reply.ok && reply.result.error === undefined;
     // Like the reference, the heartbeat is armed even when start failed: the agent will call stop.
     // With a body to dispatch, it is armed once this start answers: the agent cannot poll before.
@@ -542,7 +567,7 @@ export class Lifecycle {
   }
 
   /** A start's answer once its body began (or could not). */
-  private async answerWhenBegun(execution: Execution, run: BodyRun, reply: HandlerReply, newState: JsonObject, scope: RequestScope): Promise<Reply> {
+  private async answerWhenBegun(execution: Execution, run: BodyRun, reply: HandlerReply, newState: StateValue, scope: RequestScope): Promise<Reply> {
     const { action } = execution;
     // A body begins within microseconds on its seat — unless an io thread is blocked by another
     // body (which its stop will kill). Bounded by the request's deadline.
@@ -621,11 +646,12 @@ export class Lifecycle {
     // Nothing was prepared (the prepare failed while this stop waited for it): nothing to roll back.
     if (action.hasStopHandler && execution.prepared) {
       this.stats.stopHandlerCalls++;
+      const state = await this.stopState(execution, requestedBy);
       answer = await this.authorStops.run(() =>
         runAuthorStop(this.deps.pools, this.deps.handlerTimeoutMs, this.deps.logger, {
           actionId: action.id,
           executionId: execution.id,
-          state: this.stopState(execution, requestedBy),
+          state,
           body: {
             ...this.deps.bodies.info(execution),
             ...(bodyEnd.stopMs === undefined ? {} : { stopMs: bodyEnd.stopMs }),
@@ -738,7 +764,7 @@ export class Lifecycle {
    * stopped here. The outcome is remembered like any stop, so duplicates get the same answer and
    * the id can be neither prepared nor started afterwards.
    */
-  private async statelessStop(action: RegisteredAction, id: string, state: JsonObject): Promise<Reply> {
+  private async statelessStop(action: RegisteredAction, id: string, state: StateValue): Promise<Reply> {
     if (!action.hasStopHandler) return this.nothingToStop(action, id);
     let running = this.statelessStops.get(id)?.outcome;
     if (running === undefined) {
@@ -794,21 +820,22 @@ export class Lifecycle {
    * upload locations when it was requested, and again here, under the lock: a handler in between
    * may have handed out more), else — or when the agent's no longer passes — the latest handed out.
    */
-  private stopState(execution: Execution, requestedBy: 'agent' | 'extension'): JsonObject {
+  private async stopState(execution: Execution, requestedBy: 'agent' | 'extension'): Promise<StateValue> {
     const agentState = requestedBy === 'agent' ? execution.agentStopState : undefined;
     if (agentState === undefined) return execution.state;
     try {
-      execution.uploadLocations?.assertKept(agentState, execution.id);
+      await this.assertUploadsKept(execution.uploadLocations, agentState, execution.id);
       return agentState;
-    } catch {
+    } catch (error) {
+      if (!(error instanceof RuntimeError) || error.httpStatus !== 400) throw error;
       this.deps.logger.warn({ executionId: execution.id }, "the agent's stop state names no upload where a later handler put one; stopping with the state handed out last");
       return execution.state;
     }
   }
 
   /** Keep the upload locations of a prepared execution of a non-stoppable file action (bounded). */
-  private rememberUntrackedUploads(id: string, locations: UploadLocations, state: JsonObject): void {
-    locations.record(state);
+  private rememberUntrackedUploads(id: string, locations: UploadLocations, reply: HandlerReply): void {
+    locations.add(reply.uploadLocations);
     this.untrackedUploads.set(id, locations);
     if (this.untrackedUploads.size > UNTRACKED_UPLOAD_RECORDS_MAX) {
       const oldest = this.untrackedUploads.keys().next().value;
@@ -821,12 +848,25 @@ export class Lifecycle {
    * rule 2); `undefined` for an action without file parameters; `null` when it has some but this
    * process prepared no such execution (rule 3: its uploads are not here).
    */
-  private untrackedLocations(action: RegisteredAction, id: string, state: JsonObject): UploadLocations | undefined | null {
+  private async untrackedLocations(action: RegisteredAction, id: string, state: StateValue): Promise<UploadLocations | undefined | null> {
     if (action.fileParameters.size === 0) return undefined;
     const locations = this.untrackedUploads.get(id);
     if (locations === undefined) return null;
-    locations.assertKept(state, id);
+    await this.assertUploadsKept(locations, state, id);
     return locations;
+  }
+
+  /**
+   * Rule 2 of `./file-state.ts`: 400 unless every recorded location of `state` still names an
+   * upload of the execution. An object is checked here; a sealed state on the large-request lane.
+   */
+  private async assertUploadsKept(locations: UploadLocations | undefined, state: StateValue, executionId: string): Promise<void> {
+    if (locations === undefined) return;
+    const recorded = locations.list();
+    if (recorded.length === 0) return;
+    const violation =
+      state instanceof SealedJson ? await this.deps.pools.uploadViolation(state, locations.folder, recorded) : uploadViolation(state, locations.folder, recorded);
+    if (violation !== undefined) throw uploadNotKept(violation, executionId);
   }
 
   /**
@@ -991,17 +1031,25 @@ function bodyEndMessages(end: BodyEnd, execution: Execution, graceMs: number): M
   }
 }
 
-/** Record `state` as the execution's latest, handed out to the agent (and where it names uploads, `./file-state.ts`). */
-function handOut(execution: Execution, state: JsonObject): void {
+/**
+ * Record `state` as the execution's latest, handed out to the agent, and where the handler's
+ * `reply` says it names uploads (`./file-state.ts`).
+ */
+function handOut(execution: Execution, state: StateValue, reply: HandlerReply): void {
   execution.state = state;
-  execution.uploadLocations?.record(state);
+  execution.uploadLocations?.add(reply.uploadLocations);
+}
+
+/** The task field that makes a handler thread report where the state it hands out names uploads. */
+function uploadFolderOfTask(locations: UploadLocations | null | undefined): { uploadFolder?: string } {
+  return locations === undefined || locations === null ? {} : { uploadFolder: locations.folder };
 }
 
 /**
  * The start of an execution of an action with file parameters that this process did not prepare:
  * its uploads are not here, so its author code cannot run; the agent stops it (`./file-state.ts`).
  */
-function uploadsNotHere(state: JsonObject): Reply {
+function uploadsNotHere(state: StateValue): Reply {
   return {
     status: 200,
     body: {
@@ -1026,12 +1074,12 @@ function prepareReply(reply: HandlerReply): Reply {
 }
 
 /** HTTP 200 with the handler's result and state; on failure the wrapped error and the latest state. */
-function stateReply(reply: HandlerReply, state: JsonObject, phaseTitle: string): Reply {
+function stateReply(reply: HandlerReply, state: StateValue, phaseTitle: string): Reply {
   if (reply.ok) return { status: 200, body: { ...reply.result, state: reply.state ?? state } };
   return { status: 200, body: { state: reply.state ?? state, error: handlerErrorToWire(reply.error, phaseTitle) } };
 }
 
-function statusReply(reply: HandlerReply, state: JsonObject, reports: Reports | undefined): Reply {
+function statusReply(reply: HandlerReply, state: StateValue, reports: Reports | undefined): Reply {
   const base = stateReply(reply, state, 'Failed to read status.').body;
   // A failed status handler leaves `completed` to the agent's default handling of `error`.
   if (!reply.ok) base['completed'] = false;

@@ -6,6 +6,8 @@ import type { BodyInfo, BodyReports, Message, Metric, ResultExtras } from '../ac
 import type { JsonObject } from '../api/schemas.js';
 import type { ErrorData } from '../errors.js';
 import type { LogSettings } from '../logging.js';
+import type { JsonLocation } from './file-state.js';
+import type { SealedJson, StateValue, WireState } from './sealed.js';
 import type { StateLimit } from './state-limit.js';
 
 /**
@@ -33,32 +35,86 @@ export interface WorkerBootData {
 export interface HandlerThreadBootData extends WorkerBootData {
   /** A state larger than this is refused where the handler returned it (`./state-limit.ts`). */
   stateLimit: StateLimit;
+  /** Test-only hold points (`src/shm/test-gates.ts`); absent in production. */
+  gates?: SharedArrayBuffer;
+  /** Nice value the thread sets on itself at boot (Linux: per thread); 0 leaves it alone. */
+  nice?: number;
 }
 
-/** One handler invocation. */
+/** One handler invocation, as the main thread makes it. */
 export interface HandlerTask {
   phase: Phase;
   actionId: string;
   executionId: string;
-  /** prepare: the request body (config already holds upload paths); query: the request body. */
-  request?: JsonObject;
-  /** start, status, stop: the state to hand to the handler. */
-  state?: JsonObject;
+  /** prepare: the request body (config already holds upload paths); query: the request body. Sealed when large (`./sealed.ts`). */
+  request?: JsonObject | SealedJson;
+  /** start, status, stop: the state to hand to the handler. Sealed when large. */
+  state?: StateValue;
   /** status, stop: what the body is doing and reported. */
   body?: BodyTaskInfo & { stopMs?: number; reports?: BodyReports };
   /** stop: why and by whom. */
   stop?: { reason: string; requestedBy: 'agent' | 'extension' };
   /** Wall-clock ms (`Date.now()`) at which the handler's `ctx.signal` aborts. */
   deadlineMs: number;
+  /**
+   * Actions with file parameters: the execution's upload folder. The reply then lists the
+   * locations of the state handed out that name a file in it (`./file-state.ts`, rule 2).
+   */
+  uploadFolder?: string;
+  /** prepare: the files uploaded with it, by file parameter; the handler thread writes their paths into the config. */
+  uploadedFiles?: Record<string, string>;
 }
+
+/** A {@link HandlerTask} as a handler thread receives it: sealed values as their shared bytes. */
+export type WireHandlerTask = Omit<HandlerTask, 'request' | 'state'> & WireState & { request?: JsonObject; sealedRequest?: Uint8Array };
 
 /**
  * A handler's answer. `state` is the state as the handler left it, also on failure — absent when
  * it could not be taken (too large for the agent to send back): the caller keeps the state it sent.
  */
-export type HandlerReply =
-  | { ok: true; result: ResultExtras & { completed?: boolean }; state?: JsonObject }
-  | { ok: false; error: ErrorData; state?: JsonObject };
+export type HandlerReply = HandlerOutcome & {
+  state?: StateValue;
+  /** With the task's `uploadFolder`: where the state handed out names files in it. */
+  uploadLocations?: JsonLocation[];
+};
+
+/** A {@link HandlerReply} as a handler thread sends it: a large state sealed. */
+export type WireHandlerReply = HandlerOutcome & WireState & { uploadLocations?: JsonLocation[] };
+
+type HandlerOutcome = { ok: true; result: ResultExtras & { completed?: boolean } } | { ok: false; error: ErrorData };
+
+/** Which request body a large-request decode validates: the schema of that endpoint. */
+export type RequestKind = Phase;
+
+/** A request body larger than `LARGE_JSON_BYTES`, sent to the large-request lane to be decoded. */
+export interface DecodeTask {
+  kind: RequestKind;
+  /** The body as received (UTF-8 JSON); its buffer is transferred, not copied. */
+  bytes?: Uint8Array;
+  /** Or its text (the `request` field of a multipart prepare). */
+  text?: string;
+  /** prepare: the action's file parameters (rule 1 of `./file-state.ts` needs which ones have a value). */
+  fileParameters?: string[];
+}
+
+/**
+ * What the main thread needs of a decoded body: the execution id and the rest sealed. A failure
+ * carries the answer the main thread would have given had it parsed the body itself.
+ */
+export type DecodeReply =
+  | {
+      ok: true;
+      /** As sent (the lifecycle lower-cases it). */
+      executionId: string;
+      /** start, status, stop: the state, sealed when large. */
+      state?: WireState;
+      /** prepare, query: the validated request — sealed (`./sealed.ts`) when still large. */
+      request?: JsonObject;
+      sealedRequest?: Uint8Array;
+      /** prepare: the file parameters whose config value is set (not absent, null or empty). */
+      filledFileParameters?: string[];
+    }
+  | { ok: false; error: { code: string; httpStatus: number; title: string; detail?: string } };
 
 /** Which kind of body thread runs a body: a thread of its own, or one shared by many bodies. */
 export type BodyKind = 'cpu' | 'io';
@@ -78,11 +134,14 @@ export interface BodyTask {
   executionId: string;
   slot: number;
   generation: number;
-  state: JsonObject;
+  state: StateValue;
 }
 
+/** A {@link BodyTask} as a body thread receives it. */
+export type WireBodyTask = Omit<BodyTask, 'state'> & WireState;
+
 /** Main thread → body thread. */
-export type BodyThreadCommand = { type: 'run'; runId: number; task: BodyTask };
+export type BodyThreadCommand = { type: 'run'; runId: number; task: WireBodyTask };
 
 /**
  * Body thread → main thread, all on the thread's one port, so they arrive in order: a run's
@@ -112,4 +171,11 @@ export interface CheckedBodyReport {
 export interface BodyReply {
   phase: 'returned' | 'failed' | 'stopped' | 'skipped';
   error?: ErrorData;
+}
+
+/** A rule-2 check of a sealed state (`./file-state.ts`), run on the large-request lane. */
+export interface UploadCheckTask {
+  sealedState: Uint8Array;
+  folder: string;
+  locations: JsonLocation[];
 }

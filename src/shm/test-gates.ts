@@ -27,10 +27,12 @@ export const GatePoint = {
   BodyBeforeBegin: 0,
   /** A body thread is about to post the end of a run (its context is closed). */
   BodyBeforeEnded: 1,
+  /** The large-request lane received a body to decode and has not begun (`src/runtime/sealed.ts`). */
+  LargeRequestDecode: 2,
 } as const;
 export type GatePoint = (typeof GatePoint)[keyof typeof GatePoint];
 
-const POINTS = 2;
+const POINTS = 3;
 const WORDS_PER_POINT = 4;
 const ARMED = 0;
 const ARRIVED = 1;

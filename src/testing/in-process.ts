@@ -18,11 +18,12 @@ import { ACTION_MODULE, isDefinedAction } from '../action.js';
 import type { ExtensionOptions } from '../config.js';
 import { ErrorCode, RuntimeError } from '../errors.js';
 import { createExtension, type Extension } from '../extension.js';
-import { validateBody } from '../http/app.js';
+import { validateBody } from '../api/request-body.js';
 import { FOLDER_MODE, UPLOADED_FILE_MODE } from '../http/uploads.js';
 import type { Reply, RequestScope, UploadedFiles } from '../runtime/lifecycle.js';
 import type { JsonObject } from '../api/schemas.js';
 import { moduleUrl } from '../runtime/modules.js';
+import { answerJson } from '../runtime/sealed.js';
 import type { RegisteredAction } from '../runtime/registry.js';
 import { interpretAnswer } from './client.js';
 import type { AnswerOf, AnswerSchemaName } from './validate.js';
@@ -140,7 +141,8 @@ export async function createActionHarness(
       if (!(error instanceof RuntimeError)) throw error;
       reply = { status: error.httpStatus, body: { ...error.toWire() } };
     }
-    const json = throughJson(reply.body);
+    // As the HTTP answer's text: a large state is sealed (src/runtime/sealed.ts).
+    const json = JSON.parse(answerJson(reply.body).toString()) as unknown;
     return interpretAnswer(
       { request: `${phase} ${action.id}`, httpStatus: reply.status, headers: new Headers(), contentType: 'application/json', text: '', json, durationMs: performance.now() - startedAt },
       schema,

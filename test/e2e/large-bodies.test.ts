@@ -1,0 +1,233 @@
+/**
+ * Large JSON never passes through the main thread as objects (`src/runtime/sealed.ts`): request
+ * bodies above `LARGE_JSON_BYTES` are decoded on the large-request lane, states above it stay
+ * sealed on the main thread and are spliced into answers unread. What must hold:
+ *
+ * - a large state round-trips exactly: every handler receives what the answer before carried;
+ * - a large body is refused exactly as a small one with the same fault;
+ * - the main thread keeps answering while the lane holds a large body (forced with a hold point on
+ *   the lane, not hoped for from timing);
+ * - a large state of a file action is still confined to its uploads; a large multipart `request`
+ *   field is decoded off the main thread.
+ *
+ * Real HTTP, real worker threads, an in-process extension.
+ */
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
+import { request as httpRequest } from 'node:http';
+import { join } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { gzipSync } from 'node:zlib';
+import { after, afterEach, test } from 'node:test';
+import { MAX_JSON_DEPTH } from '../../src/api/json-depth.js';
+import { LARGE_JSON_BYTES } from '../../src/runtime/sealed.js';
+import { GatePoint } from '../../src/shm/test-gates.js';
+import { fixture, start, tempDir, type Answer, type Running } from '../support/harness.js';
+import { Holds } from '../support/holds.js';
+
+const STATE = 'fixture.http.state';
+const LOG_CHECK = 'com.example.actionkit.log-pattern-check';
+const LOG_CHECK_MODULE = fileURLToPath(new URL('../../example/actions/log-pattern-check.js', import.meta.url));
+/** A file every Linux host has, with content no test upload has. */
+const HOST_FILE = '/etc/passwd';
+
+type Json = Record<string, unknown>;
+
+const logs = tempDir('actionkit-large-');
+after(() => logs.remove());
+
+let holds: Holds | undefined;
+let running: Running | undefined;
+afterEach(async () => {
+  holds?.dispose();
+  await running?.close();
+  holds = undefined;
+  running = undefined;
+});
+
+/** Twice the threshold of padding, in several kinds of JSON: strings with escapes and non-ASCII, nested arrays, numbers. */
+function bulk(): Json {
+  return {
+    text: 'ü€😀 "quoted" \\ <tag> & \u2028 '.repeat(2_000),
+    nested: Array.from({ length: 4_000 }, (_, i) => [[i, i / 7, -i - 1], { key: `k${i}`, none: null, yes: true }]),
+  };
+}
+
+/** The state a fixture handler reported receiving (its first message, as JSON). */
+function received(answer: Answer): Json {
+  const messages = answer.body['messages'] as { message: string }[] | undefined;
+  assert.ok(messages?.[0] !== undefined, `no message in ${JSON.stringify(answer.body).slice(0, 300)}`);
+  return JSON.parse(messages[0].message) as Json;
+}
+
+test('a state larger than LARGE_JSON_BYTES goes through prepare, start, status and stop exactly: each handler receives the state the answer before carried', async () => {
+  running = await start({ actions: [fixture('http-state')] });
+  const { agent } = running;
+  const id = randomUUID();
+  const stopLog = join(logs.path, `${id}.log`);
+  const initial = { ...bulk(), stopLog };
+  const initialBytes = Buffer.byteLength(JSON.stringify(initial));
+  assert.ok(initialBytes > 2 * LARGE_JSON_BYTES, `the state is ${initialBytes} bytes`);
+
+  const laneTasksBefore = running.extension.stats().pools.largeRequestTasks;
+  const prepared = await agent.prepare(STATE, id, { initial });
+  assert.equal(prepared.status, 200, JSON.stringify(prepared.body).slice(0, 300));
+  assert.deepEqual(prepared.body['state'], initial, 'prepare hands out the state it was given');
+
+  const started = await agent.start(STATE, id, prepared.body['state']);
+  assert.equal(started.status, 200);
+  assert.deepEqual(received(started), initial, 'start received the prepared state');
+  const afterStart = started.body['state'] as Json;
+  assert.equal(afterStart['starts'], 1);
+
+  let state = afterStart;
+  for (let poll = 1; poll <= 3; poll++) {
+    const status = await agent.status(STATE, id, state);
+    assert.equal(status.status, 200);
+    assert.deepEqual(received(status), state, `status ${poll} received the state of the answer before`);
+    state = status.body['state'] as Json;
+    assert.equal(state['polls'], poll);
+  }
+  const stopped = await agent.stop(STATE, id, state);
+  assert.equal(stopped.status, 200, JSON.stringify(stopped.body));
+  assert.deepEqual(JSON.parse(readFileSync(stopLog, 'utf8').trim()), state, 'stop received the state of the last status');
+  // Every request was large: six decodes and six handlers ran on the large-request lane.
+  assert.equal(running.extension.stats().pools.largeRequestTasks - laneTasksBefore, 12);
+});
+
+test('a large body is refused exactly as a small one with the same fault', async () => {
+  running = await start({ actions: [fixture('http-state')] });
+  const { agent } = running;
+  const id = randomUUID();
+  /** The same fault, once small and once padded beyond the threshold (trailing whitespace keeps it the same JSON). */
+  const cases: [string, string][] = [
+    ['truncated JSON', `{"executionId":"${id}","state":{"a":[1,2`],
+    ['nested too deeply', `{"executionId":"${id}","state":{"a":${'['.repeat(MAX_JSON_DEPTH)}${']'.repeat(MAX_JSON_DEPTH)}}}`],
+    ['an executionId that is no UUID', `{"executionId":"not-a-uuid","state":{}}`],
+    ['a state that is an array', `{"executionId":"${id}","state":[1,2,3]}`],
+    ['a body that is a string', JSON.stringify('text')],
+  ];
+  for (const [fault, small] of cases) {
+    const large = `${small}${' '.repeat(2 * LARGE_JSON_BYTES)}`;
+    for (const phase of ['start', 'status', 'stop'] as const) {
+      const smallAnswer = await agent.request('POST', `/${STATE}/${phase}`, small, { 'Content-Type': 'application/json' });
+      const largeAnswer = await agent.request('POST', `/${STATE}/${phase}`, large, { 'Content-Type': 'application/json' });
+      assert.equal(smallAnswer.status, 400, `${phase}, ${fault}, small: ${JSON.stringify(smallAnswer.body)}`);
+      assert.equal(largeAnswer.status, smallAnswer.status, `${phase}, ${fault}: large as small`);
+      assert.equal(largeAnswer.body['title'], smallAnswer.body['title'], `${phase}, ${fault}: large as small`);
+    }
+  }
+  // Nothing of it was taken for an execution: the id is still free.
+  const prepared = await agent.prepare(STATE, id, { initial: {} });
+  assert.equal(prepared.status, 200);
+  assert.equal((await agent.stop(STATE, id, prepared.body['state'])).status, 200);
+});
+
+test('while the large-request lane holds a large body, the main thread answers status, prepare and the probes; the large request is answered once the lane lets it go', async () => {
+  holds = new Holds();
+  running = await start({ actions: [fixture('http-state')], heartbeatMinIntervalMs: 60 * 60_000 });
+  const { agent } = running;
+  const healthy = randomUUID();
+  const prepared = await agent.prepare(STATE, healthy, { initial: {} });
+  const started = await agent.start(STATE, healthy, prepared.body['state']);
+  assert.equal(started.status, 200);
+
+  holds.gates.arm(GatePoint.LargeRequestDecode);
+  const unknown = randomUUID();
+  const largeStop = agent.stop(STATE, unknown, bulk());
+  let largeAnswered = false;
+  void largeStop.then(() => (largeAnswered = true));
+  await holds.gates.arrived(GatePoint.LargeRequestDecode);
+
+  // The lane is held inside the decode of the large stop: everything small still goes.
+  const status = await agent.status(STATE, healthy, started.body['state']);
+  assert.equal(status.status, 200);
+  assert.equal(status.body['completed'], false);
+  const other = randomUUID();
+  const otherPrepared = await agent.prepare(STATE, other, { initial: {} });
+  assert.equal(otherPrepared.status, 200);
+  const liveness = await fetch(`http://127.0.0.1:${running.healthPort}/health/liveness`);
+  assert.equal(liveness.status, 200);
+  assert.equal(largeAnswered, false, 'the large stop waits for the lane');
+
+  holds.gates.open(GatePoint.LargeRequestDecode);
+  const stopped = await largeStop;
+  assert.equal(stopped.status, 200, JSON.stringify(stopped.body));
+  for (const [id, state] of [
+    [healthy, status.body['state']],
+    [other, otherPrepared.body['state']],
+  ] as const) {
+    assert.equal((await agent.stop(STATE, id, state)).status, 200);
+  }
+});
+
+test('a large state of a file action is confined to its uploads like a small one; a large multipart request field is decoded off the main thread', async () => {
+  running = await start({ actions: [LOG_CHECK_MODULE], heartbeatMinIntervalMs: 60 * 60_000 });
+  const { agent, uploadDir } = running;
+  const id = randomUUID();
+  // The agent's request field, made large by what the agent may carry (a target with many attributes).
+  const attributes = Object.fromEntries(Array.from({ length: 3_000 }, (_, i) => [`k8s.label.key-${i}`, [`value-${i}-${'v'.repeat(20)}`]]));
+  const request = { executionId: id, config: { logFile: 'file::1', pattern: 'ERROR', maxMatches: 100 }, target: { name: 'host', attributes }, properties: {} };
+  assert.ok(JSON.stringify(request).length > LARGE_JSON_BYTES);
+  const form = new FormData();
+  form.append('request', JSON.stringify(request));
+  form.append('logFile', new Blob(['ERROR one\nok\n']), 'app.log');
+  const prepared = await agent.request('POST', `/${LOG_CHECK}/prepare`, form);
+  assert.equal(prepared.status, 200, JSON.stringify(prepared.body));
+  const state = prepared.body['state'] as Json;
+  assert.equal(state['logFile'], join(uploadDir, id, 'app.log'));
+
+  // A broken large field is refused as a broken small one.
+  const broken = new FormData();
+  broken.append('request', `${JSON.stringify(request).slice(0, -1)}`);
+  broken.append('logFile', new Blob(['x\n']), 'app.log');
+  const refused = await agent.request('POST', `/${LOG_CHECK}/prepare`, broken);
+  assert.equal(refused.status, 400, JSON.stringify(refused.body));
+  assert.equal(refused.body['title'], 'Failed to parse request body.');
+
+  // The state made large by the client: its upload location is checked on the lane.
+  const padding = 'p'.repeat(2 * LARGE_JSON_BYTES);
+  for (const phase of ['start', 'status', 'stop'] as const) {
+    const answer = await agent.request('POST', `/${LOG_CHECK}/${phase}`, { executionId: id, state: { ...state, logFile: HOST_FILE, padding } });
+    assert.equal(answer.status, 400, `${phase}: ${JSON.stringify(answer.body).slice(0, 300)}`);
+    assert.equal(answer.body['title'], `Invalid request body: state.logFile names no upload of execution ${id}`);
+    assert.doesNotMatch(JSON.stringify(answer.body), /root:/);
+  }
+  // The same large state with the execution's own upload passes, and the execution runs.
+  const started = await agent.start(LOG_CHECK, id, { ...state, padding });
+  assert.equal(started.body['error'], undefined, JSON.stringify(started.body).slice(0, 300));
+  let polled = started.body['state'] as Json;
+  assert.equal(polled['padding'], padding, 'the large state came back whole');
+  let status: Answer;
+  do {
+    status = await agent.status(LOG_CHECK, id, polled);
+    polled = (status.body['state'] as Json | undefined) ?? polled;
+  } while (status.body['completed'] !== true);
+  assert.match(JSON.stringify(status.body), /1 of 2 lines in app\.log match/);
+  assert.equal((await agent.stop(LOG_CHECK, id, polled)).status, 200);
+});
+
+test('a compressed body that inflates beyond LARGE_JSON_BYTES is refused with 413 naming the rule; a small one is read', async () => {
+  running = await start({ actions: [fixture('http-state')] });
+  const id = randomUUID();
+  const port = Number(new URL(running.base).port);
+  const post = (body: Buffer): Promise<{ status: number; json: Json }> =>
+    new Promise((resolve, reject) => {
+      const req = httpRequest(
+        { host: '127.0.0.1', port, method: 'POST', path: `/${STATE}/status`, headers: { 'Content-Type': 'application/json', 'Content-Encoding': 'gzip', 'Content-Length': body.length } },
+        (res) => {
+          const chunks: Buffer[] = [];
+          res.on('data', (chunk: Buffer) => chunks.push(chunk));
+          res.on('end', () => resolve({ status: res.statusCode ?? 0, json: JSON.parse(Buffer.concat(chunks).toString('utf8')) as Json }));
+        },
+      );
+      req.on('error', reject);
+      req.end(body);
+    });
+  const large = await post(gzipSync(JSON.stringify({ executionId: id, state: { padding: 'x'.repeat(2 * LARGE_JSON_BYTES) } })));
+  assert.equal(large.status, 413, JSON.stringify(large.json));
+  assert.match(String(large.json['detail']), /compressed body, or one in another charset than UTF-8, may hold at most 65536 bytes/);
+  const small = await post(gzipSync(JSON.stringify({ executionId: id, state: {} })));
+  assert.equal(small.status, 200, JSON.stringify(small.json));
+});
