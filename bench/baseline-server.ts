@@ -4,21 +4,41 @@
  *
  * - `echo` (BENCH_BASELINE=echo): answers the status route with the exact JSON the runtime
  *   answered (BENCH_ECHO_BODY) — the floor for the HTTP overhead scenario.
+ * - `node-http` (BENCH_BASELINE=node-http): the same answer from bare `node:http`, doing the same
+ *   work per request (read the body, `JSON.parse` it, `JSON.stringify` the answer) — what one
+ *   thread of this machine can do at all.
  * - `inline` (BENCH_BASELINE=inline): the spin action's endpoints with its body run on the main
  *   thread, burning the same loop in the same 100 ms windows and yielding to the event loop
  *   between windows.
  */
 import { once } from 'node:events';
+import { createServer, type Server } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import express from 'express';
 import { serveParent } from './ipc.js';
+import { mainThreadCpuUs } from './thread-cpu.js';
 import { burnWindow, WINDOW_MS } from './workload.js';
 
 const mode = process.env['BENCH_BASELINE'];
 const app = express();
 app.use(express.json());
 
-if (mode === 'echo') {
+let bare: Server | undefined;
+if (mode === 'node-http') {
+  const body = JSON.parse(process.env['BENCH_ECHO_BODY'] ?? 'null') as unknown;
+  bare = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (chunk: Buffer) => chunks.push(chunk));
+    req.on('end', () => {
+      JSON.parse(Buffer.concat(chunks).toString('utf8'));
+      const text = JSON.stringify(body);
+      res.writeHead(200, { 'Content-Type': 'application/json; charset=utf-8', 'Content-Length': Buffer.byteLength(text) });
+      res.end(text);
+    });
+  });
+  bare.keepAliveTimeout = 120_000;
+  bare.listen(0, '127.0.0.1');
+} else if (mode === 'echo') {
   const body = JSON.parse(process.env['BENCH_ECHO_BODY'] ?? 'null') as unknown;
   app.post('/bench.spin/status', (_req, res) => void res.json(body));
 } else if (mode === 'inline') {
@@ -41,10 +61,10 @@ if (mode === 'echo') {
     res.json({});
   });
 } else {
-  throw new Error(`BENCH_BASELINE must be echo or inline, got ${String(mode)}`);
+  throw new Error(`BENCH_BASELINE must be echo, node-http or inline, got ${String(mode)}`);
 }
 
-const server = app.listen(0, '127.0.0.1');
+const server = bare ?? app.listen(0, '127.0.0.1');
 await once(server, 'listening');
-serveParent({ port: (server.address() as AddressInfo).port, pid: process.pid }, { cpuUsage: () => process.cpuUsage() });
+serveParent({ port: (server.address() as AddressInfo).port, pid: process.pid }, { cpuUsage: () => process.cpuUsage(), mainThreadCpuUs });
 process.once('SIGTERM', () => process.exit(0));

@@ -26,6 +26,8 @@ export interface ServerProcess {
   metrics(): Promise<string>;
   /** CPU time of the whole process, all threads (µs). */
   cpuUsage(): Promise<NodeJS.CpuUsage>;
+  /** CPU time of its main thread alone (µs; NaN where the kernel does not say, `bench/thread-cpu.ts`). */
+  mainThreadCpuUs(): Promise<number>;
   stop(): Promise<void>;
 }
 
@@ -57,6 +59,7 @@ export async function startServer(env: Record<string, string> = {}): Promise<Ser
       return answer.text();
     },
     cpuUsage: () => child.request<NodeJS.CpuUsage>('cpuUsage'),
+    mainThreadCpuUs: () => child.request<number>('mainThreadCpuUs'),
     stop: async () => {
       await child.stop();
       rmSync(uploadDir, { recursive: true, force: true });
@@ -64,14 +67,19 @@ export async function startServer(env: Record<string, string> = {}): Promise<Ser
   };
 }
 
-/** Start an express-only baseline (`echo` or `inline`, see baseline-server.ts). */
-export async function startBaseline(mode: 'echo' | 'inline', env: Record<string, string> = {}): Promise<BaselineProcess> {
+/** Start a baseline server (`echo`, `node-http` or `inline`, see baseline-server.ts). */
+export async function startBaseline(mode: 'echo' | 'node-http' | 'inline', env: Record<string, string> = {}): Promise<BaselineProcess> {
   const { child, ready } = await BenchChild.start<{ port: number }>('./baseline-server.js', { BENCH_BASELINE: mode, ...env });
-  return { base: `http://127.0.0.1:${ready.port}`, cpuUsage: () => child.request<NodeJS.CpuUsage>('cpuUsage'), stop: () => child.stop() };
+  return {
+    base: `http://127.0.0.1:${ready.port}`,
+    cpuUsage: () => child.request<NodeJS.CpuUsage>('cpuUsage'),
+    mainThreadCpuUs: () => child.request<number>('mainThreadCpuUs'),
+    stop: () => child.stop(),
+  };
 }
 
-/** An express-only baseline server in its own process. */
-export type BaselineProcess = Pick<ServerProcess, 'base' | 'cpuUsage' | 'stop'>;
+/** A baseline server in its own process. */
+export type BaselineProcess = Pick<ServerProcess, 'base' | 'cpuUsage' | 'mainThreadCpuUs' | 'stop'>;
 
 /** The load generator, a client process of its own. */
 export interface LoadProcess {
