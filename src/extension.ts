@@ -239,7 +239,7 @@ export class Extension {
     this.app = buildApp({
       registry,
       lifecycle: this.lifecycle,
-      decode: (task) => this.pools.decode(task),
+      decode: (task, abandoned) => this.pools.decode(task, abandoned),
       logger,
       maxBodyBytes: options.maxBodyBytes,
       uploadDir: options.uploadDir,

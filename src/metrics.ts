@@ -290,7 +290,7 @@ export class ExtensionMetrics {
     });
     new Gauge({
       name: 'actionkit_pool_queued_tasks',
-      help: 'Tasks waiting for a thread: handlers (pool="handlers"), and decodes, checks and handlers of bodies above 64 KiB (pool="large-requests").',
+      help: 'Tasks waiting for a thread: handlers (pool="handlers"), and decodes, checks and handlers of bodies above 16 KiB (pool="large-requests").',
       labelNames: ['pool'],
       registers,
       collect() {
@@ -301,7 +301,7 @@ export class ExtensionMetrics {
     });
     new Counter({
       name: 'actionkit_large_request_tasks_total',
-      help: 'Tasks the large-request lane completed: decodes of request bodies above 64 KiB, upload checks and handlers of states above it.',
+      help: 'Tasks the large-request lane completed: decodes of request bodies above 16 KiB, upload checks and handlers of states above it.',
       registers,
       collect() {
         this.reset();

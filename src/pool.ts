@@ -15,6 +15,8 @@
  * large JSON (`src/runtime/sealed.ts`): decoding request bodies above `LARGE_JSON_BYTES`, checking
  * sealed states, and running the handlers whose state or request is sealed. A flood of large
  * bodies then queues there, while the agent's small requests keep the handler lane to themselves.
+ * The lane has a queue of its own in front of its thread ({@link LaneQueue}): bounded, blind to
+ * nobody, and work for executions first.
  */
 import { fileURLToPath } from 'node:url';
 import type { Worker } from 'node:worker_threads';
@@ -77,13 +79,73 @@ const LARGE_REQUEST_THREADS = 1;
  * cores are busy, the lane yields to the HTTP thread, the handler lane and the watchdog, which
  * serve the agent. On an idle machine it runs at full speed all the same.
  */
-const LARGE_REQUEST_NICE = 10;
+export const LARGE_REQUEST_NICE = 10;
+
+/** Decodes waiting for the large-request lane at most; a further large body is answered 503 at once. */
+export const MAX_QUEUED_DECODES = 16;
+
+/**
+ * The large-request lane's own queue in front of its one thread (piscina's would be unbounded,
+ * first come first served, and blind to clients that left). One task on the thread at a time, so
+ * a task's handler timeout counts from when it runs, not from when it was queued. Work for
+ * executions — handlers and upload checks of sealed values — goes before decodes: a flood of
+ * bodies from anyone cannot delay a stop the agent is waiting for by more than one decode. At most
+ * {@link MAX_QUEUED_DECODES} decodes wait (a refused one is a 503, not memory held), and a decode
+ * whose client went away before its turn is dropped.
+ */
+class LaneQueue {
+  private busy = false;
+  private readonly executionWork: (() => void)[] = [];
+  private readonly decodes: { go: () => void; drop: (error: RuntimeError) => void; abandoned: () => boolean }[] = [];
+
+  /** Wait for the lane's thread; call {@link done} when the task on it settled. */
+  turn(kind: 'execution' | 'decode', abandoned: () => boolean = () => false): Promise<void> {
+    if (!this.busy) {
+      this.busy = true;
+      return Promise.resolve();
+    }
+    if (kind === 'execution') return new Promise((resolve) => this.executionWork.push(resolve));
+    if (this.decodes.length >= MAX_QUEUED_DECODES) {
+      return Promise.reject(
+        new RuntimeError(
+          ErrorCode.CapacityExhausted,
+          503,
+          'Too many large requests',
+          `${MAX_QUEUED_DECODES} request bodies larger than 16 KiB are already waiting to be decoded; retry later (the agent's own requests are far smaller)`,
+        ),
+      );
+    }
+    return new Promise((go, drop) => this.decodes.push({ go, drop, abandoned }));
+  }
+
+  /** The task on the thread settled: the next one goes. */
+  done(): void {
+    const next = this.executionWork.shift();
+    if (next !== undefined) return next();
+    for (let decode = this.decodes.shift(); decode !== undefined; decode = this.decodes.shift()) {
+      if (!decode.abandoned()) return decode.go();
+      decode.drop(new RuntimeError(ErrorCode.Timeout, 503, 'Request abandoned', 'the client went away before its body was decoded'));
+    }
+    this.busy = false;
+  }
+
+  /** Decodes waiting now. */
+  get queuedDecodes(): number {
+    return this.decodes.length;
+  }
+
+  /** Tasks waiting now (decodes and work for executions). */
+  get waiting(): number {
+    return this.executionWork.length + this.decodes.length;
+  }
+}
 
 /** The handler lane's worker threads. */
 export class WorkerPools {
   private readonly handlers: Piscina;
-  /** The large-request lane (see the module comment). */
+  /** The large-request lane (see the module comment) and its queue. */
   private readonly large: Piscina;
+  private readonly laneQueue = new LaneQueue();
   private readonly settings: PoolSettings;
   private replaced = 0;
   private closing = false;
@@ -148,8 +210,19 @@ export class WorkerPools {
     if (this.closing) throw new RuntimeError(ErrorCode.ShuttingDown, 503, 'Extension is shutting down', `the ${task.phase} handler was not run`);
     const { state, request, ...fields } = task;
     const wire: WireHandlerTask = { ...fields, ...wireState(state), ...(request instanceof SealedJson ? { sealedRequest: request.bytes } : request === undefined ? {} : { request }) };
-    // Anything sealed is large: its handler runs on the large-request lane.
-    const pool = wire.sealedState !== undefined || wire.sealedRequest !== undefined ? this.large : this.handlers;
+    // Anything sealed is large: its handler runs on the large-request lane, in its turn.
+    if (wire.sealedState === undefined && wire.sealedRequest === undefined) return this.runOn(this.handlers, wire, task, timeoutMs);
+    await this.laneQueue.turn('execution');
+    try {
+      if (this.closing) throw new RuntimeError(ErrorCode.ShuttingDown, 503, 'Extension is shutting down', `the ${task.phase} handler was not run`);
+      return await this.runOn(this.large, wire, task, timeoutMs);
+    } finally {
+      this.laneQueue.done();
+    }
+  }
+
+  /** Run a handler on `pool` under its timeout (see {@link runHandler}). */
+  private async runOn(pool: Piscina, wire: WireHandlerTask, task: HandlerTask, timeoutMs: number): Promise<HandlerReply> {
     const signal = new KillSwitch();
     let threadExited: Promise<void> | undefined;
     const timer = setTimeout(() => (threadExited = this.pullAndWatch(pool, signal, task, timeoutMs)), timeoutMs);
@@ -213,26 +286,34 @@ export class WorkerPools {
 
   /**
    * Decode a large request body on the large-request lane (its bytes are transferred, not
-   * copied). Rejects only when the lane's thread was lost or the pools are closing.
+   * copied), in its turn ({@link LaneQueue}: 503 when too many wait; dropped when `abandoned()`
+   * by then). Rejects only with such a {@link RuntimeError}, or when the lane's thread was lost.
    */
-  async decode(task: DecodeTask): Promise<DecodeReply> {
-    if (this.closing) throw new RuntimeError(ErrorCode.ShuttingDown, 503, 'Extension is shutting down', 'the request body was not decoded');
-    try {
+  async decode(task: DecodeTask, abandoned?: () => boolean): Promise<DecodeReply> {
+    return this.onLane('decode', 'the decoding of a large request body', abandoned, () => {
       const transferList = task.bytes === undefined ? [] : [task.bytes.buffer as ArrayBuffer];
-      return (await this.large.run(task, { name: 'decode', transferList })) as DecodeReply;
-    } catch (error) {
-      throw workerLost('the decoding of a large request body', error);
-    }
+      return this.large.run(task, { name: 'decode', transferList }) as Promise<DecodeReply>;
+    });
   }
 
   /** Rule 2 of `src/runtime/file-state.ts` for a sealed state, on the large-request lane: the first location not kept, or undefined. */
   async uploadViolation(state: SealedJson, folder: string, locations: JsonLocation[]): Promise<JsonLocation | undefined> {
-    if (this.closing) throw new RuntimeError(ErrorCode.ShuttingDown, 503, 'Extension is shutting down', 'the state was not checked');
     const task: UploadCheckTask = { sealedState: state.bytes, folder, locations };
+    return this.onLane('execution', 'the upload check of a large state', undefined, () => this.large.run(task, { name: 'uploadViolation' }) as Promise<JsonLocation | undefined>);
+  }
+
+  /** Run `job` on the large-request lane in its turn; a lost thread is a WORKER_LOST error naming `what`. */
+  private async onLane<T>(kind: 'execution' | 'decode', what: string, abandoned: (() => boolean) | undefined, job: () => Promise<T>): Promise<T> {
+    if (this.closing) throw new RuntimeError(ErrorCode.ShuttingDown, 503, 'Extension is shutting down', `${what} did not run`);
+    await this.laneQueue.turn(kind, abandoned);
     try {
-      return (await this.large.run(task, { name: 'uploadViolation' })) as JsonLocation | undefined;
+      if (this.closing) throw new RuntimeError(ErrorCode.ShuttingDown, 503, 'Extension is shutting down', `${what} did not run`);
+      return await job();
     } catch (error) {
-      throw workerLost('the upload check of a large state', error);
+      if (error instanceof RuntimeError) throw error;
+      throw workerLost(what, error);
+    } finally {
+      this.laneQueue.done();
     }
   }
 
@@ -244,7 +325,7 @@ export class WorkerPools {
       handlerBusy: Math.max(0, this.handlersInFlight - this.handlers.queueSize),
       handlerUtilization: this.handlers.utilization,
       workersReplaced: this.replaced,
-      largeRequestQueue: this.large.queueSize,
+      largeRequestQueue: this.laneQueue.waiting,
       largeRequestTasks: this.large.completed,
     };
   }

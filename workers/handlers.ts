@@ -24,7 +24,7 @@ import {
 import { ErrorCode, ExtensionError, RuntimeError, toErrorData } from '../src/errors.js';
 import { createLogger, type Logger } from '../src/logging.js';
 import { importActions } from '../src/runtime/modules.js';
-import { parseBodyText, REQUEST_SCHEMAS, validateBody } from '../src/api/request-body.js';
+import { parseBodyText, parseRequestField, REQUEST_SCHEMAS, validateBody } from '../src/api/request-body.js';
 import { filledFileParameters, uploadLocationsIn, uploadViolation as firstUploadViolation, type JsonLocation } from '../src/runtime/file-state.js';
 import type { DecodeReply, DecodeTask, HandlerThreadBootData, Phase, UploadCheckTask, WireHandlerReply, WireHandlerTask } from '../src/runtime/protocol.js';
 import { GatePoint, TestGates } from '../src/shm/test-gates.js';
@@ -78,22 +78,25 @@ export default async function runHandler(task: WireHandlerTask): Promise<WireHan
 }
 
 /**
- * Large-request lane: decode a request body above `LARGE_JSON_BYTES` exactly as the main thread
- * parses a small one (`src/api/request-body.ts`), and hand back what the main thread needs — the
+ * Large-request lane: decode a request body (or multipart `request` field) above `LARGE_JSON_BYTES`
+ * exactly as the main thread parses a small one (`src/api/request-body.ts`), and hand back what the main thread needs — the
  * execution id — with the rest as JSON text when it is still large. Never throws: a body the main
  * thread would have refused comes back as that refusal.
  */
 export function decode(task: DecodeTask): DecodeReply {
   gates?.pass(GatePoint.LargeRequestDecode);
   try {
-    const text = task.text ?? Buffer.from(task.bytes!.buffer, task.bytes!.byteOffset, task.bytes!.byteLength).toString('utf8');
-    const body = validateBody(parseBodyText(text), REQUEST_SCHEMAS[task.kind], true) as JsonObject & { executionId: string; state?: JsonObject };
+    const body = (
+      task.requestField === undefined
+        ? validateBody(parseBodyText(Buffer.from(task.bytes!.buffer, task.bytes!.byteOffset, task.bytes!.byteLength).toString('utf8')), REQUEST_SCHEMAS[task.kind], true)
+        : validateBody(parseRequestField(task.requestField).request, REQUEST_SCHEMAS[task.kind])
+    ) as JsonObject & { executionId: string; state?: JsonObject };
     if (task.kind === 'prepare' || task.kind === 'query') {
       const json = JSON.stringify(body);
       return {
         ok: true,
         executionId: body.executionId,
-        ...(json.length > LARGE_JSON_BYTES ? { sealedRequest: SealedJson.of(json).bytes } : { request: body }),
+        ...(Buffer.byteLength(json) > LARGE_JSON_BYTES ? { sealedRequest: SealedJson.of(json).bytes } : { request: body }),
         ...(task.fileParameters === undefined ? {} : { filledFileParameters: filledFileParameters(task.fileParameters, body['config'] as JsonObject) }),
       };
     }

@@ -50,7 +50,14 @@ export function badJson(message: string): RuntimeError {
  */
 export function validateBody<S extends z.ZodType>(body: unknown, schema: S, depthChecked = false): z.output<S> {
   if (!depthChecked && exceedsDepth(body, MAX_JSON_DEPTH)) throw tooDeep();
-  const parsed = schema.safeParse(body);
+  let parsed: z.ZodSafeParseResult<z.output<S>>;
+  try {
+    parsed = schema.safeParse(body);
+  } catch (error) {
+    // zod collects issues recursively: hundreds of thousands of bad values overflow its stack.
+    if (error instanceof RangeError) throw new RuntimeError(ErrorCode.InvalidRequest, 400, 'Invalid request body: too many invalid values to validate', error.message);
+    throw error;
+  }
   if (!parsed.success) throw invalidBody(parsed.error);
   return parsed.data;
 }
@@ -75,4 +82,42 @@ function exceedsDepth(root: unknown, maxDepth: number): boolean {
 function invalidBody(error: z.ZodError): RuntimeError {
   const issues = formatZodIssues(error);
   return new RuntimeError(ErrorCode.InvalidRequest, 400, `Invalid request body: ${issues.first}`, issues.all);
+}
+
+/** `true` when `value` is an 8-4-4-4-12 hex UUID (any case). */
+export function isUuid(value: string): boolean {
+  return UUID_PATTERN.test(value);
+}
+const UUID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
+
+/** Title of every refusal of a multipart prepare's `request` field before its schema is checked. */
+const REQUEST_FIELD_TITLE = 'Failed to parse request body.';
+
+/**
+ * The `request` field of a multipart prepare as far as the upload needs it before the schema:
+ * JSON (no byte-order mark, as `JSON.parse` reads it), an object, with an `executionId` that is a
+ * UUID (it names the upload folder). The same refusals wherever it runs: the main thread for a
+ * small field, the large-request lane for a large one; the caller then checks the schema.
+ */
+export function parseRequestField(text: string): { request: Record<string, unknown>; executionId: string } {
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (error) {
+    throw new RuntimeError(ErrorCode.BadJson, 400, REQUEST_FIELD_TITLE, `The \`request\` field is not valid JSON: ${error instanceof Error ? error.message : String(error)}`);
+  }
+  if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
+    throw new RuntimeError(ErrorCode.InvalidRequest, 400, REQUEST_FIELD_TITLE, 'The `request` field must hold a JSON object.');
+  }
+  const executionId: unknown = (parsed as { executionId?: unknown }).executionId;
+  if (typeof executionId !== 'string' || !isUuid(executionId)) {
+    const shown = JSON.stringify(executionId) ?? 'undefined';
+    throw new RuntimeError(
+      ErrorCode.InvalidRequest,
+      400,
+      REQUEST_FIELD_TITLE,
+      `executionId must be a UUID (8-4-4-4-12 hex digits), got ${shown.length > 80 ? `${shown.slice(0, 80)}…` : shown}.`,
+    );
+  }
+  return { request: parsed as Record<string, unknown>, executionId };
 }

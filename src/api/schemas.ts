@@ -898,13 +898,18 @@ function renderIssue(issue: z.core.$ZodIssue, prefix: readonly PropertyKey[]): s
   return where === '' ? message : `${where}: ${message}`;
 }
 
+/** Issues rendered in a detail at most; a body with thousands of bad values gets a bounded answer. */
+export const MAX_RENDERED_ISSUES = 20;
+
 /**
  * Render zod issues as `path.to.field: message` (array indices as `[i]`).
  *
  * @returns `first`: the first issue (used in the 400 title `Invalid request body: <first>` and in
- *   registration errors); `all`: every issue joined with `; ` (used as detail).
+ *   registration errors); `all`: the first {@link MAX_RENDERED_ISSUES} issues joined with `; `, and
+ *   how many more there were (used as detail).
  */
 export function formatZodIssues(error: z.ZodError): { first: string; all: string } {
-  const rendered = error.issues.map((issue) => renderIssue(issue, []));
-  return { first: rendered[0] ?? 'Invalid input', all: rendered.join('; ') };
+  const rendered = error.issues.slice(0, MAX_RENDERED_ISSUES).map((issue) => renderIssue(issue, []));
+  const more = error.issues.length - rendered.length;
+  return { first: rendered[0] ?? 'Invalid input', all: more > 0 ? `${rendered.join('; ')}; … and ${more} more` : rendered.join('; ') };
 }

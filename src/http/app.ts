@@ -52,8 +52,11 @@ export interface AppDeps {
   index: ExtensionIndex;
   /** The author's routers, tried in order for every path that is not the runtime's. */
   routers: readonly RequestHandler[];
-  /** Decode a body larger than `LARGE_JSON_BYTES` on the large-request lane (`WorkerPools.decode`). */
-  decode(task: DecodeTask): Promise<DecodeReply>;
+  /**
+   * Decode a body larger than `LARGE_JSON_BYTES` on the large-request lane (`WorkerPools.decode`);
+   * dropped if `abandoned()` by its turn.
+   */
+  decode(task: DecodeTask, abandoned: () => boolean): Promise<DecodeReply>;
 }
 
 type Route = (req: Request, res: Response, scope: RequestScope) => Promise<Reply>;
@@ -150,10 +153,13 @@ function buildRoutes(deps: AppDeps): Map<string, Map<string, Route>> {
   };
   const json = jsonBodyParser(deps.maxBodyBytes);
   /** A start, status or stop body: validated here, or decoded on the large-request lane. */
-  const stateRequest = async (req: Request, res: Response, kind: 'start' | 'status' | 'stop'): Promise<StateRequest> => {
+  const stateRequest = async (action: RegisteredAction, req: Request, res: Response, scope: RequestScope, kind: 'start' | 'status' | 'stop'): Promise<StateRequest> => {
     const body = await parse(req, res, json, REQUEST_SCHEMAS[kind]);
     if (!(body instanceof LargeBody)) return body;
-    const decoded = await decodeLarge(deps, { kind, bytes: body.bytes });
+    // The agent's poll arrived now, whenever the lane decodes it: count its heartbeat now.
+    const polled = kind === 'status' ? executionIdAtStart(body.bytes) : undefined;
+    if (polled !== undefined) lifecycle.heartbeatOnArrival(action, polled);
+    const decoded = await decodeLarge(deps, { kind, bytes: body.bytes }, scope);
     return { executionId: decoded.executionId, state: stateFromWire(decoded.state ?? {}) ?? {} };
   };
 
@@ -177,26 +183,38 @@ function buildRoutes(deps: AppDeps): Map<string, Map<string, Route>> {
       }
       const accepted = action.fileParameters.size > 0 ? `${JSON_TYPES}, or multipart/form-data with the files of ${fileParameters.join(', ')}` : JSON_TYPES;
       const body = await parse(req, res, json, REQUEST_SCHEMAS.prepare, accepted);
-      const request = body instanceof LargeBody ? await decodedRequest(deps, { kind: 'prepare', bytes: body.bytes, fileParameters }) : body;
+      const request = body instanceof LargeBody ? await decodedRequest(deps, { kind: 'prepare', bytes: body.bytes, fileParameters }, scope) : body;
       return lifecycle.prepare(action, request, undefined, scope);
     });
-    add(d.start.path, d.start.method, async (req, res, scope) => lifecycle.start(action, await stateRequest(req, res, 'start'), scope));
+    add(d.start.path, d.start.method, async (req, res, scope) => lifecycle.start(action, await stateRequest(action, req, res, scope, 'start'), scope));
     if (d.status !== undefined) {
-      add(d.status.path, d.status.method, async (req, res, scope) => lifecycle.status(action, await stateRequest(req, res, 'status'), scope));
+      add(d.status.path, d.status.method, async (req, res, scope) => lifecycle.status(action, await stateRequest(action, req, res, scope, 'status'), scope));
     }
     if (d.stop !== undefined) {
-      add(d.stop.path, d.stop.method, async (req, res) => lifecycle.stop(action, await stateRequest(req, res, 'stop')));
+      add(d.stop.path, d.stop.method, async (req, res, scope) => lifecycle.stop(action, await stateRequest(action, req, res, scope, 'stop')));
     }
     const query = d.metrics?.query?.endpoint;
     if (query !== undefined && action.hasQueryHandler) {
       add(query.path, query.method, async (req, res, scope) => {
         const body = await parse(req, res, json, REQUEST_SCHEMAS.query);
-        return lifecycle.query(action, body instanceof LargeBody ? await decodedRequest(deps, { kind: 'query', bytes: body.bytes }) : body, scope);
+        return lifecycle.query(action, body instanceof LargeBody ? await decodedRequest(deps, { kind: 'query', bytes: body.bytes }, scope) : body, scope);
       });
     }
   }
   return routes;
 }
+
+/**
+ * The execution id a body starts with, as the agent writes it (Go encodes the struct's fields in
+ * order: `{"executionId":"<uuid>",…`), read from its first bytes only; undefined otherwise. Not
+ * validated beyond its shape: used only to count a heartbeat early, which a small status with
+ * the same id would count as well.
+ */
+function executionIdAtStart(bytes: Uint8Array): string | undefined {
+  const head = Buffer.from(bytes.buffer, bytes.byteOffset, Math.min(bytes.byteLength, 128)).toString('latin1');
+  return EXECUTION_ID_AT_START.exec(head)?.[1];
+}
+const EXECUTION_ID_AT_START = /^(?:\xef\xbb\xbf)?\s*\{\s*"executionId"\s*:\s*"([0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12})"/;
 
 /** A body read whole but not parsed: larger than `LARGE_JSON_BYTES`, for the large-request lane. */
 class LargeBody {
@@ -204,15 +222,15 @@ class LargeBody {
 }
 
 /** Decode a large body on the large-request lane; its failures are the 400s the main thread would have answered. */
-async function decodeLarge(deps: Pick<AppDeps, 'decode'>, task: DecodeTask): Promise<Extract<DecodeReply, { ok: true }>> {
-  const reply = await deps.decode(task);
+async function decodeLarge(deps: Pick<AppDeps, 'decode'>, task: DecodeTask, scope: RequestScope): Promise<Extract<DecodeReply, { ok: true }>> {
+  const reply = await deps.decode(task, () => scope.abandoned());
   if (!reply.ok) throw new RuntimeError(reply.error.code as ErrorCode, reply.error.httpStatus, reply.error.title, reply.error.detail);
   return reply;
 }
 
 /** A large prepare or query body, decoded on the large-request lane. */
-async function decodedRequest(deps: Pick<AppDeps, 'decode'>, task: DecodeTask): Promise<DecodedRequest> {
-  return DecodedRequest.from(await decodeLarge(deps, task));
+async function decodedRequest(deps: Pick<AppDeps, 'decode'>, task: DecodeTask, scope: RequestScope): Promise<DecodedRequest> {
+  return DecodedRequest.from(await decodeLarge(deps, task, scope));
 }
 
 /** Parse a multipart prepare, validate its `request` field (unless decoded already), and hand back the saved files. */
@@ -222,7 +240,7 @@ async function receiveUpload(req: Request, action: RegisteredAction, deps: AppDe
     maxFileBytes: deps.uploadMaxBytes,
     maxRequestBytes: deps.maxBodyBytes,
     fileParameters: action.fileParameters,
-    decode: deps.decode,
+    decode: (task) => deps.decode(task, () => req.destroyed),
   });
   try {
     const request = received.request instanceof DecodedRequest ? received.request : validateBody(received.request, REQUEST_SCHEMAS.prepare);

@@ -88,6 +88,7 @@ import * as path from 'node:path';
 import type { Readable } from 'node:stream';
 import { pipeline } from 'node:stream/promises';
 import busboy from 'busboy';
+import { isUuid, parseRequestField } from '../api/request-body.js';
 import { ErrorCode, RuntimeError } from '../errors.js';
 import { DecodedRequest } from '../runtime/lifecycle.js';
 import type { DecodeReply, DecodeTask } from '../runtime/protocol.js';
@@ -186,16 +187,11 @@ const RECORD_MODE = 0o644;
 /** Random bytes in a staging folder's name. */
 const STAGING_NAME_BYTES = 8;
 
-const UUID_PATTERN = /^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i;
 // eslint-disable-next-line no-control-regex -- control characters are exactly what is rejected
 const CONTROL_CHARACTERS = /[\u0000-\u001f\u007f-\u009f]/;
 const REQUEST_BODY_TITLE = 'Failed to parse request body.';
 const MULTIPART_TITLE = 'Failed to parse multipart request body.';
 
-/** `true` when `value` is an 8-4-4-4-12 hex UUID (any case). */
-export function isUuid(value: string): boolean {
-  return UUID_PATTERN.test(value);
-}
 
 /**
  * Parse a multipart prepare request and stream every file to disk; a whole file is never buffered in
@@ -328,11 +324,11 @@ class MultipartReceiver {
       return;
     }
     this.requestSeen = true;
-    if (value.length > LARGE_JSON_BYTES) {
+    if (Buffer.byteLength(value) > LARGE_JSON_BYTES) {
       // Decoded off the main thread; the files keep streaming to the staging folder meanwhile, and
       // the end of the body waits for it like for a file write.
       this.writes.push(
-        this.limits.decode({ kind: 'prepare', text: value, fileParameters: [...this.limits.fileParameters] }).then(
+        this.limits.decode({ kind: 'prepare', requestField: value, fileParameters: [...this.limits.fileParameters] }).then(
           (reply) => {
             if (!reply.ok) return this.fail(new RuntimeError(reply.error.code as ErrorCode, reply.error.httpStatus, reply.error.title, reply.error.detail));
             this.request = DecodedRequest.from(reply);
@@ -344,29 +340,13 @@ class MultipartReceiver {
       return;
     }
     // Checked as soon as it arrives, so a bad body fails before any (possibly large) file is stored.
-    let parsed: unknown;
     try {
-      parsed = JSON.parse(value);
+      const { request, executionId } = parseRequestField(value);
+      this.request = request;
+      this.executionId = executionId.toLowerCase();
     } catch (error) {
-      this.fail(requestError(ErrorCode.BadJson, `The \`request\` field is not valid JSON: ${messageOf(error)}`));
-      return;
+      this.fail(error as RuntimeError);
     }
-    if (typeof parsed !== 'object' || parsed === null || Array.isArray(parsed)) {
-      this.fail(requestError(ErrorCode.InvalidRequest, 'The `request` field must hold a JSON object.'));
-      return;
-    }
-    const executionId: unknown = (parsed as { executionId?: unknown }).executionId;
-    if (typeof executionId !== 'string' || !isUuid(executionId)) {
-      this.fail(
-        requestError(
-          ErrorCode.InvalidRequest,
-          `executionId must be a UUID (8-4-4-4-12 hex digits), got ${truncateForDetail(JSON.stringify(executionId) ?? 'undefined')}.`,
-        ),
-      );
-      return;
-    }
-    this.request = parsed;
-    this.executionId = executionId.toLowerCase();
   }
 
   private onFile(name: string | undefined, stream: Readable & { truncated?: boolean }, info: busboy.FileInfo): void {

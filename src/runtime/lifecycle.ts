@@ -408,6 +408,17 @@ export class Lifecycle {
   }
 
   /**
+   * A status request for `executionId` arrived whose body is decoded on the large-request lane,
+   * where it may wait behind other large bodies: its heartbeat counts from its arrival, as a
+   * small one's does (the id is read from the body's start, unverified — a wrong one stamps
+   * nothing, and a right one is what a small status with that id would stamp anyway).
+   */
+  heartbeatOnArrival(action: RegisteredAction, executionId: string): void {
+    const execution = this.deps.store.get(executionId.toLowerCase());
+    if (execution !== undefined && execution.action === action) this.deps.table.recordHeartbeat(execution.slot);
+  }
+
+  /**
    * `POST stop` from the agent. A stop already under way (or finished) is shared: a duplicate
    * agent stop gets the same answer, a stop the extension initiated answers
    * `Action was stopped by extension <reason>` and the author's stop is not called again.
@@ -604,24 +615,34 @@ export class Lifecycle {
 
   private async runStop(execution: Execution, reason: Reason, stopAtUs: number | undefined): Promise<void> {
     const { table, store, bodies } = this.deps;
-    await hold('stop.taken', execution.id);
     execution.stopAttempts++;
     clearTimeout(execution.retryTimer);
-    let bodyEnd = execution.bodyEnd;
-    if (bodyEnd === undefined) {
-      bodyEnd = await bodies.end(execution, this.deps.stopGraceMs, stopAtUs ?? clockUs());
-      execution.bodyEnd = bodyEnd;
-      if (bodyEnd.phase === 'killed') this.stats.bodiesKilled++;
-      if (bodyEnd.phase === 'stopped') this.stats.bodiesCooperative++;
+    let outcome: StopOutcome;
+    try {
+      await hold('stop.taken', execution.id);
+      if (execution.bodyEnd === undefined) {
+        const bodyEnd = await bodies.end(execution, this.deps.stopGraceMs, stopAtUs ?? clockUs());
+        execution.bodyEnd = bodyEnd;
+        if (bodyEnd.phase === 'killed') this.stats.bodiesKilled++;
+        if (bodyEnd.phase === 'stopped') this.stats.bodiesCooperative++;
+      }
+      const bodyEnd = execution.bodyEnd;
+      await hold('stop.body-ended', execution.id);
+      outcome = await execution.lock.run(() => this.invokeStop(execution, reason, bodyEnd));
+      if (outcome.succeeded && execution.uploadFolder !== undefined) await this.deps.removeUploads(execution.id);
+    } catch (error) {
+      // A stop is never lost: whatever failed here (a worker thread lost while the agent's state
+      // was checked, shutdown) is a failed attempt — retried like any, finally given up — so the
+      // block is finished and every waiter answered below.
+      const detail = error instanceof RuntimeError ? (error.detail ?? error.message) : error instanceof Error ? error.message : String(error);
+      this.deps.logger.error({ err: error, executionId: execution.id, reason: reasonText(reason) }, 'stop attempt failed before its outcome was known');
+      outcome = { reason, succeeded: false, httpStatus: 500, body: { title: 'Failed to stop action.', detail }, finishedAtMs: clockMs() };
     }
-    await hold('stop.body-ended', execution.id);
-    let outcome = await execution.lock.run(() => this.invokeStop(execution, reason, bodyEnd));
-    if (outcome.succeeded && execution.uploadFolder !== undefined) await this.deps.removeUploads(execution.id);
     await hold('stop.decided', execution.id);
     // Publish the end, release the block and answer every waiter in one synchronous step, so no
     // request can observe a finished stop whose execution is still registered.
     table.finish(execution.slot, execution.generation, outcome.succeeded);
-    this.deps.onStopFinished?.(execution, reason, bodyEnd, outcome.succeeded);
+    this.deps.onStopFinished?.(execution, reason, execution.bodyEnd ?? { phase: 'none' }, outcome.succeeded);
     if (outcome.succeeded) {
       this.stats.succeeded++;
       if (!store.release(execution, outcome)) throw new Error(`control block ${execution.slot} of execution ${execution.id} could not be released after its stop`);

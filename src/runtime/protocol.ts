@@ -91,8 +91,8 @@ export interface DecodeTask {
   kind: RequestKind;
   /** The body as received (UTF-8 JSON); its buffer is transferred, not copied. */
   bytes?: Uint8Array;
-  /** Or its text (the `request` field of a multipart prepare). */
-  text?: string;
+  /** Or the `request` field of a multipart prepare (refused as the main thread refuses a small one: `parseRequestField`). */
+  requestField?: string;
   /** prepare: the action's file parameters (rule 1 of `./file-state.ts` needs which ones have a value). */
   fileParameters?: string[];
 }

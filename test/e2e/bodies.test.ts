@@ -12,6 +12,7 @@ import { availableParallelism } from 'node:os';
 import { join } from 'node:path';
 import { after, afterEach, test } from 'node:test';
 import type { ExtensionOptions } from '../../src/index.js';
+import { LARGE_REQUEST_NICE } from '../../src/pool.js';
 import { fixture, logLines, start, tempDir, type Answer, type Running } from '../support/harness.js';
 
 const CPU = 'fixture.behave';
@@ -173,7 +174,7 @@ function threadNices(): Map<string, number> {
   return nices;
 }
 
-test('cpu bodies beyond ACTIONKIT_FULL_PRIORITY_BODIES run at ACTIONKIT_BODY_NICE; the first ones, the main thread, handlers and io threads do not', { skip: process.platform !== 'linux' && 'Linux only (/proc)' }, async () => {
+test('cpu bodies beyond ACTIONKIT_FULL_PRIORITY_BODIES run at ACTIONKIT_BODY_NICE; the first ones, the main thread, handlers and io threads do not; the large-request lane runs at its own nice', { skip: process.platform !== 'linux' && 'Linux only (/proc)' }, async () => {
   const before = threadNices();
   const running = await setUp({ bodyNice: 7, fullPriorityBodies: 1, spareBodyThreads: 0 });
   const started: { id: string; state: unknown }[] = [];
@@ -186,6 +187,7 @@ test('cpu bodies beyond ACTIONKIT_FULL_PRIORITY_BODIES run at ACTIONKIT_BODY_NIC
   const bodyThreads = newThreads().slice(threadsBefore);
   assert.deepEqual(bodyThreads.map(([, nice]) => nice).sort(), [0, 7, 7], `the first body at normal priority, the two beyond it at 7: ${JSON.stringify(bodyThreads)}`);
   assert.equal(threadNices().get(String(process.pid)), before.get(String(process.pid)), 'the main thread keeps its priority');
-  assert.equal(newThreads().filter(([, nice]) => nice !== 0 && nice !== 7).length, 0);
+  assert.equal(newThreads().filter(([, nice]) => nice === LARGE_REQUEST_NICE).length, 1, 'the large-request lane, one thread');
+  assert.equal(newThreads().filter(([, nice]) => nice !== 0 && nice !== 7 && nice !== LARGE_REQUEST_NICE).length, 0);
   for (const { id, state } of started) await running.agent.stop(CPU, id, state);
 });

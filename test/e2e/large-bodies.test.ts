@@ -21,9 +21,10 @@ import { fileURLToPath } from 'node:url';
 import { gzipSync } from 'node:zlib';
 import { after, afterEach, test } from 'node:test';
 import { MAX_JSON_DEPTH } from '../../src/api/json-depth.js';
+import { MAX_QUEUED_DECODES } from '../../src/pool.js';
 import { LARGE_JSON_BYTES } from '../../src/runtime/sealed.js';
 import { GatePoint } from '../../src/shm/test-gates.js';
-import { fixture, start, tempDir, type Answer, type Running } from '../support/harness.js';
+import { eventually, fixture, sleep, start, tempDir, type Answer, type Running } from '../support/harness.js';
 import { Holds } from '../support/holds.js';
 
 const STATE = 'fixture.http.state';
@@ -227,7 +228,140 @@ test('a compressed body that inflates beyond LARGE_JSON_BYTES is refused with 41
     });
   const large = await post(gzipSync(JSON.stringify({ executionId: id, state: { padding: 'x'.repeat(2 * LARGE_JSON_BYTES) } })));
   assert.equal(large.status, 413, JSON.stringify(large.json));
-  assert.match(String(large.json['detail']), /compressed body, or one in another charset than UTF-8, may hold at most 65536 bytes/);
+  assert.match(String(large.json['detail']), /compressed body, or one in another charset than UTF-8, may hold at most 16384 bytes/);
   const small = await post(gzipSync(JSON.stringify({ executionId: id, state: {} })));
   assert.equal(small.status, 200, JSON.stringify(small.json));
+});
+
+/** A stop for an execution nobody prepared, with a state above the threshold: a decode, then a stateless author stop, on the lane. */
+function junkStop(agent: Running['agent']): Promise<Answer> {
+  return agent.stop(STATE, randomUUID(), { padding: 'j'.repeat(2 * LARGE_JSON_BYTES) });
+}
+
+test('the large-request lane queues at most MAX_QUEUED_DECODES bodies: one more is a 503 at once, and every queued one is answered', async () => {
+  holds = new Holds();
+  running = await start({ actions: [fixture('http-state')] });
+  const { agent } = running;
+  holds.gates.arm(GatePoint.LargeRequestDecode);
+  const held = junkStop(agent);
+  await holds.gates.arrived(GatePoint.LargeRequestDecode);
+  const queued = Array.from({ length: MAX_QUEUED_DECODES }, () => junkStop(agent));
+  await eventually('the decodes to queue', () => (running!.extension.stats().pools.largeRequestQueue === MAX_QUEUED_DECODES ? true : undefined));
+  const refused = await junkStop(agent);
+  assert.equal(refused.status, 503, JSON.stringify(refused.body));
+  assert.equal(refused.body['title'], 'Too many large requests');
+  holds.gates.open(GatePoint.LargeRequestDecode);
+  for (const answer of await Promise.all([held, ...queued])) assert.equal(answer.status, 200, JSON.stringify(answer.body));
+});
+
+test('a large body whose client went away before its turn is never decoded', async () => {
+  holds = new Holds();
+  running = await start({ actions: [fixture('http-state')] });
+  const { agent } = running;
+  const port = Number(new URL(running.base).port);
+  holds.gates.arm(GatePoint.LargeRequestDecode);
+  const held = junkStop(agent);
+  await holds.gates.arrived(GatePoint.LargeRequestDecode);
+  const tasksBefore = running.extension.stats().pools.largeRequestTasks;
+  // A whole large body, then the client leaves without waiting for the answer.
+  const body = JSON.stringify({ executionId: randomUUID(), state: { padding: 'g'.repeat(2 * LARGE_JSON_BYTES) } });
+  await new Promise<void>((resolve, reject) => {
+    const req = httpRequest({ host: '127.0.0.1', port, method: 'POST', path: `/${STATE}/stop`, headers: { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body) } });
+    req.on('error', () => undefined);
+    req.end(body, () => {
+      req.destroy();
+      resolve();
+    });
+    req.on('close', resolve);
+    setTimeout(() => reject(new Error('could not send the body')), 10_000).unref();
+  });
+  await eventually('the body to be queued', () => (running!.extension.stats().pools.largeRequestQueue === 1 ? true : undefined));
+  // Let the server see the connection close before the lane is free.
+  await sleep(200);
+  holds.gates.open(GatePoint.LargeRequestDecode);
+  assert.equal((await held).status, 200);
+  const after = await junkStop(agent);
+  assert.equal(after.status, 200);
+  // The held stop (decode + handler) and the one after (decode + handler): the abandoned body ran nothing.
+  assert.equal(running.extension.stats().pools.largeRequestTasks - tasksBefore, 4);
+});
+
+test('work for executions goes before queued decodes: an extension-initiated stop of a sealed state waits for one decode at most', async () => {
+  holds = new Holds();
+  running = await start({ actions: [fixture('http-state')] });
+  const { agent } = running;
+  const id = randomUUID();
+  const stopLog = join(logs.path, `${id}.log`);
+  const prepared = await agent.prepare(STATE, id, { initial: { stopLog, padTo: { prepare: 3 * LARGE_JSON_BYTES } } });
+  assert.equal(prepared.status, 200);
+  holds.gates.arm(GatePoint.LargeRequestDecode);
+  const held = junkStop(agent);
+  await holds.gates.arrived(GatePoint.LargeRequestDecode);
+  const queued = [junkStop(agent), junkStop(agent)];
+  await eventually('the decodes to queue', () => (running!.extension.stats().pools.largeRequestQueue === 2 ? true : undefined));
+  // The stop of the prepared execution hands its sealed state to the author's stop: lane work.
+  const stoppingAll = running.extension.stopAll();
+  await eventually('the stop to wait for the lane', () => (running!.extension.stats().pools.largeRequestQueue === 3 ? true : undefined));
+  // Let the held decode go and hold the next decode again: the stop must not be behind it.
+  holds.gates.open(GatePoint.LargeRequestDecode);
+  holds.gates.arm(GatePoint.LargeRequestDecode);
+  const stopped = await Promise.race([stoppingAll.then(() => true), sleep(20_000).then(() => false)]);
+  assert.ok(stopped, 'the stop ran while the next decode was held: it went before the queued decodes');
+  assert.equal(readFileSync(stopLog, 'utf8').trim().split('\n').length, 1, 'the author stop ran once');
+  await holds.gates.arrived(GatePoint.LargeRequestDecode);
+  holds.gates.open(GatePoint.LargeRequestDecode);
+  for (const answer of await Promise.all([held, ...queued])) assert.equal(answer.status, 200);
+});
+
+test('a large status counts its heartbeat when it arrives, not when the lane decodes it: a held lane stops no polled execution', async () => {
+  holds = new Holds();
+  // fixture.behave polls every 100 ms; with a 500 ms minimum its heartbeat expires after 2 s.
+  running = await start({ actions: [fixture('http-state'), fixture('behave')], heartbeatMinIntervalMs: 500 });
+  const { agent } = running;
+  const id = randomUUID();
+  const state = { ...(await agent.run('fixture.behave', id, { body: 'sleep' })), padding: 'p'.repeat(2 * LARGE_JSON_BYTES) };
+  holds.gates.arm(GatePoint.LargeRequestDecode);
+  const held = junkStop(agent);
+  await holds.gates.arrived(GatePoint.LargeRequestDecode);
+  // Large polls every 500 ms for 4 s, twice the heartbeat expiry: each waits for the held lane.
+  const polls: Promise<Answer>[] = [];
+  for (let i = 0; i < 8; i++) {
+    polls.push(agent.status('fixture.behave', id, state));
+    await sleep(500);
+  }
+  holds.gates.open(GatePoint.LargeRequestDecode);
+  await held;
+  for (const poll of await Promise.all(polls)) {
+    assert.equal(poll.status, 200);
+    assert.equal(poll.body['error'], undefined, `a poll answered ${JSON.stringify(poll.body).slice(0, 200)}`);
+  }
+  assert.equal(running.extension.stats().watchdog.heartbeatTimeouts, 0);
+  assert.equal((await agent.stop('fixture.behave', id, state)).status, 200);
+});
+
+test('a multipart request field above the threshold is refused exactly as a small one with the same fault', async () => {
+  running = await start({ actions: [LOG_CHECK_MODULE] });
+  const { agent } = running;
+  const valid = JSON.stringify({ executionId: randomUUID(), config: { logFile: 'file::1', pattern: 'x', maxMatches: 1 }, properties: {} });
+  const faults: [string, string][] = [
+    ['not JSON', valid.slice(0, -1)],
+    ['an array', '[1]'],
+    ['null', 'null'],
+    ['an executionId that is no UUID', JSON.stringify({ executionId: 'nope', config: {} })],
+    ['a byte-order mark before valid JSON', `\uFEFF${valid}`],
+    ['a config that is no object', JSON.stringify({ executionId: randomUUID(), config: [1] })],
+  ];
+  const send = async (field: string): Promise<Answer> => {
+    const form = new FormData();
+    form.append('request', field);
+    form.append('logFile', new Blob(['x\n']), 'app.log');
+    return agent.request('POST', `/${LOG_CHECK}/prepare`, form);
+  };
+  for (const [fault, field] of faults) {
+    const small = await send(field);
+    const large = await send(`${field}${' '.repeat(2 * LARGE_JSON_BYTES)}`);
+    assert.equal(small.status, 400, `${fault}, small: ${JSON.stringify(small.body)}`);
+    assert.equal(large.status, small.status, `${fault}: large as small`);
+    assert.equal(large.body['title'], small.body['title'], `${fault}: large as small`);
+  }
 });

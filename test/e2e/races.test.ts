@@ -202,6 +202,28 @@ test('a failed extension-initiated stop is retried on its own and succeeds once;
   assert.equal(logLines(stopLog, id).length, 2);
 });
 
+test('a stop attempt that fails before its outcome is known (a thread lost while the agent\'s state was checked) is a failed attempt: its waiters are answered, it is retried and the author stop runs once', { timeout: 30_000 }, async () => {
+  const { holds, running } = await setUp({ stopRetryBaseMs: 50, heartbeatMinIntervalMs: 3_600_000 });
+  const stopLog = newLog();
+  const id = randomUUID();
+  const state = await running.agent.run(CPU, id, { body: 'sleep', stopLog });
+  const held = holds.hold('stop.body-ended', id);
+  const stopping = running.agent.stop(CPU, id, state);
+  await held.reached;
+  // Between the body's end and the author's stop, something throws (in production: the
+  // large-request lane lost while it checked a sealed agent state, or shutdown closing the pools).
+  held.fail(new Error('injected: the check of the agent state failed'));
+  const first = await stopping;
+  assert.equal(first.status, 500, 'the waiting agent stop is answered, not left hanging');
+  assert.equal(first.body['title'], 'Failed to stop action.');
+  assert.match(String(first.body['detail']), /injected/);
+  // The retry runs the author stop; the execution ends, exactly once.
+  await eventually('the retried stop to succeed', () => (running.extension.stats().activeExecutions === 0 ? true : undefined));
+  assert.deepEqual(logLines(stopLog, id), ['agent stop stopped']);
+  assert.equal((await running.agent.stop(CPU, id, state)).status, 200);
+  assert.deepEqual(logLines(stopLog, id), ['agent stop stopped'], 'a later agent stop does not run it again');
+});
+
 test('a prepared execution that is never started is rolled back after ACTIONKIT_PREPARED_TTL', async () => {
   const { running } = await setUp({ preparedTtlMs: 300, maxExecutions: 1 });
   const stopLog = newLog();

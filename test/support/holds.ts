@@ -7,16 +7,22 @@
 import { installTestHooks, type TestPoint } from '../../src/runtime/test-points.js';
 import { GatePoint, TestGates } from '../../src/shm/test-gates.js';
 
-/** One armed hold: resolves `reached` when the flow arrives, waits there until `release()`. */
+/** One armed hold: resolves `reached` when the flow arrives, waits there until `release()` — or throws `fail()`'s error there. */
 export interface Hold {
   reached: Promise<void>;
   release(): void;
+  /** Make the held flow throw `error` at the point (an injected failure). */
+  fail(error: Error): void;
 }
 
-function deferred(): { promise: Promise<void>; resolve: () => void } {
+function deferred(): { promise: Promise<void>; resolve: () => void; reject: (error: Error) => void } {
   let resolve!: () => void;
-  const promise = new Promise<void>((r) => (resolve = r));
-  return { promise, resolve };
+  let reject!: (error: Error) => void;
+  const promise = new Promise<void>((res, rej) => {
+    resolve = res;
+    reject = rej;
+  });
+  return { promise, resolve, reject };
 }
 
 /** The test side of the hold points. */
@@ -40,7 +46,7 @@ export class Holds {
     const released = deferred();
     this.armed.set(`${point} ${executionId}`, { reached: reached.resolve, released: released.promise });
     this.releases.push(released.resolve);
-    return { reached: reached.promise, release: released.resolve };
+    return { reached: reached.promise, release: released.resolve, fail: released.reject };
   }
 
   /** Resolves when `executionId` arrives at `point` (now or earlier), without holding it. */
