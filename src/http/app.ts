@@ -240,7 +240,8 @@ async function receiveUpload(req: Request, action: RegisteredAction, deps: AppDe
     maxFileBytes: deps.uploadMaxBytes,
     maxRequestBytes: deps.maxBodyBytes,
     fileParameters: action.fileParameters,
-    decode: (task) => deps.decode(task, () => req.destroyed),
+    // Abandoned once the answer can no longer be written (the request itself ends when it was read).
+    decode: (task) => deps.decode(task, () => req.res?.destroyed === true && !req.res.writableFinished),
   });
   try {
     const request = received.request instanceof DecodedRequest ? received.request : validateBody(received.request, REQUEST_SCHEMAS.prepare);
@@ -318,6 +319,7 @@ function refuseDeclaredLength(req: IncomingMessage, limitBytes: number, setting:
  * types.
  */
 function jsonBodyParser(maxBytes: number): Middleware {
+  const largeBodyTurns = new LargeBodyTurns(MAX_LARGE_BODIES_READ);
   // On the main thread, so bounded by the large-body threshold (decoded, that is: a compressed
   // body inflates to it); the agent sends neither compressed nor other charsets.
   const generalLimitBytes = Math.min(maxBytes, LARGE_JSON_BYTES);
@@ -349,8 +351,52 @@ function jsonBodyParser(maxBytes: number): Middleware {
       (encoding === undefined || encoding.toLowerCase() === 'identity') &&
       (charset === undefined || UTF8.test(charset));
     if (!plain) return general(req, res, next);
-    readJson(req, declaredBytes, maxBytes, next);
+    if (declaredBytes !== undefined && declaredBytes > LARGE_JSON_BYTES) return largeBodyTurns.wait(res, () => readJson(req, res, declaredBytes, maxBytes, next));
+    readJson(req, res, declaredBytes, maxBytes, next, largeBodyTurns);
   };
+}
+
+/**
+ * Large bodies (above `LARGE_JSON_BYTES`) read at once at most: being received, waiting for the
+ * large-request lane or decoded there, until answered. A further one is not read until one of
+ * them is: its bytes wait in the client's socket (TCP flow control slows the client down) and cost
+ * this thread nothing, so a crowd of clients posting maximum-size bodies has them read at the rate
+ * the lane decodes them, and holds at most this many in memory.
+ */
+export const MAX_LARGE_BODIES_READ = 8;
+
+/** Turns to read a large body ({@link MAX_LARGE_BODIES_READ}), first come first served. */
+class LargeBodyTurns {
+  private active = 0;
+  private readonly waiting: (() => void)[] = [];
+
+  constructor(private readonly limit: number) {}
+
+  /** Call `read` once this request may read its large body; its turn ends when its response closes (answered, or the client left). */
+  wait(res: ServerResponse, read: () => void): void {
+    const take = (): void => {
+      this.active++;
+      res.once('close', () => this.leave());
+      read();
+    };
+    if (this.active < this.limit) return take();
+    const waiter = (): void => {
+      res.off('close', gone);
+      take();
+    };
+    // A client that leaves while waiting gives up its place.
+    const gone = (): void => {
+      const at = this.waiting.indexOf(waiter);
+      if (at >= 0) this.waiting.splice(at, 1);
+    };
+    this.waiting.push(waiter);
+    res.once('close', gone);
+  }
+
+  private leave(): void {
+    this.active--;
+    this.waiting.shift()?.();
+  }
 }
 
 const CHARSET = /;\s*charset\s*=\s*("?)([^";\s]+)\1/i;
@@ -358,9 +404,17 @@ const UTF8 = /^utf-?8$/i;
 
 /**
  * Read a body of `declaredBytes` (undefined: chunked, at most `maxBytes`) and parse it into
- * `req.body`; errors carry body-parser's `type`.
+ * `req.body`; errors carry body-parser's `type`. With `turns`, a body that passes
+ * `LARGE_JSON_BYTES` while it arrives waits for its turn ({@link LargeBodyTurns}) to be read on.
  */
-function readJson(req: IncomingMessage & { body?: unknown }, declaredBytes: number | undefined, maxBytes: number, next: (error?: unknown) => void): void {
+function readJson(
+  req: IncomingMessage & { body?: unknown },
+  res: ServerResponse,
+  declaredBytes: number | undefined,
+  maxBytes: number,
+  next: (error?: unknown) => void,
+  turns?: LargeBodyTurns,
+): void {
   let chunks: Buffer[] = [];
   // Past LARGE_JSON_BYTES the body goes into a buffer of its own as it arrives (small copies, not
   // one of megabytes at the end); that buffer is what the large-request lane receives.
@@ -385,6 +439,11 @@ function readJson(req: IncomingMessage & { body?: unknown }, declaredBytes: numb
     large = new LargeBodySink(declaredBytes ?? maxBytes);
     for (const received of chunks) large.add(received);
     chunks = [];
+    // A chunked body that turned out large: the rest is read in its turn (a declared one waited before).
+    if (turns !== undefined) {
+      req.pause();
+      turns.wait(res, () => req.resume());
+    }
   });
   // Closed before the whole body arrived: the client went away.
   req.once('close', () => {

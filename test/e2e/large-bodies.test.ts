@@ -21,6 +21,7 @@ import { fileURLToPath } from 'node:url';
 import { gzipSync } from 'node:zlib';
 import { after, afterEach, test } from 'node:test';
 import { MAX_JSON_DEPTH } from '../../src/api/json-depth.js';
+import { MAX_LARGE_BODIES_READ } from '../../src/http/app.js';
 import { MAX_QUEUED_DECODES } from '../../src/pool.js';
 import { LARGE_JSON_BYTES } from '../../src/runtime/sealed.js';
 import { GatePoint } from '../../src/shm/test-gates.js';
@@ -238,20 +239,48 @@ function junkStop(agent: Running['agent']): Promise<Answer> {
   return agent.stop(STATE, randomUUID(), { padding: 'j'.repeat(2 * LARGE_JSON_BYTES) });
 }
 
-test('the large-request lane queues at most MAX_QUEUED_DECODES bodies: one more is a 503 at once, and every queued one is answered', async () => {
+test('at most MAX_LARGE_BODIES_READ large bodies are read at once: the others wait unread in their sockets and are answered in turn', async () => {
   holds = new Holds();
   running = await start({ actions: [fixture('http-state')] });
   const { agent } = running;
   holds.gates.arm(GatePoint.LargeRequestDecode);
   const held = junkStop(agent);
   await holds.gates.arrived(GatePoint.LargeRequestDecode);
-  const queued = Array.from({ length: MAX_QUEUED_DECODES }, () => junkStop(agent));
-  await eventually('the decodes to queue', () => (running!.extension.stats().pools.largeRequestQueue === MAX_QUEUED_DECODES ? true : undefined));
-  const refused = await junkStop(agent);
+  const more = Array.from({ length: MAX_LARGE_BODIES_READ + 4 }, () => junkStop(agent));
+  // One body held in its decode, the others of its turns read and queued for the lane; the rest unread.
+  await eventually('the read bodies to queue', () => (running!.extension.stats().pools.largeRequestQueue === MAX_LARGE_BODIES_READ - 1 ? true : undefined));
+  await sleep(300);
+  assert.equal(running.extension.stats().pools.largeRequestQueue, MAX_LARGE_BODIES_READ - 1, 'no more bodies were read');
+  holds.gates.open(GatePoint.LargeRequestDecode);
+  for (const answer of await Promise.all([held, ...more])) assert.equal(answer.status, 200, JSON.stringify(answer.body));
+});
+
+test('multipart request fields wait for the lane at most MAX_QUEUED_DECODES at once: one more is a 503 at once', async () => {
+  holds = new Holds();
+  running = await start({ actions: [LOG_CHECK_MODULE] });
+  const { agent } = running;
+  const prepare = (): Promise<Answer> => {
+    const form = new FormData();
+    const request = { executionId: randomUUID(), config: { logFile: 'file::1', pattern: 'x', maxMatches: 1 }, properties: { padding: 'm'.repeat(2 * LARGE_JSON_BYTES) } };
+    form.append('request', JSON.stringify(request));
+    form.append('logFile', new Blob(['x\n']), 'app.log');
+    return agent.request('POST', `/${LOG_CHECK}/prepare`, form);
+  };
+  holds.gates.arm(GatePoint.LargeRequestDecode);
+  const held = prepare();
+  await holds.gates.arrived(GatePoint.LargeRequestDecode);
+  const queued = Array.from({ length: MAX_QUEUED_DECODES }, prepare);
+  await eventually('the fields to queue', () => (running!.extension.stats().pools.largeRequestQueue === MAX_QUEUED_DECODES ? true : undefined));
+  const refused = await prepare();
   assert.equal(refused.status, 503, JSON.stringify(refused.body));
   assert.equal(refused.body['title'], 'Too many large requests');
   holds.gates.open(GatePoint.LargeRequestDecode);
-  for (const answer of await Promise.all([held, ...queued])) assert.equal(answer.status, 200, JSON.stringify(answer.body));
+  const answers = await Promise.all([held, ...queued]);
+  for (const answer of answers) assert.equal(answer.status, 200, JSON.stringify(answer.body).slice(0, 300));
+  for (const answer of answers) {
+    const id = String((answer.body['state'] as Json)['logFile']).split('/').at(-2)!;
+    assert.equal((await agent.stop(LOG_CHECK, id, answer.body['state'])).status, 200);
+  }
 });
 
 test('a large body whose client went away before its turn is never decoded', async () => {
