@@ -198,6 +198,7 @@ export class Extension {
       boot: { ...boot, stateLimit: stateLimitFor(options.maxBodyBytes), ...gatesBoot() },
       handlerThreads: options.handlerThreads,
       maxOldGenerationMb: options.workerMaxOldGenerationMb,
+      laneTaskTimeoutMs: options.handlerTimeoutMs,
       logger,
       onHandlerSettled: (phase, actionId, seconds, outcome) => this.metrics.observeHandler(phase, actionId, seconds, outcome),
     });
@@ -239,7 +240,7 @@ export class Extension {
     this.app = buildApp({
       registry,
       lifecycle: this.lifecycle,
-      decode: (task, abandoned) => this.pools.decode(task, abandoned),
+      decode: (task, abandoned, ofExecution) => this.pools.decode(task, abandoned, ofExecution),
       logger,
       maxBodyBytes: options.maxBodyBytes,
       uploadDir: options.uploadDir,

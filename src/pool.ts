@@ -44,6 +44,8 @@ export interface PoolSettings {
   /** V8 old-space limit per worker, MiB; undefined = Node's default. */
   maxOldGenerationMb: number | undefined;
   logger: Logger;
+  /** Time a decode or upload check may take on the large-request lane before its thread is replaced (the handler timeout). */
+  laneTaskTimeoutMs: number;
   /** Told when a handler task settles (metrics); runs on the main thread, must be cheap. */
   onHandlerSettled?: (phase: Phase, actionId: string, seconds: number, outcome: HandlerOutcome) => void;
 }
@@ -105,6 +107,7 @@ class LaneQueue {
       return Promise.resolve();
     }
     if (kind === 'execution') return new Promise((resolve) => this.executionWork.push(resolve));
+    if (this.decodes.length >= MAX_QUEUED_DECODES) this.dropAbandoned();
     if (this.decodes.length >= MAX_QUEUED_DECODES) {
       return Promise.reject(
         new RuntimeError(
@@ -122,11 +125,20 @@ class LaneQueue {
   done(): void {
     const next = this.executionWork.shift();
     if (next !== undefined) return next();
-    for (let decode = this.decodes.shift(); decode !== undefined; decode = this.decodes.shift()) {
-      if (!decode.abandoned()) return decode.go();
-      decode.drop(new RuntimeError(ErrorCode.Timeout, 503, 'Request abandoned', 'the client went away before its body was decoded'));
-    }
+    this.dropAbandoned();
+    const decode = this.decodes.shift();
+    if (decode !== undefined) return decode.go();
     this.busy = false;
+  }
+
+  /** Drop the decodes whose client went away: they never run, and hold no place. */
+  private dropAbandoned(): void {
+    const kept = this.decodes.filter((decode) => !decode.abandoned());
+    if (kept.length === this.decodes.length) return;
+    for (const decode of this.decodes) {
+      if (!kept.includes(decode)) decode.drop(new RuntimeError(ErrorCode.Timeout, 503, 'Request abandoned', 'the client went away before its body was decoded'));
+    }
+    this.decodes.splice(0, this.decodes.length, ...kept);
   }
 
   /** Decodes waiting now. */
@@ -215,7 +227,9 @@ export class WorkerPools {
     await this.laneQueue.turn('execution');
     try {
       if (this.closing) throw new RuntimeError(ErrorCode.ShuttingDown, 503, 'Extension is shutting down', `the ${task.phase} handler was not run`);
-      return await this.runOn(this.large, wire, task, timeoutMs);
+      // Its time counts from now, not from when it joined the queue (`ctx.signal` as the kill timer).
+      const deadlineMs = Math.min(task.requestDeadlineMs ?? Number.POSITIVE_INFINITY, Date.now() + timeoutMs);
+      return await this.runOn(this.large, { ...wire, deadlineMs }, task, timeoutMs);
     } finally {
       this.laneQueue.done();
     }
@@ -287,32 +301,40 @@ export class WorkerPools {
   /**
    * Decode a large request body on the large-request lane (its bytes are transferred, not
    * copied), in its turn ({@link LaneQueue}: 503 when too many wait; dropped when `abandoned()`
-   * by then). Rejects only with such a {@link RuntimeError}, or when the lane's thread was lost.
+   * by then; `ofExecution`: a body of an execution this process holds, before anonymous ones). Rejects only with such a {@link RuntimeError}, or when the lane's thread was lost.
    */
-  async decode(task: DecodeTask, abandoned?: () => boolean): Promise<DecodeReply> {
-    return this.onLane('decode', 'the decoding of a large request body', abandoned, () => {
-      const transferList = task.bytes === undefined ? [] : [task.bytes.buffer as ArrayBuffer];
-      return this.large.run(task, { name: 'decode', transferList }) as Promise<DecodeReply>;
-    });
+  async decode(task: DecodeTask, abandoned?: () => boolean, ofExecution = false): Promise<DecodeReply> {
+    const transferList = task.bytes === undefined ? [] : [task.bytes.buffer as ArrayBuffer];
+    // The body of an execution this process holds (the agent's) is work for an execution.
+    return this.onLane(ofExecution ? 'execution' : 'decode', 'the decoding of a large request body', abandoned, (signal) => this.large.run(task, { name: 'decode', transferList, signal }) as Promise<DecodeReply>);
   }
 
   /** Rule 2 of `src/runtime/file-state.ts` for a sealed state, on the large-request lane: the first location not kept, or undefined. */
   async uploadViolation(state: SealedJson, folder: string, locations: JsonLocation[]): Promise<JsonLocation | undefined> {
     const task: UploadCheckTask = { sealedState: state.bytes, folder, locations };
-    return this.onLane('execution', 'the upload check of a large state', undefined, () => this.large.run(task, { name: 'uploadViolation' }) as Promise<JsonLocation | undefined>);
+    return this.onLane('execution', 'the upload check of a large state', undefined, (signal) => this.large.run(task, { name: 'uploadViolation', signal }) as Promise<JsonLocation | undefined>);
   }
 
-  /** Run `job` on the large-request lane in its turn; a lost thread is a WORKER_LOST error naming `what`. */
-  private async onLane<T>(kind: 'execution' | 'decode', what: string, abandoned: (() => boolean) | undefined, job: () => Promise<T>): Promise<T> {
+  /**
+   * Run `job` on the large-request lane in its turn, under the lane's task timeout (its kill
+   * switch: past it, piscina replaces the thread, and the queue goes on); a lost thread is a
+   * WORKER_LOST error naming `what`.
+   */
+  private async onLane<T>(kind: 'execution' | 'decode', what: string, abandoned: (() => boolean) | undefined, job: (signal: KillSwitch) => Promise<T>): Promise<T> {
     if (this.closing) throw new RuntimeError(ErrorCode.ShuttingDown, 503, 'Extension is shutting down', `${what} did not run`);
     await this.laneQueue.turn(kind, abandoned);
+    const signal = new KillSwitch();
+    const timeoutMs = this.settings.laneTaskTimeoutMs;
+    const timer = setTimeout(() => signal.pull(), timeoutMs);
     try {
       if (this.closing) throw new RuntimeError(ErrorCode.ShuttingDown, 503, 'Extension is shutting down', `${what} did not run`);
-      return await job();
+      return await job(signal);
     } catch (error) {
       if (error instanceof RuntimeError) throw error;
+      if (signal.aborted) throw new RuntimeError(ErrorCode.WorkerLost, 500, 'Worker thread lost', `${what} did not finish within ${timeoutMs} ms; the large-request lane's thread was replaced`);
       throw workerLost(what, error);
     } finally {
+      clearTimeout(timer);
       this.laneQueue.done();
     }
   }

@@ -54,9 +54,10 @@ export interface AppDeps {
   routers: readonly RequestHandler[];
   /**
    * Decode a body larger than `LARGE_JSON_BYTES` on the large-request lane (`WorkerPools.decode`);
-   * dropped if `abandoned()` by its turn.
+   * dropped if `abandoned()` by its turn; `ofExecution`: for an execution this process holds, so
+   * before anonymous bodies.
    */
-  decode(task: DecodeTask, abandoned: () => boolean): Promise<DecodeReply>;
+  decode(task: DecodeTask, abandoned: () => boolean, ofExecution?: boolean): Promise<DecodeReply>;
 }
 
 type Route = (req: Request, res: Response, scope: RequestScope) => Promise<Reply>;
@@ -154,12 +155,14 @@ function buildRoutes(deps: AppDeps): Map<string, Map<string, Route>> {
   const json = jsonBodyParser(deps.maxBodyBytes);
   /** A start, status or stop body: validated here, or decoded on the large-request lane. */
   const stateRequest = async (action: RegisteredAction, req: Request, res: Response, scope: RequestScope, kind: 'start' | 'status' | 'stop'): Promise<StateRequest> => {
-    const body = await parse(req, res, json, REQUEST_SCHEMAS[kind]);
+    // A large body of an execution this process holds is the agent's: it goes first.
+    const ofExecution = (head: Uint8Array): boolean => {
+      const id = executionIdAtStart(head);
+      return id !== undefined && lifecycle.largeRequestArrived(action, id, kind);
+    };
+    const body = await parse(req, res, json, REQUEST_SCHEMAS[kind], JSON_TYPES, ofExecution);
     if (!(body instanceof LargeBody)) return body;
-    // The agent's poll arrived now, whenever the lane decodes it: count its heartbeat now.
-    const polled = kind === 'status' ? executionIdAtStart(body.bytes) : undefined;
-    if (polled !== undefined) lifecycle.heartbeatOnArrival(action, polled);
-    const decoded = await decodeLarge(deps, { kind, bytes: body.bytes }, scope);
+    const decoded = await decodeLarge(deps, { kind, bytes: body.bytes }, scope, body.ofExecution);
     return { executionId: decoded.executionId, state: stateFromWire(decoded.state ?? {}) ?? {} };
   };
 
@@ -218,12 +221,16 @@ const EXECUTION_ID_AT_START = /^(?:\xef\xbb\xbf)?\s*\{\s*"executionId"\s*:\s*"([
 
 /** A body read whole but not parsed: larger than `LARGE_JSON_BYTES`, for the large-request lane. */
 class LargeBody {
-  constructor(readonly bytes: Uint8Array) {}
+  constructor(
+    readonly bytes: Uint8Array,
+    /** Its first bytes named an execution this process holds (see `readJson`'s `ofExecution`). */
+    readonly ofExecution: boolean,
+  ) {}
 }
 
 /** Decode a large body on the large-request lane; its failures are the 400s the main thread would have answered. */
-async function decodeLarge(deps: Pick<AppDeps, 'decode'>, task: DecodeTask, scope: RequestScope): Promise<Extract<DecodeReply, { ok: true }>> {
-  const reply = await deps.decode(task, () => scope.abandoned());
+async function decodeLarge(deps: Pick<AppDeps, 'decode'>, task: DecodeTask, scope: RequestScope, ofExecution = false): Promise<Extract<DecodeReply, { ok: true }>> {
+  const reply = await deps.decode(task, () => scope.abandoned(), ofExecution);
   if (!reply.ok) throw new RuntimeError(reply.error.code as ErrorCode, reply.error.httpStatus, reply.error.title, reply.error.detail);
   return reply;
 }
@@ -253,6 +260,9 @@ async function receiveUpload(req: Request, action: RegisteredAction, deps: AppDe
 }
 
 type Middleware = (req: IncomingMessage, res: ServerResponse, next: (error?: unknown) => void) => void;
+
+/** A body reader: a middleware that may be told how to recognise, from its first bytes, a large body of an execution this process holds. */
+type BodyReader = (req: IncomingMessage, res: ServerResponse, next: (error?: unknown) => void, ofExecution?: (head: Uint8Array) => boolean) => void;
 
 /** The JSON media types, as named in a 415 answer. */
 const JSON_TYPES = 'application/json (or application/*+json)';
@@ -318,7 +328,7 @@ function refuseDeclaredLength(req: IncomingMessage, limitBytes: number, setting:
  * which owns those rules and their errors; the direct path fails the same way with the same error
  * types.
  */
-function jsonBodyParser(maxBytes: number): Middleware {
+function jsonBodyParser(maxBytes: number): BodyReader {
   const largeBodyTurns = new LargeBodyTurns(MAX_LARGE_BODIES_READ);
   // On the main thread, so bounded by the large-body threshold (decoded, that is: a compressed
   // body inflates to it); the agent sends neither compressed nor other charsets.
@@ -336,7 +346,7 @@ function jsonBodyParser(maxBytes: number): Middleware {
         ),
       );
     });
-  return (req, res, next) => {
+  return (req, res, next, ofExecution) => {
     try {
       refuseDeclaredLength(req, maxBytes, 'ACTIONKIT_MAX_BODY_BYTES');
     } catch (error) {
@@ -351,17 +361,17 @@ function jsonBodyParser(maxBytes: number): Middleware {
       (encoding === undefined || encoding.toLowerCase() === 'identity') &&
       (charset === undefined || UTF8.test(charset));
     if (!plain) return general(req, res, next);
-    if (declaredBytes !== undefined && declaredBytes > LARGE_JSON_BYTES) return largeBodyTurns.wait(res, () => readJson(req, res, declaredBytes, maxBytes, next));
-    readJson(req, res, declaredBytes, maxBytes, next, largeBodyTurns);
+    readJson(req, res, declaredBytes, maxBytes, next, largeBodyTurns, ofExecution);
   };
 }
 
 /**
  * Large bodies (above `LARGE_JSON_BYTES`) read at once at most: being received, waiting for the
- * large-request lane or decoded there, until answered. A further one is not read until one of
- * them is: its bytes wait in the client's socket (TCP flow control slows the client down) and cost
- * this thread nothing, so a crowd of clients posting maximum-size bodies has them read at the rate
- * the lane decodes them, and holds at most this many in memory.
+ * large-request lane or decoded there, until answered. A further one is not read beyond its first
+ * chunk until one of them is: the rest of its bytes wait in the client's socket (TCP flow control
+ * slows the client down) and cost this thread nothing, so a crowd of clients posting maximum-size
+ * bodies has them read at the rate the lane decodes them, and holds at most this many in memory.
+ * A body whose first bytes name an execution this process holds (the agent's) needs no turn.
  */
 export const MAX_LARGE_BODIES_READ = 8;
 
@@ -372,7 +382,7 @@ class LargeBodyTurns {
 
   constructor(private readonly limit: number) {}
 
-  /** Call `read` once this request may read its large body; its turn ends when its response closes (answered, or the client left). */
+  /** Call `read` once this request may read the rest of its large body; its turn ends when its response closes (answered, or the client left). */
   wait(res: ServerResponse, read: () => void): void {
     const take = (): void => {
       this.active++;
@@ -413,12 +423,14 @@ function readJson(
   declaredBytes: number | undefined,
   maxBytes: number,
   next: (error?: unknown) => void,
-  turns?: LargeBodyTurns,
+  turns: LargeBodyTurns,
+  ofExecution?: (head: Uint8Array) => boolean,
 ): void {
   let chunks: Buffer[] = [];
   // Past LARGE_JSON_BYTES the body goes into a buffer of its own as it arrives (small copies, not
   // one of megabytes at the end); that buffer is what the large-request lane receives.
   let large: LargeBodySink | undefined;
+  let largeOfExecution = false;
   let receivedBytes = 0;
   let settled = false;
   const fail = (type: string, message: string, status = 400): void => {
@@ -435,15 +447,16 @@ function readJson(
     if (declaredBytes !== undefined && receivedBytes > declaredBytes) return fail('request.size.invalid', 'request size did not match content length');
     if (large !== undefined) return large.add(chunk);
     chunks.push(chunk);
-    if (receivedBytes <= LARGE_JSON_BYTES) return;
+    if ((declaredBytes ?? receivedBytes) <= LARGE_JSON_BYTES) return;
+    // Large (declared so, or a chunked body that grew so): from here on into a sink, and the rest
+    // is read in its turn — unless what came so far names an execution this process holds.
     large = new LargeBodySink(declaredBytes ?? maxBytes);
     for (const received of chunks) large.add(received);
     chunks = [];
-    // A chunked body that turned out large: the rest is read in its turn (a declared one waited before).
-    if (turns !== undefined) {
-      req.pause();
-      turns.wait(res, () => req.resume());
-    }
+    largeOfExecution = ofExecution?.(large.bytes()) ?? false;
+    if (largeOfExecution) return;
+    req.pause();
+    turns.wait(res, () => req.resume());
   });
   // Closed before the whole body arrived: the client went away.
   req.once('close', () => {
@@ -456,7 +469,7 @@ function readJson(
     settled = true;
     // Its text is never made here: it is decoded on the large-request lane.
     if (large !== undefined) {
-      req.body = new LargeBody(large.bytes());
+      req.body = new LargeBody(large.bytes(), largeOfExecution);
       return next();
     }
     try {
@@ -504,11 +517,18 @@ class LargeBodySink {
  * 400/413/415 RuntimeErrors. `accepted` names the accepted types in a 415. A body larger than
  * `LARGE_JSON_BYTES` comes back unparsed, for the large-request lane.
  */
-async function parse<S extends z.ZodType>(req: Request, res: Response, parser: Middleware, schema: S, accepted = JSON_TYPES): Promise<z.output<S> | LargeBody> {
+async function parse<S extends z.ZodType>(
+  req: Request,
+  res: Response,
+  parser: BodyReader,
+  schema: S,
+  accepted = JSON_TYPES,
+  ofExecution?: (head: Uint8Array) => boolean,
+): Promise<z.output<S> | LargeBody> {
   refuseNonJson(req, accepted);
   // body-parser turns an empty body into {}; say what is really wrong.
   if (req.headers['content-length'] === '0') throw new RuntimeError(ErrorCode.BadJson, 400, 'Failed to parse request body.', 'the body is empty; expected a JSON object');
-  await new Promise<void>((resolve, reject) => parser(req, res, (error?: unknown) => (error === undefined ? resolve() : reject(bodyError(error)))));
+  await new Promise<void>((resolve, reject) => parser(req, res, (error?: unknown) => (error === undefined ? resolve() : reject(bodyError(error))), ofExecution));
   if (req.body instanceof LargeBody) return req.body;
   return validateBody(req.body, schema, (req as DepthChecked)[DEPTH_CHECKED] === true);
 }

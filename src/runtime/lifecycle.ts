@@ -408,14 +408,18 @@ export class Lifecycle {
   }
 
   /**
-   * A status request for `executionId` arrived whose body is decoded on the large-request lane,
-   * where it may wait behind other large bodies: its heartbeat counts from its arrival, as a
-   * small one's does (the id is read from the body's start, unverified — a wrong one stamps
-   * nothing, and a right one is what a small status with that id would stamp anyway).
+   * A large start, status or stop body for `executionId` began to arrive (the id read from its
+   * first bytes, unverified). True when this process holds that execution for this action: its
+   * body then goes before anonymous large bodies. A status counts its heartbeat now, as a small
+   * one does when it arrives — even should the rest of the body turn out broken: what a poll from
+   * the agent would stamp, and a client that knows a live execution's id could stamp it with a
+   * small status anyway.
    */
-  heartbeatOnArrival(action: RegisteredAction, executionId: string): void {
+  largeRequestArrived(action: RegisteredAction, executionId: string, phase: 'start' | 'status' | 'stop'): boolean {
     const execution = this.deps.store.get(executionId.toLowerCase());
-    if (execution !== undefined && execution.action === action) this.deps.table.recordHeartbeat(execution.slot);
+    if (execution === undefined || execution.action !== action) return false;
+    if (phase === 'status') this.deps.table.recordHeartbeat(execution.slot);
+    return true;
   }
 
   /**
@@ -661,14 +665,15 @@ export class Lifecycle {
   private async invokeStop(execution: Execution, reason: Reason, bodyEnd: BodyEnd): Promise<StopOutcome> {
     const { action } = execution;
     const requestedBy = reason === Reason.Agent ? 'agent' : 'extension';
+    // Nothing was prepared (the prepare failed while this stop waited for it): nothing to roll back.
+    const callsStop = action.hasStopHandler && execution.prepared;
+    const state = callsStop ? await this.stopState(execution, requestedBy) : undefined;
     const reports = execution.reports.drain();
     const bodyError = reason === Reason.BodyFailed ? execution.body?.error : undefined;
     let answer: AuthorStopAnswer = { succeeded: true, httpStatus: 200, body: {} };
-    // Nothing was prepared (the prepare failed while this stop waited for it): nothing to roll back.
-    if (action.hasStopHandler && execution.prepared) {
+    if (state !== undefined) {
       this.stats.stopHandlerCalls++;
-      const state = await this.stopState(execution, requestedBy);
-      answer = await this.authorStops.run(() =>
+      const stop = (): Promise<AuthorStopAnswer> =>
         runAuthorStop(this.deps.pools, this.deps.handlerTimeoutMs, this.deps.logger, {
           actionId: action.id,
           executionId: execution.id,
@@ -679,8 +684,10 @@ export class Lifecycle {
             reports,
           },
           stop: { reason: reasonText(reason), requestedBy },
-        }),
-      );
+        });
+      // A sealed state's stop runs on the large-request lane, one at a time in its turn: it takes
+      // no place among the author stops in flight, which are there to share the handler lane.
+      answer = state instanceof SealedJson ? await stop() : await this.authorStops.run(stop);
       // A timed-out author stop may still run (blocked in a native call): its admission place is
       // free again, but this execution's next handler — a retry — waits, under the lock, until its
       // thread is gone.
@@ -848,8 +855,15 @@ export class Lifecycle {
       await this.assertUploadsKept(execution.uploadLocations, agentState, execution.id);
       return agentState;
     } catch (error) {
-      if (!(error instanceof RuntimeError) || error.httpStatus !== 400) throw error;
-      this.deps.logger.warn({ executionId: execution.id }, "the agent's stop state names no upload where a later handler put one; stopping with the state handed out last");
+      // Refused, or not checkable (the large-request lane lost, shutdown): the state handed out
+      // last is the extension's own, always safe to stop with.
+      const refused = error instanceof RuntimeError && error.httpStatus === 400;
+      this.deps.logger.warn(
+        { executionId: execution.id, ...(refused ? {} : { err: error }) },
+        refused
+          ? "the agent's stop state names no upload where a later handler put one; stopping with the state handed out last"
+          : "the agent's stop state could not be checked; stopping with the state handed out last",
+      );
       return execution.state;
     }
   }
@@ -939,6 +953,7 @@ export class Lifecycle {
       actionId: action.id,
       executionId,
       deadlineMs: scope.deadlineMs === undefined ? handlerDeadline : Math.min(scope.deadlineMs, handlerDeadline),
+      ...(scope.deadlineMs === undefined ? {} : { requestDeadlineMs: scope.deadlineMs }),
       ...extra,
     };
   }

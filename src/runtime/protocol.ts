@@ -57,6 +57,11 @@ export interface HandlerTask {
   /** Wall-clock ms (`Date.now()`) at which the handler's `ctx.signal` aborts. */
   deadlineMs: number;
   /**
+   * The agent's own deadline (`Request-Timeout`) within `deadlineMs`, if it said: a task that waits
+   * for the large-request lane gets its handler timeout from when it runs, never past this.
+   */
+  requestDeadlineMs?: number;
+  /**
    * Actions with file parameters: the execution's upload folder. The reply then lists the
    * locations of the state handed out that name a file in it (`./file-state.ts`, rule 2).
    */

@@ -394,3 +394,56 @@ test('a multipart request field above the threshold is refused exactly as a smal
     assert.equal(large.body['title'], small.body['title'], `${fault}: large as small`);
   }
 });
+
+test('a handler that waited for the large-request lane gets its whole handler timeout from when it runs: its ctx.signal has not fired', async () => {
+  holds = new Holds();
+  running = await start({ actions: [fixture('http-state')], handlerTimeoutMs: 1_000 });
+  const { agent } = running;
+  const id = randomUUID();
+  const stopLog = join(logs.path, `${id}.log`);
+  const prepared = await agent.prepare(STATE, id, { initial: { stopLog, signalCheckAfterMs: 100, padTo: { prepare: 3 * LARGE_JSON_BYTES } } });
+  assert.equal(prepared.status, 200);
+  holds.gates.arm(GatePoint.LargeRequestDecode);
+  const held = junkStop(agent);
+  await holds.gates.arrived(GatePoint.LargeRequestDecode);
+  const stoppingAll = running.extension.stopAll();
+  // The stop of the sealed state waits for the lane longer than the handler timeout.
+  await sleep(1_500);
+  holds.gates.open(GatePoint.LargeRequestDecode);
+  await Promise.all([held, stoppingAll]);
+  assert.match(readFileSync(stopLog, 'utf8'), / signal-ok\n$/);
+  assert.equal(running.extension.stats().stops.succeeded, 1);
+});
+
+test('the agent\'s large request for an execution this process holds needs no turn and goes before anonymous large bodies', async () => {
+  holds = new Holds();
+  running = await start({ actions: [fixture('http-state')] });
+  const { agent } = running;
+  const id = randomUUID();
+  const stopLog = join(logs.path, `${id}.log`);
+  const prepared = await agent.prepare(STATE, id, { initial: { stopLog, padTo: { prepare: 3 * LARGE_JSON_BYTES } } });
+  const started = await agent.start(STATE, id, prepared.body['state']);
+  assert.equal(started.status, 200);
+  holds.gates.arm(GatePoint.LargeRequestDecode);
+  const held = junkStop(agent);
+  await holds.gates.arrived(GatePoint.LargeRequestDecode);
+  // Every turn taken, more anonymous bodies waiting for one.
+  const junk = Array.from({ length: MAX_LARGE_BODIES_READ + 4 }, () => junkStop(agent));
+  await eventually('the turns to fill', () => (running!.extension.stats().pools.largeRequestQueue === MAX_LARGE_BODIES_READ - 1 ? true : undefined));
+  const stopping = agent.stop(STATE, id, started.body['state']);
+  await eventually('the agent stop to wait for the lane', () => (running!.extension.stats().pools.largeRequestQueue === MAX_LARGE_BODIES_READ ? true : undefined));
+  // The held decode goes, and the next decode is held again: the agent's (it went first). Then
+  // that goes too, and the next one is held: an anonymous one — the agent's stop is not behind it.
+  holds.gates.open(GatePoint.LargeRequestDecode);
+  holds.gates.arm(GatePoint.LargeRequestDecode);
+  await holds.gates.arrived(GatePoint.LargeRequestDecode);
+  holds.gates.open(GatePoint.LargeRequestDecode);
+  holds.gates.arm(GatePoint.LargeRequestDecode);
+  const stopped = await Promise.race([stopping, sleep(20_000).then(() => undefined)]);
+  assert.ok(stopped !== undefined, 'the agent stop was answered while the next anonymous decode was held');
+  assert.equal(stopped.status, 200, JSON.stringify(stopped.body));
+  assert.equal(readFileSync(stopLog, 'utf8').trim().split('\n').length, 1);
+  await holds.gates.arrived(GatePoint.LargeRequestDecode);
+  holds.gates.open(GatePoint.LargeRequestDecode);
+  for (const answer of await Promise.all([held, ...junk])) assert.equal(answer.status, 200);
+});
