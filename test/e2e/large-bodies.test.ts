@@ -239,13 +239,19 @@ function junkStop(agent: Running['agent']): Promise<Answer> {
   return agent.stop(STATE, randomUUID(), { padding: 'j'.repeat(2 * LARGE_JSON_BYTES) });
 }
 
+/** Hold the large-request lane: a junk stop held in its decode (the gate stays armed); `held` is its answer once the gate opens. */
+async function holdLane(holds: Holds, agent: Running['agent']): Promise<{ held: Promise<Answer> }> {
+  holds.gates.arm(GatePoint.LargeRequestDecode);
+  const held = junkStop(agent);
+  await holds.gates.arrived(GatePoint.LargeRequestDecode);
+  return { held };
+}
+
 test('at most MAX_LARGE_BODIES_READ large bodies are read at once: the others wait unread in their sockets and are answered in turn', async () => {
   holds = new Holds();
   running = await start({ actions: [fixture('http-state')] });
   const { agent } = running;
-  holds.gates.arm(GatePoint.LargeRequestDecode);
-  const held = junkStop(agent);
-  await holds.gates.arrived(GatePoint.LargeRequestDecode);
+  const { held } = await holdLane(holds, agent);
   const more = Array.from({ length: MAX_LARGE_BODIES_READ + 4 }, () => junkStop(agent));
   // One body held in its decode, the others of its turns read and queued for the lane; the rest unread.
   await eventually('the read bodies to queue', () => (running!.extension.stats().pools.largeRequestQueue === MAX_LARGE_BODIES_READ - 1 ? true : undefined));
@@ -288,9 +294,7 @@ test('a large body whose client went away before its turn is never decoded', asy
   running = await start({ actions: [fixture('http-state')] });
   const { agent } = running;
   const port = Number(new URL(running.base).port);
-  holds.gates.arm(GatePoint.LargeRequestDecode);
-  const held = junkStop(agent);
-  await holds.gates.arrived(GatePoint.LargeRequestDecode);
+  const { held } = await holdLane(holds, agent);
   const tasksBefore = running.extension.stats().pools.largeRequestTasks;
   // A whole large body, then the client leaves without waiting for the answer.
   const body = JSON.stringify({ executionId: randomUUID(), state: { padding: 'g'.repeat(2 * LARGE_JSON_BYTES) } });
@@ -323,9 +327,7 @@ test('work for executions goes before queued decodes: an extension-initiated sto
   const stopLog = join(logs.path, `${id}.log`);
   const prepared = await agent.prepare(STATE, id, { initial: { stopLog, padTo: { prepare: 3 * LARGE_JSON_BYTES } } });
   assert.equal(prepared.status, 200);
-  holds.gates.arm(GatePoint.LargeRequestDecode);
-  const held = junkStop(agent);
-  await holds.gates.arrived(GatePoint.LargeRequestDecode);
+  const { held } = await holdLane(holds, agent);
   const queued = [junkStop(agent), junkStop(agent)];
   await eventually('the decodes to queue', () => (running!.extension.stats().pools.largeRequestQueue === 2 ? true : undefined));
   // The stop of the prepared execution hands its sealed state to the author's stop: lane work.
@@ -349,9 +351,7 @@ test('a large status counts its heartbeat when it arrives, not when the lane dec
   const { agent } = running;
   const id = randomUUID();
   const state = { ...(await agent.run('fixture.behave', id, { body: 'sleep' })), padding: 'p'.repeat(2 * LARGE_JSON_BYTES) };
-  holds.gates.arm(GatePoint.LargeRequestDecode);
-  const held = junkStop(agent);
-  await holds.gates.arrived(GatePoint.LargeRequestDecode);
+  const { held } = await holdLane(holds, agent);
   // Large polls every 500 ms for 4 s, twice the heartbeat expiry: each waits for the held lane.
   const polls: Promise<Answer>[] = [];
   for (let i = 0; i < 8; i++) {
@@ -403,9 +403,7 @@ test('a handler that waited for the large-request lane gets its whole handler ti
   const stopLog = join(logs.path, `${id}.log`);
   const prepared = await agent.prepare(STATE, id, { initial: { stopLog, signalCheckAfterMs: 100, padTo: { prepare: 3 * LARGE_JSON_BYTES } } });
   assert.equal(prepared.status, 200);
-  holds.gates.arm(GatePoint.LargeRequestDecode);
-  const held = junkStop(agent);
-  await holds.gates.arrived(GatePoint.LargeRequestDecode);
+  const { held } = await holdLane(holds, agent);
   const stoppingAll = running.extension.stopAll();
   // The stop of the sealed state waits for the lane longer than the handler timeout.
   await sleep(1_500);
@@ -424,9 +422,7 @@ test('the agent\'s large request for an execution this process holds needs no tu
   const prepared = await agent.prepare(STATE, id, { initial: { stopLog, padTo: { prepare: 3 * LARGE_JSON_BYTES } } });
   const started = await agent.start(STATE, id, prepared.body['state']);
   assert.equal(started.status, 200);
-  holds.gates.arm(GatePoint.LargeRequestDecode);
-  const held = junkStop(agent);
-  await holds.gates.arrived(GatePoint.LargeRequestDecode);
+  const { held } = await holdLane(holds, agent);
   // Every turn taken, more anonymous bodies waiting for one.
   const junk = Array.from({ length: MAX_LARGE_BODIES_READ + 4 }, () => junkStop(agent));
   await eventually('the turns to fill', () => (running!.extension.stats().pools.largeRequestQueue === MAX_LARGE_BODIES_READ - 1 ? true : undefined));
