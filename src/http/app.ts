@@ -6,6 +6,8 @@
  * serialise ourselves, so a streaming compression middleware on every request would only cost),
  * `Request-Timeout`/`X-Request-Timeout` → 503,
  * JSON errors everywhere, one access-log line and HTTP metric per request (`./access-log.ts`).
+ * Bodies above 16 KiB are never parsed here: they go to the large-request lane, and large states
+ * stay sealed (`src/runtime/sealed.ts`).
  * Unlike the reference, which reads any body as JSON, the JSON endpoints take only JSON content
  * types (415 otherwise, so a web page cannot call them without a CORS preflight), and a body whose
  * declared `Content-Length` exceeds its limit gets 413 before a byte of it is read.
@@ -210,8 +212,9 @@ function buildRoutes(deps: AppDeps): Map<string, Map<string, Route>> {
 /**
  * The execution id a body starts with, as the agent writes it (Go encodes the struct's fields in
  * order: `{"executionId":"<uuid>",…`), read from its first bytes only; undefined otherwise. Not
- * validated beyond its shape: used only to count a heartbeat early, which a small status with
- * the same id would count as well.
+ * validated beyond its shape: it only lets the body of an execution this process holds go first
+ * and count its heartbeat on arrival — what a client knowing a live execution's id could have
+ * with a small request anyway.
  */
 function executionIdAtStart(bytes: Uint8Array): string | undefined {
   const head = Buffer.from(bytes.buffer, bytes.byteOffset, Math.min(bytes.byteLength, 128)).toString('latin1');
@@ -324,9 +327,11 @@ function refuseDeclaredLength(req: IncomingMessage, limitBytes: number, setting:
  * What the agent sends — UTF-8, not compressed — is read directly: chunks, one `JSON.parse`. That
  * is most requests, and it halves the main thread's parsing cost (status polling is the hot path);
  * a chunked body is counted as it streams and refused the moment it passes the limit, without
- * reading the rest. Everything else (compressed bodies, other charsets) goes through body-parser,
- * which owns those rules and their errors; the direct path fails the same way with the same error
- * types.
+ * reading the rest. A body above `LARGE_JSON_BYTES` is not parsed here: it is read, in its turn
+ * ({@link LargeBodyTurns}), into a buffer for the large-request lane (`src/runtime/sealed.ts`).
+ * Everything else (compressed bodies, other charsets) goes through body-parser, which owns those
+ * rules and their errors, within `LARGE_JSON_BYTES` of JSON; the direct path fails the same way
+ * with the same error types.
  */
 function jsonBodyParser(maxBytes: number): BodyReader {
   const largeBodyTurns = new LargeBodyTurns(MAX_LARGE_BODIES_READ);
