@@ -635,9 +635,10 @@ export class Lifecycle {
       outcome = await execution.lock.run(() => this.invokeStop(execution, reason, bodyEnd));
       if (outcome.succeeded && execution.uploadFolder !== undefined) await this.deps.removeUploads(execution.id);
     } catch (error) {
-      // A stop is never lost: whatever failed here (a worker thread lost while the agent's state
-      // was checked, shutdown) is a failed attempt — retried like any, finally given up — so the
-      // block is finished and every waiter answered below.
+      // A stop is never lost: whatever unexpected throws here (the known failures — a lost handler
+      // thread, a state that cannot be checked — are answers or fallbacks already) is a failed
+      // attempt, retried like any and finally given up, so the block is finished and every waiter
+      // answered below.
       const detail = error instanceof RuntimeError ? (error.detail ?? error.message) : error instanceof Error ? error.message : String(error);
       this.deps.logger.error({ err: error, executionId: execution.id, reason: reasonText(reason) }, 'stop attempt failed before its outcome was known');
       outcome = { reason, succeeded: false, httpStatus: 500, body: { title: 'Failed to stop action.', detail }, finishedAtMs: clockMs() };

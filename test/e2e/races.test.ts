@@ -202,7 +202,7 @@ test('a failed extension-initiated stop is retried on its own and succeeds once;
   assert.equal(logLines(stopLog, id).length, 2);
 });
 
-test('a stop attempt that fails before its outcome is known (a thread lost while the agent\'s state was checked) is a failed attempt: its waiters are answered, it is retried and the author stop runs once', { timeout: 30_000 }, async () => {
+test('a stop attempt that throws before its outcome is known is a failed attempt: its waiters are answered, it is retried and the author stop runs once', { timeout: 30_000 }, async () => {
   const { holds, running } = await setUp({ stopRetryBaseMs: 50, heartbeatMinIntervalMs: 3_600_000 });
   const stopLog = newLog();
   const id = randomUUID();
@@ -210,8 +210,7 @@ test('a stop attempt that fails before its outcome is known (a thread lost while
   const held = holds.hold('stop.body-ended', id);
   const stopping = running.agent.stop(CPU, id, state);
   await held.reached;
-  // Between the body's end and the author's stop, something throws (in production: the
-  // large-request lane lost while it checked a sealed agent state, or shutdown closing the pools).
+  // Between the body's end and the author's stop, something throws that nothing expected.
   held.fail(new Error('injected: the check of the agent state failed'));
   const first = await stopping;
   assert.equal(first.status, 500, 'the waiting agent stop is answered, not left hanging');
