@@ -25,6 +25,7 @@ import { ErrorCode, RuntimeError } from './errors.js';
 import type { Logger } from './logging.js';
 import type { JsonLocation } from './runtime/file-state.js';
 import type {
+  DecodedBody,
   DecodeReply,
   DecodeTask,
   HandlerReply,
@@ -35,7 +36,7 @@ import type {
   WireHandlerReply,
   WireHandlerTask,
 } from './runtime/protocol.js';
-import { SealedJson, stateFromWire, wireState } from './runtime/sealed.js';
+import { LARGE_JSON_BYTES, SealedJson, stateFromWire, wireState } from './runtime/sealed.js';
 
 /** Settings of the handler lane. */
 export interface PoolSettings {
@@ -114,7 +115,7 @@ class LaneQueue {
           ErrorCode.CapacityExhausted,
           503,
           'Too many large requests',
-          `${MAX_QUEUED_DECODES} request bodies larger than 16 KiB are already waiting to be decoded; retry later (the agent's own requests are far smaller)`,
+          `${MAX_QUEUED_DECODES} request bodies larger than ${LARGE_JSON_BYTES} bytes are already waiting to be decoded; retry later`,
         ),
       );
     }
@@ -139,11 +140,6 @@ class LaneQueue {
       if (!kept.includes(decode)) decode.drop(new RuntimeError(ErrorCode.Timeout, 503, 'Request abandoned', 'the client went away before its body was decoded'));
     }
     this.decodes.splice(0, this.decodes.length, ...kept);
-  }
-
-  /** Decodes waiting now. */
-  get queuedDecodes(): number {
-    return this.decodes.length;
   }
 
   /** Tasks waiting now (decodes and work for executions). */
@@ -301,12 +297,16 @@ export class WorkerPools {
   /**
    * Decode a large request body on the large-request lane (its bytes are transferred, not
    * copied), in its turn ({@link LaneQueue}: 503 when too many wait; dropped when `abandoned()`
-   * by then; `ofExecution`: a body of an execution this process holds, before anonymous ones). Rejects only with such a {@link RuntimeError}, or when the lane's thread was lost.
+   * by then; `ofExecution`: a body of an execution this process holds, before anonymous ones).
+   * Rejects with the {@link RuntimeError} the main thread would have answered for the same body
+   * (400), with the queue's 503, or when the lane's thread was lost.
    */
-  async decode(task: DecodeTask, abandoned?: () => boolean, ofExecution = false): Promise<DecodeReply> {
+  async decode(task: DecodeTask, abandoned?: () => boolean, ofExecution = false): Promise<DecodedBody> {
     const transferList = task.bytes === undefined ? [] : [task.bytes.buffer as ArrayBuffer];
     // The body of an execution this process holds (the agent's) is work for an execution.
-    return this.onLane(ofExecution ? 'execution' : 'decode', 'the decoding of a large request body', abandoned, (signal) => this.large.run(task, { name: 'decode', transferList, signal }) as Promise<DecodeReply>);
+    const reply = await this.onLane(ofExecution ? 'execution' : 'decode', 'the decoding of a large request body', abandoned, (signal) => this.large.run(task, { name: 'decode', transferList, signal }) as Promise<DecodeReply>);
+    if (!reply.ok) throw new RuntimeError(reply.error.code as ErrorCode, reply.error.httpStatus, reply.error.title, reply.error.detail);
+    return reply;
   }
 
   /** Rule 2 of `src/runtime/file-state.ts` for a sealed state, on the large-request lane: the first location not kept, or undefined. */

@@ -899,7 +899,7 @@ function renderIssue(issue: z.core.$ZodIssue, prefix: readonly PropertyKey[]): s
 }
 
 /** Issues rendered in a detail at most; a body with thousands of bad values gets a bounded answer. */
-export const MAX_RENDERED_ISSUES = 20;
+const MAX_RENDERED_ISSUES = 20;
 
 /**
  * Render zod issues as `path.to.field: message` (array indices as `[i]`).

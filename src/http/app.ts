@@ -33,7 +33,7 @@ import { ErrorCode, ExtensionError, RuntimeError } from '../errors.js';
 import type { Logger } from '../logging.js';
 import type { ExtensionMetrics } from '../metrics.js';
 import { DecodedRequest, type Lifecycle, type Reply, type RequestScope, type StateRequest, type UploadedFiles } from '../runtime/lifecycle.js';
-import type { DecodeReply, DecodeTask } from '../runtime/protocol.js';
+import type { DecodedBody, DecodeTask } from '../runtime/protocol.js';
 import type { ActionRegistry, RegisteredAction } from '../runtime/registry.js';
 import { answerJson, LARGE_JSON_BYTES, stateFromWire } from '../runtime/sealed.js';
 import { accessLog, setResponseBytes, setRoute } from './access-log.js';
@@ -59,7 +59,7 @@ export interface AppDeps {
    * dropped if `abandoned()` by its turn; `ofExecution`: for an execution this process holds, so
    * before anonymous bodies.
    */
-  decode(task: DecodeTask, abandoned: () => boolean, ofExecution?: boolean): Promise<DecodeReply>;
+  decode(task: DecodeTask, abandoned: () => boolean, ofExecution?: boolean): Promise<DecodedBody>;
 }
 
 type Route = (req: Request, res: Response, scope: RequestScope) => Promise<Reply>;
@@ -232,10 +232,8 @@ class LargeBody {
 }
 
 /** Decode a large body on the large-request lane; its failures are the 400s the main thread would have answered. */
-async function decodeLarge(deps: Pick<AppDeps, 'decode'>, task: DecodeTask, scope: RequestScope, ofExecution = false): Promise<Extract<DecodeReply, { ok: true }>> {
-  const reply = await deps.decode(task, () => scope.abandoned(), ofExecution);
-  if (!reply.ok) throw new RuntimeError(reply.error.code as ErrorCode, reply.error.httpStatus, reply.error.title, reply.error.detail);
-  return reply;
+function decodeLarge(deps: Pick<AppDeps, 'decode'>, task: DecodeTask, scope: RequestScope, ofExecution = false): Promise<DecodedBody> {
+  return deps.decode(task, () => scope.abandoned(), ofExecution);
 }
 
 /** A large prepare or query body, decoded on the large-request lane. */

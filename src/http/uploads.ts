@@ -91,7 +91,7 @@ import busboy from 'busboy';
 import { isUuid, parseRequestField } from '../api/request-body.js';
 import { ErrorCode, RuntimeError } from '../errors.js';
 import { DecodedRequest } from '../runtime/lifecycle.js';
-import type { DecodeReply, DecodeTask } from '../runtime/protocol.js';
+import type { DecodedBody, DecodeTask } from '../runtime/protocol.js';
 import { LARGE_JSON_BYTES } from '../runtime/sealed.js';
 
 /** Limits and context of {@link receiveMultipart}. */
@@ -111,7 +111,7 @@ export interface MultipartLimits {
    * Decode a `request` field longer than `LARGE_JSON_BYTES` on the large-request lane
    * (`src/runtime/sealed.ts`): the main thread never parses one.
    */
-  decode(task: DecodeTask): Promise<DecodeReply>;
+  decode(task: DecodeTask): Promise<DecodedBody>;
 }
 
 /** Result of {@link receiveMultipart}. */
@@ -330,7 +330,6 @@ class MultipartReceiver {
       this.writes.push(
         this.limits.decode({ kind: 'prepare', requestField: value, fileParameters: [...this.limits.fileParameters] }).then(
           (reply) => {
-            if (!reply.ok) return this.fail(new RuntimeError(reply.error.code as ErrorCode, reply.error.httpStatus, reply.error.title, reply.error.detail));
             this.request = DecodedRequest.from(reply);
             this.executionId = reply.executionId.toLowerCase();
           },

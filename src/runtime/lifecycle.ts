@@ -65,7 +65,7 @@ import { settlesWithin } from './waits.js';
 import type { BodySeat } from './body-threads.js';
 import { assertFileParametersUploaded, filledFileParameters, uploadFolderOf, UploadLocations, uploadNotKept, uploadViolation } from './file-state.js';
 import { prependReports, type Execution, type ExecutionStore, type StopOutcome } from './executions.js';
-import type { DecodeReply, HandlerReply, HandlerTask, Phase } from './protocol.js';
+import type { DecodedBody, HandlerReply, HandlerTask, Phase } from './protocol.js';
 import { SealedJson, type StateValue } from './sealed.js';
 import type { RegisteredAction } from './registry.js';
 import { testPoint, type TestPoint } from './test-points.js';
@@ -103,7 +103,7 @@ export class DecodedRequest {
   ) {}
 
   /** From a successful decode. */
-  static from(reply: Extract<DecodeReply, { ok: true }>): DecodedRequest {
+  static from(reply: DecodedBody): DecodedRequest {
     const body = reply.sealedRequest === undefined ? (reply.request ?? {}) : SealedJson.received(reply.sealedRequest);
     return new DecodedRequest(reply.executionId, body, reply.filledFileParameters ?? []);
   }

@@ -88,12 +88,10 @@ export type WireHandlerReply = HandlerOutcome & WireState & { uploadLocations?: 
 
 type HandlerOutcome = { ok: true; result: ResultExtras & { completed?: boolean } } | { ok: false; error: ErrorData };
 
-/** Which request body a large-request decode validates: the schema of that endpoint. */
-export type RequestKind = Phase;
-
 /** A request body larger than `LARGE_JSON_BYTES`, sent to the large-request lane to be decoded. */
 export interface DecodeTask {
-  kind: RequestKind;
+  /** Whose request body: the schema of that endpoint validates it. */
+  kind: Phase;
   /** The body as received (UTF-8 JSON); its buffer is transferred, not copied. */
   bytes?: Uint8Array;
   /** Or the `request` field of a multipart prepare (refused as the main thread refuses a small one: `parseRequestField`). */
@@ -120,6 +118,9 @@ export type DecodeReply =
       filledFileParameters?: string[];
     }
   | { ok: false; error: { code: string; httpStatus: number; title: string; detail?: string } };
+
+/** A body the large-request lane decoded (`WorkerPools.decode` turns a refusal into its error). */
+export type DecodedBody = Extract<DecodeReply, { ok: true }>;
 
 /** Which kind of body thread runs a body: a thread of its own, or one shared by many bodies. */
 export type BodyKind = 'cpu' | 'io';

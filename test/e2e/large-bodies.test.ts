@@ -239,6 +239,15 @@ function junkStop(agent: Running['agent']): Promise<Answer> {
   return agent.stop(STATE, randomUUID(), { padding: 'j'.repeat(2 * LARGE_JSON_BYTES) });
 }
 
+/** Prepare an execution of the state fixture whose prepare hands out a state above the threshold (sealed); its stop logs to `stopLog`. */
+async function prepareSealed(agent: Running['agent'], initial: Json = {}): Promise<{ id: string; stopLog: string; prepared: Answer }> {
+  const id = randomUUID();
+  const stopLog = join(logs.path, `${id}.log`);
+  const prepared = await agent.prepare(STATE, id, { initial: { ...initial, stopLog, padTo: { prepare: 3 * LARGE_JSON_BYTES } } });
+  assert.equal(prepared.status, 200, JSON.stringify(prepared.body).slice(0, 300));
+  return { id, stopLog, prepared };
+}
+
 /** Hold the large-request lane: a junk stop held in its decode (the gate stays armed); `held` is its answer once the gate opens. */
 async function holdLane(holds: Holds, agent: Running['agent']): Promise<{ held: Promise<Answer> }> {
   holds.gates.arm(GatePoint.LargeRequestDecode);
@@ -323,10 +332,7 @@ test('work for executions goes before queued decodes: an extension-initiated sto
   holds = new Holds();
   running = await start({ actions: [fixture('http-state')] });
   const { agent } = running;
-  const id = randomUUID();
-  const stopLog = join(logs.path, `${id}.log`);
-  const prepared = await agent.prepare(STATE, id, { initial: { stopLog, padTo: { prepare: 3 * LARGE_JSON_BYTES } } });
-  assert.equal(prepared.status, 200);
+  const { stopLog } = await prepareSealed(agent);
   const { held } = await holdLane(holds, agent);
   const queued = [junkStop(agent), junkStop(agent)];
   await eventually('the decodes to queue', () => (running!.extension.stats().pools.largeRequestQueue === 2 ? true : undefined));
@@ -399,10 +405,7 @@ test('a handler that waited for the large-request lane gets its whole handler ti
   holds = new Holds();
   running = await start({ actions: [fixture('http-state')], handlerTimeoutMs: 1_000 });
   const { agent } = running;
-  const id = randomUUID();
-  const stopLog = join(logs.path, `${id}.log`);
-  const prepared = await agent.prepare(STATE, id, { initial: { stopLog, signalCheckAfterMs: 100, padTo: { prepare: 3 * LARGE_JSON_BYTES } } });
-  assert.equal(prepared.status, 200);
+  const { stopLog } = await prepareSealed(agent, { signalCheckAfterMs: 100 });
   const { held } = await holdLane(holds, agent);
   const stoppingAll = running.extension.stopAll();
   // The stop of the sealed state waits for the lane longer than the handler timeout.
@@ -417,9 +420,7 @@ test('the agent\'s large request for an execution this process holds needs no tu
   holds = new Holds();
   running = await start({ actions: [fixture('http-state')] });
   const { agent } = running;
-  const id = randomUUID();
-  const stopLog = join(logs.path, `${id}.log`);
-  const prepared = await agent.prepare(STATE, id, { initial: { stopLog, padTo: { prepare: 3 * LARGE_JSON_BYTES } } });
+  const { id, stopLog, prepared } = await prepareSealed(agent);
   const started = await agent.start(STATE, id, prepared.body['state']);
   assert.equal(started.status, 200);
   const { held } = await holdLane(holds, agent);
