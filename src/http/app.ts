@@ -332,7 +332,9 @@ function refuseDeclaredLength(req: IncomingMessage, limitBytes: number, setting:
  * with the same error types.
  */
 function jsonBodyParser(maxBytes: number): BodyReader {
-  const largeBodyTurns = new LargeBodyTurns(MAX_LARGE_BODIES_READ);
+  // The agent's bodies (recognised by their first bytes) have turns of their own: they never wait
+  // behind anonymous ones, and a client claiming live ids cannot read without bound either.
+  const turns = { anonymous: new LargeBodyTurns(MAX_LARGE_BODIES_READ), ofExecutions: new LargeBodyTurns(MAX_LARGE_BODIES_READ) };
   // On the main thread, so bounded by the large-body threshold (decoded, that is: a compressed
   // body inflates to it); the agent sends neither compressed nor other charsets.
   const generalLimitBytes = Math.min(maxBytes, LARGE_JSON_BYTES);
@@ -364,7 +366,7 @@ function jsonBodyParser(maxBytes: number): BodyReader {
       (encoding === undefined || encoding.toLowerCase() === 'identity') &&
       (charset === undefined || UTF8.test(charset));
     if (!plain) return general(req, res, next);
-    readJson(req, res, declaredBytes, maxBytes, next, largeBodyTurns, ofExecution);
+    readJson(req, res, declaredBytes, maxBytes, next, turns, ofExecution);
   };
 }
 
@@ -374,7 +376,8 @@ function jsonBodyParser(maxBytes: number): BodyReader {
  * chunk until one of them is: the rest of its bytes wait in the client's socket (TCP flow control
  * slows the client down) and cost this thread nothing, so a crowd of clients posting maximum-size
  * bodies has them read at the rate the lane decodes them, and holds at most this many in memory.
- * A body whose first bytes name an execution this process holds (the agent's) needs no turn.
+ * A body whose first bytes name an execution this process holds (the agent's) has as many turns
+ * of its own.
  */
 export const MAX_LARGE_BODIES_READ = 8;
 
@@ -385,11 +388,22 @@ class LargeBodyTurns {
 
   constructor(private readonly limit: number) {}
 
-  /** Call `read` once this request may read the rest of its large body; its turn ends when its response closes (answered, or the client left). */
-  wait(res: ServerResponse, read: () => void): void {
+  /**
+   * Call `read` once this request may read the rest of its large body; its turn ends when its
+   * response closes (answered, or the client left). A request answered before its body was read
+   * (its `Request-Timeout` passed, or an error) reads no more: it is destroyed, and takes no turn.
+   */
+  wait(req: IncomingMessage, res: ServerResponse, read: () => void): void {
+    const answered = (): void => {
+      if (!req.complete) req.destroy();
+    };
+    if (res.writableEnded || res.destroyed) return answered();
     const take = (): void => {
       this.active++;
-      res.once('close', () => this.leave());
+      res.once('close', () => {
+        this.leave();
+        answered();
+      });
       read();
     };
     if (this.active < this.limit) return take();
@@ -397,10 +411,11 @@ class LargeBodyTurns {
       res.off('close', gone);
       take();
     };
-    // A client that leaves while waiting gives up its place.
+    // A client that leaves, or is answered, while waiting gives up its place.
     const gone = (): void => {
       const at = this.waiting.indexOf(waiter);
       if (at >= 0) this.waiting.splice(at, 1);
+      answered();
     };
     this.waiting.push(waiter);
     res.once('close', gone);
@@ -426,7 +441,7 @@ function readJson(
   declaredBytes: number | undefined,
   maxBytes: number,
   next: (error?: unknown) => void,
-  turns: LargeBodyTurns,
+  turns: { anonymous: LargeBodyTurns; ofExecutions: LargeBodyTurns },
   ofExecution?: (head: Uint8Array) => boolean,
 ): void {
   let chunks: Buffer[] = [];
@@ -452,14 +467,14 @@ function readJson(
     chunks.push(chunk);
     if ((declaredBytes ?? receivedBytes) <= LARGE_JSON_BYTES) return;
     // Large (declared so, or a chunked body that grew so): from here on into a sink, and the rest
-    // is read in its turn — unless what came so far names an execution this process holds.
+    // is read in its turn — among the agent's bodies when what came so far names an execution
+    // this process holds.
     large = new LargeBodySink(declaredBytes ?? maxBytes);
     for (const received of chunks) large.add(received);
     chunks = [];
     largeOfExecution = ofExecution?.(large.bytes()) ?? false;
-    if (largeOfExecution) return;
     req.pause();
-    turns.wait(res, () => req.resume());
+    (largeOfExecution ? turns.ofExecutions : turns.anonymous).wait(req, res, () => req.resume());
   });
   // Closed before the whole body arrived: the client went away.
   req.once('close', () => {

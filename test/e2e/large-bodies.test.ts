@@ -416,7 +416,7 @@ test('a handler that waited for the large-request lane gets its whole handler ti
   assert.equal(running.extension.stats().stops.succeeded, 1);
 });
 
-test('the agent\'s large request for an execution this process holds needs no turn and goes before anonymous large bodies', async () => {
+test('the agent\'s large request for an execution this process holds has read turns of its own and goes before anonymous large bodies', async () => {
   holds = new Holds();
   running = await start({ actions: [fixture('http-state')] });
   const { agent } = running;
@@ -443,4 +443,34 @@ test('the agent\'s large request for an execution this process holds needs no tu
   await holds.gates.arrived(GatePoint.LargeRequestDecode);
   holds.gates.open(GatePoint.LargeRequestDecode);
   for (const answer of await Promise.all([held, ...junk])) assert.equal(answer.status, 200);
+});
+
+test('a large body answered before it was read (its Request-Timeout passed) takes no read turn: more of them than there are turns leave the next large body read', { timeout: 60_000 }, async () => {
+  running = await start({ actions: [fixture('http-state')] });
+  const { agent } = running;
+  const port = Number(new URL(running.base).port);
+  const body = JSON.stringify({ executionId: randomUUID(), state: { padding: 't'.repeat(2 * LARGE_JSON_BYTES) } });
+  for (let i = 0; i < MAX_LARGE_BODIES_READ + 2; i++) {
+    // Headers first; the body only once the 503 for the timeout has come.
+    await new Promise<void>((resolve, reject) => {
+      const req = httpRequest({
+        host: '127.0.0.1',
+        port,
+        method: 'POST',
+        path: `/${STATE}/status`,
+        headers: { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body), 'Request-Timeout': '0.001' },
+      });
+      req.on('response', (res) => {
+        assert.equal(res.statusCode, 503);
+        res.resume();
+        req.write(body, () => setTimeout(resolve, 50));
+      });
+      req.on('error', () => resolve());
+      req.flushHeaders();
+      setTimeout(() => reject(new Error('no timeout answer')), 10_000).unref();
+    });
+  }
+  const answer = await Promise.race([junkStop(agent), sleep(20_000).then(() => undefined)]);
+  assert.ok(answer !== undefined, 'a large body is still read and answered');
+  assert.equal(answer.status, 200);
 });
