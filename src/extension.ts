@@ -9,7 +9,7 @@ import type { AddressInfo } from 'node:net';
 import { Worker } from 'node:worker_threads';
 import { resolveOptions, watchdogTickMs, type ExtensionOptions, type ResolvedOptions } from './config.js';
 import { buildIndex } from './api/extension-index.js';
-import { assertPathsFree, buildApp } from './http/app.js';
+import { assertPathsFree, buildApp, type ExtensionHandler } from './http/app.js';
 import type { ConnectionGuard } from './http/connections.js';
 import { listenedOrExplained, openListener } from './http/listener.js';
 import { createProbeServer, probeHandler, type ProbeState } from './http/probes.js';
@@ -127,10 +127,10 @@ export class Extension {
   readonly options: ResolvedOptions;
   readonly logger: Logger;
   /**
-   * The extension's request handler (an express app): {@link listen} serves it; it can also be
+   * The extension's request handler (`src/http/app.ts`): {@link listen} serves it; it can also be
    * mounted in another server (`http.createServer(extension.app)`, `outerApp.use(extension.app)`).
    */
-  readonly app: RequestListener;
+  readonly app: ExtensionHandler;
   private readonly registry: ActionRegistry;
   private readonly table: ControlTable;
   private readonly pools: WorkerPools;

@@ -14,7 +14,8 @@
  * bodies. Request bodies are logged only at debug, in a separate line, and only JSON bodies: a
  * multipart upload's file content never reaches the log.
  */
-import type { Request, RequestHandler, Response } from 'express';
+import type { IncomingMessage, ServerResponse } from 'node:http';
+import type { Request } from 'express';
 import type { Logger } from '../logging.js';
 import { UNMATCHED_ROUTE, type ExtensionMetrics } from '../metrics.js';
 
@@ -32,85 +33,93 @@ export interface AccessLogDeps {
  */
 export const CLIENT_CLOSED_STATUS = 499;
 
-/** What the app leaves on `res.locals` for the access log. */
-interface AccessLocals {
+/** What the app notes on a response for the access log (under a symbol: plain `node:http` responses have no `res.locals`). */
+interface AccessNotes {
   /** The matched route template (the metric's bounded `route` label). */
   route?: string;
   /** Body bytes of the answer as sent (after gzip). */
   resBytes?: number;
 }
+const NOTES = Symbol('accessLog');
+type Noted = ServerResponse & { [NOTES]?: AccessNotes };
+
+function notesOf(res: ServerResponse): AccessNotes {
+  const noted = res as Noted;
+  return (noted[NOTES] ??= {});
+}
 
 /** Mark the route template `res`'s request matched. */
-export function setRoute(res: Response, route: string): void {
-  (res.locals as AccessLocals).route = route;
+export function setRoute(res: ServerResponse, route: string): void {
+  notesOf(res).route = route;
 }
 
 /** Record the size of the answer's body as it goes on the wire (the app's one writer calls this). */
-export function setResponseBytes(res: Response, bytes: number): void {
-  (res.locals as AccessLocals).resBytes = bytes;
+export function setResponseBytes(res: ServerResponse, bytes: number): void {
+  notesOf(res).resBytes = bytes;
 }
 
 /**
- * The access-log middleware. Install it after the one that sets `Request-Id`, before anything
- * answers. It costs one `close` listener per request: a server response always emits `close` —
- * after `finish` when the answer was complete, alone when the client went away first — so the line
- * is written exactly once either way. The answer's size comes from the app's writer
- * ({@link setResponseBytes}), not from wrapping `res.write`/`res.end` on every request.
+ * The access log: `observe(req, res, path)` once per request, before anything answers, with the
+ * request's path (without its query). It costs one `close` listener per request: a server response
+ * always emits `close` — after `finish` when the answer was complete, alone when the client went
+ * away first — so the line is written exactly once either way. The answer's size comes from the
+ * app's writer ({@link setResponseBytes}), not from wrapping `res.write`/`res.end` on every request.
  */
-export function accessLog(deps: AccessLogDeps): RequestHandler {
+export function accessLogger(deps: AccessLogDeps): (req: IncomingMessage, res: ServerResponse, path: string) => void {
   const { logger, metrics, pollingRoutes } = deps;
-  return (req, res, next) => {
+  return (req, res, path) => {
     const startedMs = performance.now();
     res.once('close', () => {
       const seconds = (performance.now() - startedMs) / 1000;
       const aborted = !res.writableFinished;
       const status = aborted && !res.headersSent ? CLIENT_CLOSED_STATUS : res.statusCode;
-      const locals = res.locals as AccessLocals;
-      const route = locals.route ?? routerRoute(req);
-      metrics.observeHttp(route ?? UNMATCHED_ROUTE, req.method, status, seconds);
-      const level = levelOf(req, status, aborted, locals.route !== undefined && pollingRoutes.has(locals.route));
+      const notes = (res as Noted)[NOTES] ?? {};
+      const route = notes.route ?? routerRoute(req as Partial<Request>);
+      const method = req.method ?? '';
+      metrics.observeHttp(route ?? UNMATCHED_ROUTE, method, status, seconds);
+      const level = levelOf(method, status, aborted, notes.route !== undefined && pollingRoutes.has(notes.route));
       if (!logger.isLevelEnabled(level)) return;
       const requestId = res.getHeader('Request-Id');
-      if (req.body !== undefined && logger.isLevelEnabled('debug')) logger.debug({ requestId, body: req.body as unknown }, 'request body');
+      const body = (req as { body?: unknown }).body;
+      if (body !== undefined && logger.isLevelEnabled('debug')) logger.debug({ requestId, body }, 'request body');
       const line: Record<string, unknown> = {
         requestId,
-        method: req.method,
-        path: req.path,
+        method,
+        path,
         status,
         durationMs: Math.round(seconds * 1e6) / 1000,
         reqBytes: requestBytes(req),
-        resBytes: aborted ? 0 : (locals.resBytes ?? declaredResponseBytes(res)),
+        resBytes: aborted ? 0 : (notes.resBytes ?? declaredResponseBytes(res)),
       };
       if (aborted) line['aborted'] = true;
       logger[level](line, aborted ? 'request abandoned by the client' : 'request');
     });
-    next();
   };
 }
 
-function levelOf(req: Request, status: number, aborted: boolean, polling: boolean): 'debug' | 'info' | 'warn' {
+function levelOf(method: string, status: number, aborted: boolean, polling: boolean): 'debug' | 'info' | 'warn' {
   if (aborted || status >= 500) return 'warn';
   if (status >= 400) return 'info';
-  return req.method === 'GET' || req.method === 'HEAD' || polling ? 'debug' : 'info';
+  return method === 'GET' || method === 'HEAD' || polling ? 'debug' : 'info';
 }
 
 /**
  * The route template an author's router matched (`/discovery/:id`, with the router's mount path),
  * so the metric's `route` label stays bounded; undefined when no route of theirs matched.
  */
-function routerRoute(req: Request): string | undefined {
+function routerRoute(req: Partial<Request>): string | undefined {
   const path = (req.route as { path?: unknown } | undefined)?.path;
   return path === undefined ? undefined : `${req.baseUrl}${String(path)}`;
 }
 
 /** What an answer the app did not write itself (an author's router) declared as its size. */
-function declaredResponseBytes(res: Response): number {
+function declaredResponseBytes(res: ServerResponse): number {
   const bytes = Number(res.getHeader('content-length'));
   return Number.isSafeInteger(bytes) && bytes >= 0 ? bytes : 0;
 }
 
 /** The declared body size (`Content-Length`); 0 without a body; undefined when chunked. */
-function requestBytes(req: Request): number | undefined {
+function requestBytes(req: IncomingMessage): number | undefined {
   const declared = req.headers['content-length'];
   if (declared !== undefined) {
     const bytes = Number(declared);

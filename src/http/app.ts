@@ -23,6 +23,7 @@ import { promisify } from 'node:util';
 import { gzip } from 'node:zlib';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import compression from 'compression';
+import accepts from 'accepts';
 import express, { type Request, type RequestHandler, type Response } from 'express';
 import type { z } from 'zod';
 import { indexedPaths, type ExtensionIndex, type IndexContributions } from '../api/extension-index.js';
@@ -36,7 +37,7 @@ import { DecodedRequest, type Lifecycle, type Reply, type RequestScope, type Sta
 import type { DecodedBody, DecodeTask } from '../runtime/protocol.js';
 import type { ActionRegistry, RegisteredAction } from '../runtime/registry.js';
 import { answerJson, LARGE_JSON_BYTES, stateFromWire } from '../runtime/sealed.js';
-import { accessLog, setResponseBytes, setRoute } from './access-log.js';
+import { accessLogger, setResponseBytes, setRoute } from './access-log.js';
 import { receiveMultipart, removeExecutionFolder } from './uploads.js';
 
 /** What the app needs. */
@@ -62,56 +63,104 @@ export interface AppDeps {
   decode(task: DecodeTask, abandoned: () => boolean, ofExecution?: boolean): Promise<DecodedBody>;
 }
 
-type Route = (req: Request, res: Response, scope: RequestScope) => Promise<Reply>;
+type Route = (req: IncomingMessage, res: ServerResponse, scope: RequestScope, path: string) => Promise<Reply>;
 
-/** Per-response flags kept on `res.locals`. */
-interface Locals {
+/** Per-response flags of the app (under a symbol: plain `node:http` responses have no `res.locals`). */
+interface Flags {
   timedOut?: boolean;
   /** Set for requests that reach the author's routers ({@link requestSignal}). */
   abort?: AbortController;
 }
+const FLAGS = Symbol('actionkit');
+type Flagged = ServerResponse & { [FLAGS]?: Flags };
 
-/** Build the extension's express application. */
-export function buildApp(deps: AppDeps): express.Express {
+function flagsOf(res: ServerResponse): Flags {
+  const flagged = res as Flagged;
+  return (flagged[FLAGS] ??= {});
+}
+
+/**
+ * The extension's request handler: `(req, res)` for `http.createServer`, `(req, res, next)` as a
+ * middleware of another express app (`next` is never called: every request gets an answer here).
+ */
+export type ExtensionHandler = (req: IncomingMessage, res: ServerResponse, next?: (error?: unknown) => void) => void;
+
+/**
+ * Build the extension's request handler.
+ *
+ * The action routes (and the index and descriptions) are served straight from `node:http`'s
+ * request and response, in front of express: an exact-path lookup, no router, no middleware
+ * chain. That is the path the agent polls; express's per-request setup would cost the main thread
+ * more than everything else it does for a status call (issue 12, `bench/RESULTS.md#http-overhead`).
+ * Every other path goes to an express application holding the author's `routers`, the final 404
+ * and the error handler, inside the same envelope.
+ */
+export function buildApp(deps: AppDeps): ExtensionHandler {
+  const routes = buildRoutes(deps);
+  const requestIds = requestIdGenerator();
+  const observe = accessLogger({ logger: deps.logger, metrics: deps.metrics, pollingRoutes: pollingRoutes(deps.registry) });
+  const answerError = (error: unknown, req: IncomingMessage, res: ServerResponse, path: string): void => {
+    const failure = asRuntimeError(error);
+    if (failure.httpStatus >= 500) deps.logger.error({ err: error, path }, failure.message);
+    // Refused before its body was read, or while it was still arriving: the client may still be
+    // sending. Close the connection after the answer instead of reading the rest.
+    if (failure.code === ErrorCode.FileTooLarge || failure.code === ErrorCode.BodyTooLarge || failure.code === ErrorCode.UnsupportedMediaType) {
+      if (!res.headersSent) res.setHeader('Connection', 'close');
+    }
+    send(res, failure.httpStatus, failure.toWire());
+  };
+
   const app = express();
   app.disable('x-powered-by');
   // Express' automatic ETags would make every JSON answer conditional; only the index has one.
   app.set('etag', false);
-  const routes = buildRoutes(deps);
-  const requestIds = requestIdGenerator();
-
   app.use((req, res, next) => {
     res.setHeader('Request-Id', requestIds());
+    observe(req, res, req.path);
     next();
-  });
-  app.use(accessLog({ logger: deps.logger, metrics: deps.metrics, pollingRoutes: pollingRoutes(deps.registry) }));
-  app.use((req, res, next) => {
-    const methods = routes.get(req.path);
-    if (methods === undefined) return next();
-    setRoute(res, req.path);
-    const route = methods.get(req.method === 'HEAD' ? 'GET' : req.method);
-    if (route === undefined) {
-      res.setHeader('Allow', [...methods.keys()].join(', '));
-      throw new RuntimeError(ErrorCode.MethodNotAllowed, 405, `Method ${req.method} not allowed for ${req.path}`, `allowed: ${[...methods.keys()].join(', ')}`);
-    }
-    const scope = requestScope(req, res);
-    route(req, res, scope)
-      .then((reply) => send(res, reply.status, reply.body))
-      .catch(next);
   });
   if (deps.routers.length > 0) app.use(routerScope, compression({ threshold: GZIP_MIN_BYTES }), ...deps.routers);
   app.use((req) => {
     throw new RuntimeError(ErrorCode.NotFound, 404, `Not found: ${req.method} ${req.path}`, `nothing is served at this path; GET ${deps.indexPath} lists the endpoints`);
   });
-  app.use((error: unknown, req: Request, res: Response, _next: express.NextFunction) => {
-    const failure = asRuntimeError(error);
-    if (failure.httpStatus >= 500) deps.logger.error({ err: error, path: req.path }, failure.message);
-    // Refused before its body was read, or while it was still arriving: the client may still be
-    // sending. Close the connection after the answer instead of reading the rest.
-    if (failure.code === ErrorCode.FileTooLarge || failure.code === ErrorCode.BodyTooLarge || failure.code === ErrorCode.UnsupportedMediaType) res.setHeader('Connection', 'close');
-    send(res, failure.httpStatus, failure.toWire());
-  });
-  return app;
+  app.use((error: unknown, req: Request, res: Response, _next: express.NextFunction) => answerError(error, req, res, req.path));
+
+  return (req, res, next) => {
+    const path = pathOf(req.url ?? '/');
+    const methods = path === undefined ? undefined : routes.get(path);
+    // Everything else is express's (it decorates req and res for the routers itself).
+    if (path === undefined || methods === undefined) return void app(req as Request, res as Response, next as express.NextFunction);
+    res.setHeader('Request-Id', requestIds());
+    observe(req, res, path);
+    setRoute(res, path);
+    const route = methods.get(req.method === 'HEAD' ? 'GET' : (req.method ?? ''));
+    if (route === undefined) {
+      res.setHeader('Allow', [...methods.keys()].join(', '));
+      const allowed = `allowed: ${[...methods.keys()].join(', ')}`;
+      return answerError(new RuntimeError(ErrorCode.MethodNotAllowed, 405, `Method ${req.method} not allowed for ${path}`, allowed), req, res, path);
+    }
+    route(req, res, requestScope(req, res), path).then(
+      (reply) => send(res, reply.status, reply.body),
+      (error: unknown) => answerError(error, req, res, path),
+    );
+  };
+}
+
+/**
+ * The path of a request target without its query, as express's `req.path` has it (not decoded);
+ * undefined for a target that is no URL at all.
+ */
+function pathOf(target: string): string | undefined {
+  if (target.startsWith('/')) {
+    const query = target.indexOf('?');
+    return query < 0 ? target : target.slice(0, query);
+  }
+  // The absolute form (`GET http://host/path`) that proxies send; `*` and the like are nobody's path.
+  try {
+    return new URL(target).pathname;
+  } catch {
+    return undefined;
+  }
 }
 
 /**
@@ -156,13 +205,13 @@ function buildRoutes(deps: AppDeps): Map<string, Map<string, Route>> {
   };
   const json = jsonBodyParser(deps.maxBodyBytes);
   /** A start, status or stop body: validated here, or decoded on the large-request lane. */
-  const stateRequest = async (action: RegisteredAction, req: Request, res: Response, scope: RequestScope, kind: 'start' | 'status' | 'stop'): Promise<StateRequest> => {
+  const stateRequest = async (action: RegisteredAction, req: IncomingMessage, res: ServerResponse, scope: RequestScope, path: string, kind: 'start' | 'status' | 'stop'): Promise<StateRequest> => {
     // A large body of an execution this process holds is the agent's: it goes first.
     const ofExecution = (head: Uint8Array): boolean => {
       const id = executionIdAtStart(head);
       return id !== undefined && lifecycle.largeRequestArrived(action, id, kind);
     };
-    const body = await parse(req, res, json, REQUEST_SCHEMAS[kind], JSON_TYPES, ofExecution);
+    const body = await parse(req, res, path, json, REQUEST_SCHEMAS[kind], JSON_TYPES, ofExecution);
     if (!(body instanceof LargeBody)) return body;
     const decoded = await decodeLarge(deps, { kind, bytes: body.bytes }, scope, body.ofExecution);
     return { executionId: decoded.executionId, state: stateFromWire(decoded.state ?? {}) ?? {} };
@@ -180,28 +229,28 @@ function buildRoutes(deps: AppDeps): Map<string, Map<string, Route>> {
     add(`/${action.id}`, 'GET', async () => ({ status: 200, body: d as unknown as Record<string, unknown> }));
     const multipartLimitBytes = action.fileParameters.size * deps.uploadMaxBytes + deps.maxBodyBytes + MULTIPART_FRAMING_BYTES;
     const fileParameters = [...action.fileParameters];
-    add(d.prepare.path, d.prepare.method, async (req, res, scope) => {
-      if (req.is('multipart/form-data')) {
+    add(d.prepare.path, d.prepare.method, async (req, res, scope, path) => {
+      if (mediaTypeOf(req) === 'multipart/form-data') {
         refuseDeclaredLength(req, multipartLimitBytes, 'ACTIONKIT_UPLOAD_MAX_BYTES per file parameter + ACTIONKIT_MAX_BODY_BYTES + 1 MiB of multipart framing');
-        const { request, upload } = await receiveUpload(req, action, deps);
+        const { request, upload } = await receiveUpload(req, res, action, deps);
         return lifecycle.prepare(action, request, upload, scope);
       }
       const accepted = action.fileParameters.size > 0 ? `${JSON_TYPES}, or multipart/form-data with the files of ${fileParameters.join(', ')}` : JSON_TYPES;
-      const body = await parse(req, res, json, REQUEST_SCHEMAS.prepare, accepted);
+      const body = await parse(req, res, path, json, REQUEST_SCHEMAS.prepare, accepted);
       const request = body instanceof LargeBody ? await decodedRequest(deps, { kind: 'prepare', bytes: body.bytes, fileParameters }, scope) : body;
       return lifecycle.prepare(action, request, undefined, scope);
     });
-    add(d.start.path, d.start.method, async (req, res, scope) => lifecycle.start(action, await stateRequest(action, req, res, scope, 'start'), scope));
+    add(d.start.path, d.start.method, async (req, res, scope, path) => lifecycle.start(action, await stateRequest(action, req, res, scope, path, 'start'), scope));
     if (d.status !== undefined) {
-      add(d.status.path, d.status.method, async (req, res, scope) => lifecycle.status(action, await stateRequest(action, req, res, scope, 'status'), scope));
+      add(d.status.path, d.status.method, async (req, res, scope, path) => lifecycle.status(action, await stateRequest(action, req, res, scope, path, 'status'), scope));
     }
     if (d.stop !== undefined) {
-      add(d.stop.path, d.stop.method, async (req, res, scope) => lifecycle.stop(action, await stateRequest(action, req, res, scope, 'stop')));
+      add(d.stop.path, d.stop.method, async (req, res, scope, path) => lifecycle.stop(action, await stateRequest(action, req, res, scope, path, 'stop')));
     }
     const query = d.metrics?.query?.endpoint;
     if (query !== undefined && action.hasQueryHandler) {
-      add(query.path, query.method, async (req, res, scope) => {
-        const body = await parse(req, res, json, REQUEST_SCHEMAS.query);
+      add(query.path, query.method, async (req, res, scope, path) => {
+        const body = await parse(req, res, path, json, REQUEST_SCHEMAS.query);
         return lifecycle.query(action, body instanceof LargeBody ? await decodedRequest(deps, { kind: 'query', bytes: body.bytes }, scope) : body, scope);
       });
     }
@@ -242,14 +291,14 @@ async function decodedRequest(deps: Pick<AppDeps, 'decode'>, task: DecodeTask, s
 }
 
 /** Parse a multipart prepare, validate its `request` field (unless decoded already), and hand back the saved files. */
-async function receiveUpload(req: Request, action: RegisteredAction, deps: AppDeps): Promise<{ request: z.output<typeof PrepareActionRequestBodySchema> | DecodedRequest; upload: UploadedFiles }> {
+async function receiveUpload(req: IncomingMessage, res: ServerResponse, action: RegisteredAction, deps: AppDeps): Promise<{ request: z.output<typeof PrepareActionRequestBodySchema> | DecodedRequest; upload: UploadedFiles }> {
   const received = await receiveMultipart(req, {
     uploadDir: deps.uploadDir,
     maxFileBytes: deps.uploadMaxBytes,
     maxRequestBytes: deps.maxBodyBytes,
     fileParameters: action.fileParameters,
     // Abandoned once the answer can no longer be written (the request itself ends when it was read).
-    decode: (task) => deps.decode(task, () => req.res?.destroyed === true && !req.res.writableFinished),
+    decode: (task) => deps.decode(task, () => res.destroyed && !res.writableFinished),
   });
   try {
     const request = received.request instanceof DecodedRequest ? received.request : validateBody(received.request, REQUEST_SCHEMAS.prepare);
@@ -289,16 +338,20 @@ const MULTIPART_FRAMING_BYTES = 1024 * 1024;
  * send `Origin` with every POST, and a page can omit the content type (a `Blob` or `ArrayBuffer`
  * body) without a preflight; the agent never sends `Origin`.
  */
-function refuseNonJson(req: Request, accepted: string): void {
-  const header = req.headers['content-type'];
-  const mediaType = (header ?? '').split(';', 1)[0]!.trim().toLowerCase();
+function refuseNonJson(req: IncomingMessage, path: string, accepted: string): void {
+  const mediaType = mediaTypeOf(req);
   if (mediaType === '') {
     if (req.headers.origin === undefined) return;
-    throw new RuntimeError(ErrorCode.UnsupportedMediaType, 415, 'Missing content type', `a request with an Origin header (from a web page) must declare its body: ${req.method} ${req.path} accepts ${accepted}`);
+    throw new RuntimeError(ErrorCode.UnsupportedMediaType, 415, 'Missing content type', `a request with an Origin header (from a web page) must declare its body: ${req.method} ${path} accepts ${accepted}`);
   }
   if (JSON_MEDIA_TYPE.test(mediaType)) return;
   const shown = mediaType.length > 100 ? `${mediaType.slice(0, 100)}…` : mediaType;
-  throw new RuntimeError(ErrorCode.UnsupportedMediaType, 415, `Unsupported content type: ${shown}`, `${req.method} ${req.path} accepts ${accepted}`);
+  throw new RuntimeError(ErrorCode.UnsupportedMediaType, 415, `Unsupported content type: ${shown}`, `${req.method} ${path} accepts ${accepted}`);
+}
+
+/** The media type of a request's body, lower case, without parameters; '' when it declares none. */
+function mediaTypeOf(req: IncomingMessage): string {
+  return (req.headers['content-type'] ?? '').split(';', 1)[0]!.trim().toLowerCase();
 }
 
 /**
@@ -536,14 +589,15 @@ class LargeBodySink {
  * `LARGE_JSON_BYTES` comes back unparsed, for the large-request lane.
  */
 async function parse<S extends z.ZodType>(
-  req: Request,
-  res: Response,
+  req: IncomingMessage & { body?: unknown },
+  res: ServerResponse,
+  path: string,
   parser: BodyReader,
   schema: S,
   accepted = JSON_TYPES,
   ofExecution?: (head: Uint8Array) => boolean,
 ): Promise<z.output<S> | LargeBody> {
-  refuseNonJson(req, accepted);
+  refuseNonJson(req, path, accepted);
   // body-parser turns an empty body into {}; say what is really wrong.
   if (req.headers['content-length'] === '0') throw new RuntimeError(ErrorCode.BadJson, 400, 'Failed to parse request body.', 'the body is empty; expected a JSON object');
   await new Promise<void>((resolve, reject) => parser(req, res, (error?: unknown) => (error === undefined ? resolve() : reject(bodyError(error))), ofExecution));
@@ -599,7 +653,7 @@ function asRuntimeError(error: unknown): RuntimeError {
  */
 const routerScope: RequestHandler = (req, res, next) => {
   const abort = new AbortController();
-  (res.locals as Locals).abort = abort;
+  flagsOf(res).abort = abort;
   requestScope(req, res);
   res.once('close', () => {
     if (!res.writableFinished) abort.abort(new Error('the client closed the connection before the answer'));
@@ -613,8 +667,8 @@ const routerScope: RequestHandler = (req, res, next) => {
  * router's answer) or the client closed the connection. Pass it to what the handler awaits
  * (`fetch(url, { signal })`) so abandoned work stops. For other requests: a signal that never aborts.
  */
-export function requestSignal(res: Response): AbortSignal {
-  return (res.locals as Locals).abort?.signal ?? NEVER_ABORTED;
+export function requestSignal(res: ServerResponse): AbortSignal {
+  return (res as Flagged)[FLAGS]?.abort?.signal ?? NEVER_ABORTED;
 }
 const NEVER_ABORTED = new AbortController().signal;
 
@@ -623,8 +677,8 @@ const NEVER_ABORTED = new AbortController().signal;
  * does the same): a late `res.json()` must not throw "headers already sent" from inside an
  * author's callback, where nothing would catch it.
  */
-function discardLaterWrites(res: Response): void {
-  const ignore = (): Response => res;
+function discardLaterWrites(res: ServerResponse): void {
+  const ignore = (): ServerResponse => res;
   // Every method that writes, or throws once headers are out (express's send removes headers for 204/304).
   for (const method of ['setHeader', 'setHeaders', 'appendHeader', 'removeHeader', 'writeHead', 'end', 'flushHeaders', 'writeContinue', 'writeProcessing', 'writeEarlyHints'] as const) {
     (res as unknown as Record<string, unknown>)[method] = ignore;
@@ -639,8 +693,8 @@ function discardLaterWrites(res: Response): void {
  * {@link MAX_TIMER_MS} counts as none: no timer and no `deadlineMs`, so the lifecycle's deadline
  * (the handler timeout) and the answer agree.
  */
-function requestScope(req: Request, res: Response): RequestScope {
-  const locals = res.locals as Locals;
+function requestScope(req: IncomingMessage, res: ServerResponse): RequestScope {
+  const flags = flagsOf(res);
   // Like the reference: an empty header counts as absent, and only a whole float is a value.
   const header = [req.headers['request-timeout'], req.headers['x-request-timeout']].find((value) => typeof value === 'string' && value.trim() !== '');
   const seconds = typeof header === 'string' && FLOAT_SECONDS.test(header.trim()) ? Number(header.trim()) : Number.NaN;
@@ -655,16 +709,16 @@ function requestScope(req: Request, res: Response): RequestScope {
       // Written at once, never compressed (an asynchronous gzip would let the discard below swallow
       // it); the parsed number, not the header, so the answer stays small whatever was sent.
       send(res, 503, { title: 'Timeout', detail: `the request did not complete within its Request-Timeout of ${seconds} s` }, false);
-      locals.timedOut = true;
+      flags.timedOut = true;
       discardLaterWrites(res);
-      locals.abort?.abort(new Error(`the Request-Timeout of ${seconds} s passed`));
+      flags.abort?.abort(new Error(`the Request-Timeout of ${seconds} s passed`));
     }, timeoutMs);
     res.once('close', () => clearTimeout(timer));
   }
   return {
     deadlineMs,
     // Abandoned: we answered with the timeout, or the client went away before any answer.
-    abandoned: () => locals.timedOut === true || (res.destroyed && !res.writableFinished),
+    abandoned: () => flags.timedOut === true || (res.destroyed && !res.writableFinished),
   };
 }
 
@@ -683,11 +737,12 @@ const gzipAsync = promisify(gzip);
  * the thread pool (`zlib.gzip`), never on the main thread — unless `mayCompress` is false: then
  * the answer is written at once, as it is.
  */
-function send(res: Response, status: number, body: unknown, mayCompress = true): void {
-  if (res.headersSent || (res.locals as Locals).timedOut === true) return;
+function send(res: ServerResponse, status: number, body: unknown, mayCompress = true): void {
+  if (res.headersSent || (res as Flagged)[FLAGS]?.timedOut === true) return;
   if (status === 304) {
     setResponseBytes(res, 0);
-    res.status(304).end();
+    res.statusCode = 304;
+    res.end();
     return;
   }
   const text = answerJson(body as Record<string, unknown>);
@@ -701,10 +756,10 @@ function send(res: Response, status: number, body: unknown, mayCompress = true):
   if (bytes < GZIP_MIN_BYTES || !mayCompress) return end(text, bytes);
   // Whether compressed or not depends on Accept-Encoding from here on: tell caches.
   res.setHeader('Vary', 'Accept-Encoding');
-  if (res.req.method === 'HEAD' || res.req.acceptsEncodings('gzip', 'identity') !== 'gzip') return end(text, bytes);
+  if (res.req.method === 'HEAD' || accepts(res.req).encodings('gzip', 'identity') !== 'gzip') return end(text, bytes);
   gzipAsync(text).then(
     (compressed) => {
-      if (res.headersSent || (res.locals as Locals).timedOut === true) return;
+      if (res.headersSent || (res as Flagged)[FLAGS]?.timedOut === true) return;
       res.setHeader('Content-Encoding', 'gzip');
       end(compressed, compressed.length);
     },
