@@ -227,7 +227,7 @@ function tableRows(r: Results, bars: Bar[]): Row[] {
   };
   const stormRows = (name: 'storm' | 'cpuStorm', s: StormResult): void => {
     section(name, s, [
-      'executions', 'stopRequests', 'stopHandlerCalls', 'duplicateStops', 'lostStops', 'http5xx', 'drainMs', 'stopsPerSec', 'stopP99Ms', 'statusP99Ms', 'statusRequests', 'heartbeatTimeouts',
+      'executions', 'stopRequests', 'stopHandlerCalls', 'duplicateStops', 'lostStops', 'http5xx', 'drainMs', 'stopsPerSec', 'mainCpuUsPerExecution', 'processCpuUsPerExecution', 'stopP99Ms', 'statusP99Ms', 'statusRequests', 'heartbeatTimeouts',
     ]);
     if (name === 'cpuStorm') section(name, { ...s, bodiesKilled: s.bodies.killed }, ['cpuBodiesAtStorm', 'setupMs', 'rssMiB', 'bodiesKilled']);
     for (const [answer, count] of Object.entries(s.answers)) rows.push([name, `answer: ${answer}`, formatValue(count), '']);

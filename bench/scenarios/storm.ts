@@ -26,6 +26,13 @@ export interface StormResult {
   http5xx: number;
   drainMs: number;
   stopsPerSec: number;
+  /**
+   * CPU time of the server's main thread (the HTTP thread, the storm's bottleneck) and of the whole
+   * server process per execution stopped, from the start of the storm to the drain: what the rate
+   * comes from, without the hypervisor's steal time and the load generator that move the rate.
+   */
+  mainCpuUsPerExecution: number;
+  processCpuUsPerExecution: number;
   stopP99Ms: number;
   statusP99Ms: number;
   /** Extra detail. */
@@ -120,6 +127,8 @@ async function runStorm(size: BenchSize, options: StormOptions): Promise<StormRe
     await waitFor('the first heartbeat timeout', async () => (await server.stats()).watchdog.heartbeatTimeouts > 0, 30_000);
     const atStorm = await server.stats();
 
+    const mainCpuBefore = await server.mainThreadCpuUs();
+    const cpuBefore = await server.cpuUsage();
     const started = performance.now();
     const storming = load.call<{
       stopLatenciesMs: number[];
@@ -152,6 +161,9 @@ async function runStorm(size: BenchSize, options: StormOptions): Promise<StormRe
       drained = false;
     }
     const drainMs = performance.now() - started;
+    const mainCpuUs = (await server.mainThreadCpuUs()) - mainCpuBefore;
+    const cpuAfter = await server.cpuUsage();
+    const processCpuUs = cpuAfter.user - cpuBefore.user + (cpuAfter.system - cpuBefore.system);
     const result = await storming;
     const stats = await server.stats();
 
@@ -188,6 +200,8 @@ async function runStorm(size: BenchSize, options: StormOptions): Promise<StormRe
       http5xx: result.http5xx + final.http5xx + kept.http5xx,
       drainMs: round(drainMs),
       stopsPerSec: round((executions.length * 1000) / drainMs),
+      mainCpuUsPerExecution: round(mainCpuUs / executions.length),
+      processCpuUsPerExecution: round(processCpuUs / executions.length),
       stopP99Ms: round(quantile(result.stopLatenciesMs, 0.99), 2),
       statusP99Ms: round(quantile(result.statusLatenciesMs, 0.99), 2),
       statusRequests: result.statusRequests,
