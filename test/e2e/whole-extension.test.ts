@@ -16,7 +16,7 @@ import { gunzipSync } from 'node:zlib';
 import express from 'express';
 import { ConfigError, createExtension, ExtensionError, requestSignal, type IndexContributions } from 'actionkit-runtime';
 import { AgentClient, checkExtension, schemaIssues } from 'actionkit-runtime/testing';
-import { fixture, spawnListening, start, type Child, type Running } from '../support/harness.js';
+import { Agent, fixture, spawnListening, start, type Child, type Running } from '../support/harness.js';
 
 const TEST_TIMEOUT_MS = 60_000;
 const CPU = 'com.example.actionkit.cpu-stress';
@@ -211,6 +211,57 @@ describe('author routers behind the runtime envelope, index at /actions', () => 
     const metrics = await (await fetch(`http://127.0.0.1:${running.healthPort}/metrics`)).text();
     assert.match(metrics, /actionkit_http_requests_total\{route="\/things\/:id",method="GET",status="200"\} 3/);
     assert.doesNotMatch(metrics, /route="\/things\/a"/);
+  });
+
+  test('mounted in another express app under a prefix: the lifecycle, the index, the routers and the 404 answer there, with the envelope', { timeout: TEST_TIMEOUT_MS }, async () => {
+    const outer = express();
+    outer.get('/outer-only', (_req, res) => void res.json({ outer: true }));
+    outer.use('/ext', running.extension.app);
+    const server = http.createServer(outer);
+    await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+    try {
+      const base = `http://127.0.0.1:${(server.address() as { port: number }).port}`;
+      const mounted = new Agent(`${base}/ext`);
+      const id = randomUUID();
+      const state = await mounted.run('fixture.passthrough', id, {});
+      assert.equal((await mounted.status('fixture.passthrough', id, state)).status, 200);
+      assert.equal((await mounted.stop('fixture.passthrough', id, state)).status, 200);
+      assert.equal((await mounted.request('GET', '/actions')).status, 200);
+      assert.deepEqual((await mounted.request('GET', '/things/x')).body, { id: 'x' });
+      const missing = await mounted.request('GET', '/nowhere');
+      assert.equal(missing.status, 404);
+      assert.equal(missing.body['title'], 'Not found: GET /nowhere');
+      assert.deepEqual(await (await fetch(`${base}/outer-only`)).json(), { outer: true });
+    } finally {
+      await new Promise((resolve) => server.close(resolve));
+    }
+  });
+
+  test('request targets: a query string, the absolute form and HEAD reach the action routes; a method they do not serve is a 405 naming the allowed ones', async () => {
+    const described = await running.agent.request('GET', '/fixture.passthrough?pretty=1');
+    assert.equal(described.status, 200);
+    assert.equal(described.body['id'], 'fixture.passthrough');
+    const { port } = new URL(running.base);
+    // `GET http://host/path`, the form a proxy sends: the path is what counts.
+    const absolute = await new Promise<{ status: number; body: string }>((resolve, reject) => {
+      http
+        .request({ host: '127.0.0.1', port, method: 'GET', path: `http://127.0.0.1:${port}/fixture.passthrough?x=1` }, (res) => {
+          let body = '';
+          res.setEncoding('utf8').on('data', (chunk: string) => (body += chunk)).on('end', () => resolve({ status: res.statusCode!, body }));
+        })
+        .on('error', reject)
+        .end();
+    });
+    assert.equal(absolute.status, 200);
+    assert.equal((JSON.parse(absolute.body) as { id: string }).id, 'fixture.passthrough');
+    const head = await fetch(`${running.base}/fixture.passthrough`, { method: 'HEAD' });
+    assert.equal(head.status, 200);
+    assert.ok(head.headers.get('request-id'));
+    assert.equal(await head.text(), '');
+    const wrongMethod = await running.agent.request('DELETE', '/fixture.passthrough/status');
+    assert.equal(wrongMethod.status, 405);
+    assert.equal(wrongMethod.headers.get('allow'), 'POST');
+    assert.equal(wrongMethod.body['title'], 'Method DELETE not allowed for /fixture.passthrough/status');
   });
 
   test('router errors are ActionKit JSON errors with the right status', async () => {
