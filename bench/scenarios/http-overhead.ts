@@ -4,8 +4,10 @@
  * bare express server answering the same JSON, and bare `node:http` doing the same work per
  * request (parse the body, serialise the answer): what one thread of this machine can do at all.
  * Same autocannon settings from the same client process: each connection polls its own
- * execution, one request at a time, like the agent. The servers take turns twice and each side's
- * mean is used, so drift in the machine's speed during the run hits all of them.
+ * execution, one request at a time, like the agent. The servers take short turns, round after
+ * round, and each ratio is the median of its rounds' ratios: on a shared 2-core VM the speed
+ * drifts within seconds (the hypervisor's steal time), and a round pair measured back to back
+ * sees the same machine, while one slow round decides no median.
  *
  * Besides the process's CPU time (all threads), the CPU time of the main thread alone — the one
  * that serves HTTP — per request (`bench/thread-cpu.ts`): issue 12's bar is that the runtime's
@@ -22,6 +24,7 @@ export interface HttpOverheadResult {
   nodeHttpRps: number;
   /** Extra detail. */
   connections: number;
+  rounds: number;
   secondsPerRound: number;
   runtimeP99Ms: number;
   expressP99Ms: number;
@@ -48,10 +51,13 @@ interface Throughput {
 type Measured = Throughput & { cpuUsPerRequest: number; mainCpuUsPerRequest: number };
 
 const CONNECTIONS = 16;
-const ROUNDS = 2;
+/** Rounds of turns (runtime, express, node:http), and seconds per turn. */
+const ROUNDS = { quick: 3, full: 6 } as const;
+const TURN_SECONDS = { quick: 2, full: 4 } as const;
 
 export async function httpOverhead(size: BenchSize): Promise<HttpOverheadResult> {
-  const durationS = size.quick ? 2 : 8;
+  const durationS = size.quick ? TURN_SECONDS.quick : TURN_SECONDS.full;
+  const rounds = size.quick ? ROUNDS.quick : ROUNDS.full;
   const load = await startLoad();
   const server = await startServer();
   const baselines: BaselineProcess[] = [];
@@ -66,7 +72,7 @@ export async function httpOverhead(size: BenchSize): Promise<HttpOverheadResult>
     const runtime: Measured[] = [];
     const express: Measured[] = [];
     const nodeHttp: Measured[] = [];
-    for (let pass = 0; pass < ROUNDS; pass++) {
+    for (let pass = 0; pass < rounds; pass++) {
       runtime.push(await run(load, server, `${server.base}/bench.spin/status`, requests, durationS));
       express.push(await run(load, echo, `${echo.base}/bench.spin/status`, requests, durationS));
       nodeHttp.push(await run(load, bare, `${bare.base}/bench.spin/status`, requests, durationS));
@@ -75,12 +81,14 @@ export async function httpOverhead(size: BenchSize): Promise<HttpOverheadResult>
     const expressRps = mean(express.map((t) => t.rps));
     const runtimeMain = mean(runtime.map((t) => t.mainCpuUsPerRequest));
     const expressMain = mean(express.map((t) => t.mainCpuUsPerRequest));
+    const ratios = (of: (t: Measured) => number): number[] => runtime.map((t, i) => of(t) / of(express[i]!));
     return {
       runtimeRps: Math.round(runtimeRps),
       expressRps: Math.round(expressRps),
-      runtimeOverExpress: round(runtimeRps / expressRps, 2),
+      runtimeOverExpress: round(median(ratios((t) => t.rps)), 2),
       nodeHttpRps: Math.round(mean(nodeHttp.map((t) => t.rps))),
       connections: CONNECTIONS,
+      rounds,
       secondsPerRound: durationS,
       runtimeP99Ms: Math.max(...runtime.map((t) => t.p99Ms)),
       expressP99Ms: Math.max(...express.map((t) => t.p99Ms)),
@@ -89,7 +97,7 @@ export async function httpOverhead(size: BenchSize): Promise<HttpOverheadResult>
       runtimeMainCpuUsPerRequest: round(runtimeMain),
       expressMainCpuUsPerRequest: round(expressMain),
       nodeHttpMainCpuUsPerRequest: round(mean(nodeHttp.map((t) => t.mainCpuUsPerRequest))),
-      mainCpuOverExpress: round(runtimeMain / expressMain, 2),
+      mainCpuOverExpress: round(median(ratios((t) => t.mainCpuUsPerRequest)), 2),
     };
   } finally {
     for (const baseline of baselines) await baseline.stop();
@@ -109,6 +117,12 @@ async function run(load: LoadProcess, server: BaselineProcess, url: string, bodi
   }
   const cpuUs = after.user - before.user + (after.system - before.system);
   return { ...result, cpuUsPerRequest: cpuUs / result.total, mainCpuUsPerRequest: (mainAfter - mainBefore) / result.total };
+}
+
+function median(values: number[]): number {
+  const sorted = [...values].sort((a, b) => a - b);
+  const middle = sorted.length >> 1;
+  return sorted.length % 2 === 1 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
 }
 
 function mean(values: number[]): number {
