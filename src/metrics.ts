@@ -272,7 +272,7 @@ export class ExtensionMetrics {
     });
     new Gauge({
       name: 'actionkit_pool_threads',
-      help: 'Worker threads of the handler lane (lifecycle handlers).',
+      help: 'Worker threads of the handler pool (lifecycle handlers).',
       labelNames: ['pool'],
       registers,
       collect() {
@@ -310,7 +310,7 @@ export class ExtensionMetrics {
     });
     new Gauge({
       name: 'actionkit_pool_utilization_ratio',
-      help: "Run time of the handler lane's tasks since start relative to its capacity, threads × time since start (0..1).",
+      help: "piscina's utilization of the handler pool: mean run time of completed tasks relative to its capacity (0..1).",
       labelNames: ['pool'],
       registers,
       collect() {

@@ -1,31 +1,22 @@
 /**
- * The two lanes of worker threads that run the author's prepare, start, status, stop and query
- * handlers — short tasks. (Bodies run on their own threads, `src/runtime/body-threads.ts`, so a
- * long-running body can never starve a lifecycle call.)
+ * The handler lane: a piscina pool running the author's prepare, start, status, stop and query
+ * handlers — short tasks. The only module that imports piscina. (Bodies run on their own threads,
+ * `src/runtime/body-threads.ts`, so a long-running body can never starve a lifecycle call.)
  *
- * The **handler lane** (`src/runtime/handler-threads.ts`) runs every handler whose state and
- * request are small: plain `worker_threads` Workers with a dispatcher of our own, one task per
- * thread, a FIFO queue on the main thread, a hung handler's thread terminated and replaced. It is
- * the hot path — a task per status request — and piscina's per-task cost there was measured (that
- * module says how much).
+ * `atomics: 'async'`: an idle handler thread waits for its next task with `Atomics.waitAsync`, so
+ * its event loop keeps turning between tasks. With piscina's default (`'sync'`, `Atomics.wait`)
+ * an idle thread is frozen: a keep-alive socket the server closed meanwhile is not noticed, and the
+ * next handler's `fetch` writes into it and fails (`UND_ERR_SOCKET`, `EPIPE`).
  *
- * The **large-request lane** (one thread, a piscina pool; the only importer of piscina) takes
- * everything about large JSON (`src/runtime/sealed.ts`): decoding request bodies above
- * `LARGE_JSON_BYTES`, checking sealed states, and running the handlers whose state or request is
- * sealed. A flood of large bodies then queues there, while the agent's small requests keep the
- * handler lane to themselves. The lane has a queue of its own in front of its thread
- * ({@link LaneQueue}): bounded, blind to nobody, and work for executions first. Its tasks are rare
- * and heavy, so piscina's cost per task does not matter there.
+ * Every task carries a kill switch; pulling it on a running task makes piscina terminate its
+ * worker and start a replacement — the cure for a hung handler.
  *
- * `atomics: 'async'` on the large lane: an idle piscina thread waits for its next task with
- * `Atomics.waitAsync`, so its event loop keeps turning between tasks. With piscina's default
- * (`'sync'`, `Atomics.wait`) an idle thread is frozen: a keep-alive socket the server closed
- * meanwhile is not noticed, and the next handler's `fetch` writes into it and fails
- * (`UND_ERR_SOCKET`, `EPIPE`). The handler lane's threads wait for messages, which keeps their
- * event loops turning the same way.
- *
- * Every task of the large lane carries a kill switch; pulling it on a running task makes piscina
- * terminate its worker and start a replacement — the cure for a hung handler.
+ * A second pool of the same worker, the **large-request lane** (one thread), takes everything about
+ * large JSON (`src/runtime/sealed.ts`): decoding request bodies above `LARGE_JSON_BYTES`, checking
+ * sealed states, and running the handlers whose state or request is sealed. A flood of large
+ * bodies then queues there, while the agent's small requests keep the handler lane to themselves.
+ * The lane has a queue of its own in front of its thread ({@link LaneQueue}): bounded, blind to
+ * nobody, and work for executions first.
  */
 import { fileURLToPath } from 'node:url';
 import type { Worker } from 'node:worker_threads';
@@ -33,7 +24,6 @@ import { Piscina } from 'piscina';
 import { ErrorCode, RuntimeError } from './errors.js';
 import type { Logger } from './logging.js';
 import type { JsonLocation } from './runtime/file-state.js';
-import { HandlerThreads, HandlerTimedOut, workerLost } from './runtime/handler-threads.js';
 import type {
   DecodedBody,
   DecodeReply,
@@ -48,7 +38,7 @@ import type {
 } from './runtime/protocol.js';
 import { LARGE_JSON_BYTES, SealedJson, stateFromWire, wireState } from './runtime/sealed.js';
 
-/** Settings of the two lanes. */
+/** Settings of the handler lane. */
 export interface PoolSettings {
   boot: HandlerThreadBootData;
   handlerThreads: number;
@@ -73,9 +63,8 @@ export interface PoolStats {
   handlerQueue: number;
   /** Tasks running on a thread now (submitted, not settled, not queued). */
   handlerBusy: number;
-  /** Run time of the tasks that ran relative to the lane's capacity (threads × time since start), 0..1. */
+  /** piscina's `utilization`: mean run time of completed tasks relative to the lane's capacity since start. */
   handlerUtilization: number;
-  /** Threads of either lane replaced after a loss or a timeout (not at close). */
   workersReplaced: number;
   /** Tasks waiting for the large-request lane (decodes, checks, handlers of sealed values). */
   largeRequestQueue: number;
@@ -159,62 +148,56 @@ class LaneQueue {
   }
 }
 
-/** The handler lane's and the large-request lane's worker threads. */
+/** The handler lane's worker threads. */
 export class WorkerPools {
-  /** The handler lane (see the module comment). */
-  private readonly handlers: HandlerThreads;
+  private readonly handlers: Piscina;
   /** The large-request lane (see the module comment) and its queue. */
   private readonly large: Piscina;
   private readonly laneQueue = new LaneQueue();
   private readonly settings: PoolSettings;
-  /** Threads of the large-request lane replaced (the handler lane counts its own). */
-  private largeReplaced = 0;
+  private replaced = 0;
   private closing = false;
-  /** Large-lane threads terminated after a timeout that have not exited yet (piscina no longer lists them). */
+  /** Threads terminated after a timeout that have not exited yet (piscina no longer lists them). */
   private readonly terminating = new Set<Worker>();
+  /** Tasks submitted and not yet settled (queued or running). */
+  private handlersInFlight = 0;
 
   constructor(settings: PoolSettings) {
     this.settings = settings;
-    this.handlers = new HandlerThreads({
-      boot: { ...settings.boot, nice: 0 },
-      threads: settings.handlerThreads,
-      maxOldGenerationMb: settings.maxOldGenerationMb,
-      logger: settings.logger,
-    });
-    this.large = this.largeLane();
+    this.handlers = this.lane('default', settings.handlerThreads, 0);
+    this.large = this.lane('large-requests', LARGE_REQUEST_THREADS, LARGE_REQUEST_NICE);
   }
 
-  private largeLane(): Piscina {
+  private lane(name: string, threads: number, nice: number): Piscina {
     const { settings } = this;
-    const boot: HandlerThreadBootData = { ...settings.boot, nice: LARGE_REQUEST_NICE };
+    const boot: HandlerThreadBootData = { ...settings.boot, nice };
     const pool = new Piscina({
       filename: handlersFile,
       name: 'default',
       workerData: boot,
-      minThreads: LARGE_REQUEST_THREADS,
-      maxThreads: LARGE_REQUEST_THREADS,
+      minThreads: threads,
+      maxThreads: threads,
       idleTimeout: Number.POSITIVE_INFINITY,
       concurrentTasksPerWorker: 1,
       atomics: 'async',
       ...(settings.maxOldGenerationMb === undefined ? {} : { resourceLimits: { maxOldGenerationSizeMb: settings.maxOldGenerationMb } }),
     });
     // piscina emits 'error' for a worker failure with no task attached; unhandled it would kill the process.
-    pool.on('error', (error: unknown) => settings.logger.error({ lane: 'large-requests', err: error }, 'worker thread failed outside a task'));
+    pool.on('error', (error: unknown) => settings.logger.error({ lane: name, err: error }, 'worker thread failed outside a task'));
     pool.on('workerDestroy', () => {
-      if (!this.closing) this.largeReplaced++;
+      if (!this.closing) this.replaced++;
     });
     return pool;
   }
 
   /**
-   * Wait until every thread of both lanes has loaded the action modules (the handler lane's
-   * threads say `ready`; the large lane gets a no-op `ping` task), so the first execution does not
-   * wait for a thread to boot and a module that fails to load on a worker fails start-up instead
-   * of the first request.
+   * Wait until every handler thread has loaded the action modules (a no-op `ping` task per
+   * thread), so the first execution does not wait for a thread to boot and a module that fails to
+   * load on a worker fails start-up instead of the first request.
    */
   async warmUp(): Promise<void> {
-    const pings = Array.from({ length: LARGE_REQUEST_THREADS }, () => this.large.run(null, { name: 'ping' }));
-    await Promise.all([this.handlers.warmUp(), ...pings]);
+    const ping = (pool: Piscina, threads: number): Promise<unknown>[] => Array.from({ length: threads }, () => pool.run(null, { name: 'ping' }));
+    await Promise.all([...ping(this.handlers, this.settings.handlerThreads), ...ping(this.large, LARGE_REQUEST_THREADS)]);
   }
 
   /** Threads of the handler lane. */
@@ -225,58 +208,44 @@ export class WorkerPools {
   /**
    * Run a handler. Resolves with the handler's reply; rejects with a {@link RuntimeError}
    * (`WORKER_LOST`) when its worker crashed, exited, ran out of memory, or was terminated because
-   * the handler overran `timeoutMs` ({@link HandlerTimedOut}) — on either lane counted from when
-   * the handler starts on its thread, not while it waits for one.
+   * the handler overran `timeoutMs`.
    */
   async runHandler(task: HandlerTask, timeoutMs: number): Promise<HandlerReply> {
-    // After close() no handler may start: a thread started for it would be one nobody ends.
+    // A kill switch and a plain timer, not `AbortSignal.timeout()` (~20 µs per call: weak
+    // references, finalization) nor an AbortController (an EventTarget per task): this runs on
+    // every status request.
+    // After close() no handler may start: piscina would start a new thread for it that nobody ends.
     if (this.closing) throw new RuntimeError(ErrorCode.ShuttingDown, 503, 'Extension is shutting down', `the ${task.phase} handler was not run`);
     const { state, request, ...fields } = task;
     const wire: WireHandlerTask = { ...fields, ...wireState(state), ...(request instanceof SealedJson ? { sealedRequest: request.bytes } : request === undefined ? {} : { request }) };
     // Anything sealed is large: its handler runs on the large-request lane, in its turn.
-    if (wire.sealedState === undefined && wire.sealedRequest === undefined) return this.runOnHandlerLane(wire, task, timeoutMs);
+    if (wire.sealedState === undefined && wire.sealedRequest === undefined) return this.runOn(this.handlers, wire, task, timeoutMs);
     await this.laneQueue.turn('execution');
     try {
       if (this.closing) throw new RuntimeError(ErrorCode.ShuttingDown, 503, 'Extension is shutting down', `the ${task.phase} handler was not run`);
       // Its time counts from now, not from when it joined the queue (`ctx.signal` as the kill timer).
       const deadlineMs = Math.min(task.requestDeadlineMs ?? Number.POSITIVE_INFINITY, Date.now() + timeoutMs);
-      return await this.runOnLargeLane({ ...wire, deadlineMs }, task, timeoutMs);
+      return await this.runOn(this.large, { ...wire, deadlineMs }, task, timeoutMs);
     } finally {
       this.laneQueue.done();
     }
   }
 
-  /**
-   * Run a handler on the handler lane: its dispatcher keeps the timer (counted from when the task
-   * starts on a thread) and replaces a thread that timed out or was lost. This runs on every status
-   * request: nothing here but the await and the metrics call.
-   */
-  private async runOnHandlerLane(wire: WireHandlerTask, task: HandlerTask, timeoutMs: number): Promise<HandlerReply> {
-    const startedMs = performance.now();
-    let outcome: HandlerOutcome = 'lost';
-    try {
-      const reply = await this.handlers.run(wire, timeoutMs);
-      outcome = reply.ok ? 'ok' : 'error';
-      return fromWire(reply);
-    } finally {
-      this.settings.onHandlerSettled?.(task.phase, task.actionId, (performance.now() - startedMs) / 1000, outcome);
-    }
-  }
-
-  /** Run a handler on the large-request lane under its timeout (see {@link runHandler}). */
-  private async runOnLargeLane(wire: WireHandlerTask, task: HandlerTask, timeoutMs: number): Promise<HandlerReply> {
-    // A kill switch and a plain timer, not `AbortSignal.timeout()` (~20 µs per call: weak
-    // references, finalization) nor an AbortController (an EventTarget per task).
-    const pool = this.large;
+  /** Run a handler on `pool` under its timeout (see {@link runHandler}). */
+  private async runOn(pool: Piscina, wire: WireHandlerTask, task: HandlerTask, timeoutMs: number): Promise<HandlerReply> {
     const signal = new KillSwitch();
     let threadExited: Promise<void> | undefined;
     const timer = setTimeout(() => (threadExited = this.pullAndWatch(pool, signal, task, timeoutMs)), timeoutMs);
     const startedMs = performance.now();
     let outcome: HandlerOutcome = 'lost';
+    // The handler lane's counters (stats()) count its own tasks only.
+    const counted = pool === this.handlers;
+    if (counted) this.handlersInFlight++;
     try {
-      const reply = (await pool.run(wire, { signal })) as WireHandlerReply;
+      const { state: replyState, sealedState, ...reply } = (await pool.run(wire, { signal })) as WireHandlerReply;
       outcome = reply.ok ? 'ok' : 'error';
-      return fromWire(reply);
+      const handedOut = stateFromWire({ state: replyState, sealedState });
+      return handedOut === undefined ? reply : { ...reply, state: handedOut };
     } catch (error) {
       if (signal.aborted) {
         throw new HandlerTimedOut(
@@ -287,6 +256,7 @@ export class WorkerPools {
       throw workerLost(`the ${task.phase} handler`, error);
     } finally {
       clearTimeout(timer);
+      if (counted) this.handlersInFlight--;
       this.settings.onHandlerSettled?.(task.phase, task.actionId, (performance.now() - startedMs) / 1000, outcome);
     }
   }
@@ -371,35 +341,26 @@ export class WorkerPools {
 
   /** Lane statistics. */
   stats(): PoolStats {
-    const handlers = this.handlers.stats();
     return {
-      handlerThreads: handlers.threads,
-      handlerQueue: handlers.queued,
-      handlerBusy: handlers.busy,
-      handlerUtilization: handlers.utilization,
-      workersReplaced: handlers.replaced + this.largeReplaced,
+      handlerThreads: this.handlers.threads.length,
+      handlerQueue: this.handlers.queueSize,
+      handlerBusy: Math.max(0, this.handlersInFlight - this.handlers.queueSize),
+      handlerUtilization: this.handlers.utilization,
+      workersReplaced: this.replaced,
       largeRequestQueue: this.laneQueue.waiting,
       largeRequestTasks: this.large.completed,
     };
   }
 
   /**
-   * Terminate every worker — also those already given up after a timeout — and resolve when all
-   * have exited. Queued handlers fail with the shutdown error, running ones are abandoned; call
-   * after executions were stopped.
+   * Terminate every worker — also those piscina already gave up after a timeout — and resolve when
+   * all have exited. Running tasks are abandoned; call after executions were stopped.
    */
   async close(): Promise<void> {
     this.closing = true;
     const abandoned = [...this.terminating].map((thread) => new Promise<void>((resolve) => thread.once('exit', () => resolve())));
-    await Promise.allSettled([this.handlers.close(), this.large.destroy(), ...abandoned]);
+    await Promise.allSettled([this.handlers.destroy(), this.large.destroy(), ...abandoned]);
   }
-}
-
-/** A handler's reply as the main thread hands it on: a sealed state as its `SealedJson`. */
-function fromWire(wire: WireHandlerReply): HandlerReply {
-  const { state, sealedState, ...reply } = wire;
-  const handedOut = stateFromWire({ state, sealedState });
-  return handedOut === undefined ? reply : { ...reply, state: handedOut };
 }
 
 /**
@@ -431,5 +392,32 @@ class KillSwitch {
   }
 }
 
-/** Where the lifecycle has always found it. */
-export { HandlerTimedOut };
+/**
+ * A handler overran its timeout: its thread was terminated. `threadExited` settles once that
+ * thread is really gone — a thread blocked in a native call (a synchronous child process) outlives
+ * the rejection. Whoever serialises an execution's handlers waits for it before running the next.
+ */
+export class HandlerTimedOut extends RuntimeError {
+  readonly threadExited: Promise<void>;
+
+  constructor(detail: string, threadExited: Promise<void>) {
+    super(ErrorCode.WorkerLost, 500, 'Handler timed out', detail);
+    this.threadExited = threadExited;
+  }
+}
+
+/** Explain a worker's death in words an operator can act on. */
+function workerLost(what: string, error: unknown): RuntimeError {
+  const message = error instanceof Error ? error.message : String(error);
+  const code = (error as { code?: unknown } | null)?.code;
+  let detail: string;
+  if (code === 'ERR_WORKER_OUT_OF_MEMORY') {
+    detail = `${what} ran out of memory (worker resource limit); its worker thread was replaced`;
+  } else if (/^worker exited with code/.test(message)) {
+    const exitCode = /code: (-?\d+)/.exec(message)?.[1] ?? '?';
+    detail = `the worker thread running ${what} exited with code ${exitCode} (process.exit() in author code?); it was replaced`;
+  } else {
+    detail = `the worker thread running ${what} crashed: ${message}; it was replaced`;
+  }
+  return new RuntimeError(ErrorCode.WorkerLost, 500, 'Worker thread lost', detail);
+}

@@ -1,8 +1,5 @@
 /**
- * The handler function of both lanes' threads (`src/pool.ts`): runs the author's prepare, start,
- * status, stop and query handlers. The handler lane's threads load it through
- * `./handler-thread.ts`; the large-request lane's piscina pool loads it as its task module and
- * also calls {@link decode}, {@link uploadViolation} and {@link ping}.
+ * Handler lane worker: runs the author's prepare, start, status, stop and query handlers.
  *
  * Everything author-provided is checked here, off the main thread: the config schema, the shape of
  * results (validated against the wire schemas, so a bad message level is the author's error, not a
@@ -59,10 +56,7 @@ const RESULT_SCHEMAS: Record<Phase, z.ZodType> = {
   query: QueryMetricsResultSchema,
 };
 
-/**
- * One handler invocation: called by `./handler-thread.ts` on the handler lane, and as piscina's
- * task function on the large-request lane. Never throws; failures are replies.
- */
+/** piscina entry point: one handler invocation. Never throws; failures are replies. */
 export default async function runHandler(task: WireHandlerTask): Promise<WireHandlerReply> {
   const action = actions.get(task.actionId);
   if (action === undefined) {
@@ -322,7 +316,7 @@ function jsonText(value: unknown, what: string): string {
   return text ?? '{}';
 }
 
-/** Warm-up task of the large-request lane (`WorkerPools.warmUp`): resolves once this thread has loaded the actions. */
+/** Warm-up task (`WorkerPools.warmUp`): resolves once this thread has loaded the actions. */
 export function ping(): boolean {
   return true;
 }

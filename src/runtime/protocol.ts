@@ -86,18 +86,6 @@ export type HandlerReply = HandlerOutcome & {
 /** A {@link HandlerReply} as a handler thread sends it: a large state sealed. */
 export type WireHandlerReply = HandlerOutcome & WireState & { uploadLocations?: JsonLocation[] };
 
-/** Main thread → handler thread (`workers/handler-thread.ts`): one task; the next comes after its answer. */
-export interface HandlerThreadCommand {
-  id: number;
-  task: WireHandlerTask;
-}
-
-/**
- * Handler thread → main thread: it loaded the action modules (`ready`), or a task's answer — the
- * handler's reply, or `failure` should the handler function itself throw (it never should).
- */
-export type HandlerThreadEvent = { id?: undefined; ready: true } | { id: number; reply: WireHandlerReply; failure?: undefined } | { id: number; failure: string };
-
 type HandlerOutcome = { ok: true; result: ResultExtras & { completed?: boolean } } | { ok: false; error: ErrorData };
 
 /** A request body larger than `LARGE_JSON_BYTES`, sent to the large-request lane to be decoded. */

@@ -3,8 +3,8 @@
  *
  * The symptom, reproduced with the example's http-check: a body thread that made requests keeps
  * the connection in its pool; fetch's own timer should close it before the server's keep-alive
- * timeout. On a thread whose event loop is frozen while idle (as a piscina pool's with its default
- * `atomics: 'sync'` between tasks), that does not happen, and the next check on that thread writes its first request into
+ * timeout. On a thread whose event loop is frozen while idle (piscina's `atomics: 'sync'` between
+ * tasks), that does not happen, and the next check on that thread writes its first request into
  * the connection the server closed meanwhile: `HTTP check failed: 50% of 2 requests succeeded`
  * (`UND_ERR_SOCKET`, `EPIPE`) — what Steadybit's own Go test client saw. The cause, tested per kind
  * of thread: a timer left behind by a handler or an io body fires while its thread is idle. (A cpu

@@ -180,7 +180,7 @@ test('SIGTERM after an author stop timed out blocked in a native call exits with
       const id = randomUUID();
       const state = await child.agent.run('fixture.native-stop', id, { seconds: 30 });
       void child.agent.stop('fixture.native-stop', id, state).catch(() => undefined);
-      // The handler overran its 1 s timeout: its thread was terminated and replaced, and is still blocked.
+      // The handler overran its 1 s timeout: piscina dropped its thread, which is still blocked.
       for (let tries = 0; !child.logs.some((line) => line.includes('timed-out handler has not exited')); tries++) {
         assert.ok(tries < 500, 'the timed-out handler was never reported');
         await sleep(20);

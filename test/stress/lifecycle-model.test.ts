@@ -1,6 +1,6 @@
 /**
  * Model-based test of the production stop path: the real `Lifecycle`, stop queue loop
- * (`StopEventConsumer`), body lane and body threads, handler lane and watchdog thread of one
+ * (`StopEventConsumer`), body lane and body threads, handler pool and watchdog thread of one
  * in-process extension, driven through seeded random schedules, and checked after each schedule
  * against a plain reference model of what may happen to each execution.
  *
