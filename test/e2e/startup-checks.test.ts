@@ -1,7 +1,8 @@
 /**
  * Start-up refuses what would fail later in front of the agent: an action whose config schema
- * refuses what the agent sends for a declared parameter, and a description with fields the spec
- * does not have — through `createExtension`, and in a child process as an operator starts it.
+ * refuses what the agent sends for a declared parameter, a description with fields the spec
+ * does not have, and a module that fails to load on the worker threads — through
+ * `createExtension`, and in a child process as an operator starts it.
  */
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
@@ -33,6 +34,10 @@ describe('start-up checks of action definitions', () => {
       );
       return true;
     });
+  });
+
+  test('an action module that throws when a handler thread loads it fails createExtension with its error', async () => {
+    await assert.rejects(start({ actions: [fixture('worker-load-fails')], handlerThreads: 2 }), /fixture\.worker-load-fails refuses to load on a worker thread/);
   });
 
   test('a child process serving the mismatched action exits at start-up with the message, before listening', async () => {
