@@ -24,6 +24,7 @@ import { gzip } from 'node:zlib';
 import type { IncomingMessage, ServerResponse } from 'node:http';
 import compression from 'compression';
 import accepts from 'accepts';
+import parseurl from 'parseurl';
 import express, { type Request, type RequestHandler, type Response } from 'express';
 import type { z } from 'zod';
 import { indexedPaths, type ExtensionIndex, type IndexContributions } from '../api/extension-index.js';
@@ -80,8 +81,9 @@ function flagsOf(res: ServerResponse): Flags {
 }
 
 /**
- * The extension's request handler: `(req, res)` for `http.createServer`, `(req, res, next)` as a
- * middleware of another express app (`next` is never called: every request gets an answer here).
+ * The extension's request handler: `(req, res)` for `http.createServer`. It is an express
+ * application, so `outer.use('/prefix', extension.app)` mounts it as a sub-app: its routers inherit
+ * the outer app's settings (`trust proxy`, `json spaces`…), as with any express app.
  */
 export type ExtensionHandler = (req: IncomingMessage, res: ServerResponse, next?: (error?: unknown) => void) => void;
 
@@ -125,11 +127,14 @@ export function buildApp(deps: AppDeps): ExtensionHandler {
   });
   app.use((error: unknown, req: Request, res: Response, _next: express.NextFunction) => answerError(error, req, res, req.path));
 
-  return (req, res, next) => {
-    const path = pathOf(req.url ?? '/');
+  // In front of express's own handling, not as its first middleware: calling the app (as a server's
+  // listener, or as a sub-app mounted by another express app) goes through `handle`, and express's
+  // per-request work starts there. Everything not the runtime's is passed on to it.
+  const expressHandle = (app as unknown as { handle: Handle }).handle.bind(app);
+  (app as unknown as { handle: Handle }).handle = (req, res, next) => {
+    const path = parseurl(req)?.pathname ?? undefined;
     const methods = path === undefined ? undefined : routes.get(path);
-    // Everything else is express's (it decorates req and res for the routers itself).
-    if (path === undefined || methods === undefined) return void app(req as Request, res as Response, next as express.NextFunction);
+    if (path === undefined || methods === undefined) return expressHandle(req, res, next);
     res.setHeader('Request-Id', requestIds());
     observe(req, res, path);
     setRoute(res, path);
@@ -139,29 +144,20 @@ export function buildApp(deps: AppDeps): ExtensionHandler {
       const allowed = `allowed: ${[...methods.keys()].join(', ')}`;
       return answerError(new RuntimeError(ErrorCode.MethodNotAllowed, 405, `Method ${req.method} not allowed for ${path}`, allowed), req, res, path);
     }
-    route(req, res, requestScope(req, res), path).then(
-      (reply) => send(res, reply.status, reply.body),
-      (error: unknown) => answerError(error, req, res, path),
-    );
+    route(req, res, requestScope(req, res), path)
+      .then((reply) => send(res, reply.status, reply.body))
+      .catch((error: unknown) => answerError(error, req, res, path))
+      .catch((error: unknown) => {
+        // Not even the error answer could be written: log it, and end the exchange.
+        deps.logger.error({ err: error, path }, 'could not answer a request');
+        res.destroy();
+      });
   };
+  return app as unknown as ExtensionHandler;
 }
 
-/**
- * The path of a request target without its query, as express's `req.path` has it (not decoded);
- * undefined for a target that is no URL at all.
- */
-function pathOf(target: string): string | undefined {
-  if (target.startsWith('/')) {
-    const query = target.indexOf('?');
-    return query < 0 ? target : target.slice(0, query);
-  }
-  // The absolute form (`GET http://host/path`) that proxies send; `*` and the like are nobody's path.
-  try {
-    return new URL(target).pathname;
-  } catch {
-    return undefined;
-  }
-}
+/** express's `app.handle`. */
+type Handle = (req: IncomingMessage, res: ServerResponse, next?: (error?: unknown) => void) => void;
 
 /**
  * Start-up check that every path the index lists reaches what it names: the index path and the

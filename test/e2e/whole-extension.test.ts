@@ -143,6 +143,7 @@ describe('author routers behind the runtime envelope, index at /actions', () => 
     rest.get('/preflight/one', (_req, res) => void res.json({ id: 'preflight' }));
     rest.post('/events', express.json(), (req, res) => void res.json({ received: (req.body as { eventName?: string }).eventName }));
     rest.get('/things/:id', (req, res) => void res.json({ id: req.params.id }));
+    rest.get('/client', (req, res) => void res.json({ ip: req.ip, protocol: req.protocol }));
     rest.get('/throws', () => {
       throw new Error('the discovery backend is down');
     });
@@ -213,8 +214,10 @@ describe('author routers behind the runtime envelope, index at /actions', () => 
     assert.doesNotMatch(metrics, /route="\/things\/a"/);
   });
 
-  test('mounted in another express app under a prefix: the lifecycle, the index, the routers and the 404 answer there, with the envelope', { timeout: TEST_TIMEOUT_MS }, async () => {
+  test('mounted in another express app under a prefix: the lifecycle, the index, the routers (with the outer app\'s settings) and the 404 answer there, with the envelope', { timeout: TEST_TIMEOUT_MS }, async () => {
     const outer = express();
+    // A sub-app inherits its parent's settings: behind the outer app's proxy, the routers see the client.
+    outer.set('trust proxy', true);
     outer.get('/outer-only', (_req, res) => void res.json({ outer: true }));
     outer.use('/ext', running.extension.app);
     const server = http.createServer(outer);
@@ -228,6 +231,8 @@ describe('author routers behind the runtime envelope, index at /actions', () => 
       assert.equal((await mounted.stop('fixture.passthrough', id, state)).status, 200);
       assert.equal((await mounted.request('GET', '/actions')).status, 200);
       assert.deepEqual((await mounted.request('GET', '/things/x')).body, { id: 'x' });
+      const client = await mounted.request('GET', '/client', undefined, { 'x-forwarded-for': '9.9.9.9', 'x-forwarded-proto': 'https' });
+      assert.deepEqual(client.body, { ip: '9.9.9.9', protocol: 'https' });
       const missing = await mounted.request('GET', '/nowhere');
       assert.equal(missing.status, 404);
       assert.equal(missing.body['title'], 'Not found: GET /nowhere');
@@ -242,18 +247,26 @@ describe('author routers behind the runtime envelope, index at /actions', () => 
     assert.equal(described.status, 200);
     assert.equal(described.body['id'], 'fixture.passthrough');
     const { port } = new URL(running.base);
-    // `GET http://host/path`, the form a proxy sends: the path is what counts.
-    const absolute = await new Promise<{ status: number; body: string }>((resolve, reject) => {
-      http
-        .request({ host: '127.0.0.1', port, method: 'GET', path: `http://127.0.0.1:${port}/fixture.passthrough?x=1` }, (res) => {
-          let body = '';
-          res.setEncoding('utf8').on('data', (chunk: string) => (body += chunk)).on('end', () => resolve({ status: res.statusCode!, body }));
-        })
-        .on('error', reject)
-        .end();
-    });
-    assert.equal(absolute.status, 200);
-    assert.equal((JSON.parse(absolute.body) as { id: string }).id, 'fixture.passthrough');
+    const raw = (target: string): Promise<{ status: number; body: string }> =>
+      new Promise((resolve, reject) => {
+        http
+          .request({ host: '127.0.0.1', port, method: 'GET', path: target }, (res) => {
+            let body = '';
+            res.setEncoding('utf8').on('data', (chunk: string) => (body += chunk)).on('end', () => resolve({ status: res.statusCode!, body }));
+          })
+          .on('error', reject)
+          .end();
+      });
+    // `GET http://host/path`, the form a proxy sends: the path is what counts; a fragment is no part of it.
+    for (const target of [`http://127.0.0.1:${port}/fixture.passthrough?x=1`, '/fixture.passthrough#x']) {
+      const answer = await raw(target);
+      assert.equal(answer.status, 200, target);
+      assert.equal((JSON.parse(answer.body) as { id: string }).id, 'fixture.passthrough', target);
+    }
+    // Dot segments are not resolved (as express does not): no path reaches an action by walking up.
+    for (const target of [`http://127.0.0.1:${port}/zz/../fixture.passthrough`, '/zz/../fixture.passthrough', '/zz/%2e%2e/fixture.passthrough']) {
+      assert.equal((await raw(target)).status, 404, target);
+    }
     const head = await fetch(`${running.base}/fixture.passthrough`, { method: 'HEAD' });
     assert.equal(head.status, 200);
     assert.ok(head.headers.get('request-id'));
