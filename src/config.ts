@@ -33,16 +33,26 @@ export const DEFAULT_OOM_SCORE_ADJ = -998;
 const OOM_SCORE_ADJ_MIN = -1000;
 const OOM_SCORE_ADJ_MAX = 1000;
 
-/** A duration: milliseconds as a number, or a spec string such as `500ms`, `5s`, `1m`, `1h`, `1d`. */
-const duration = z.union([z.number().int().nonnegative(), z.string()]).transform((value, ctx) => {
-  if (typeof value === 'number') return value;
-  try {
-    return parseDurationMs(value.trim());
-  } catch {
-    ctx.addIssue({ code: 'custom', message: `expected a duration such as 500ms, 5s, 1m, 1h or 1d, got "${value}"` });
-    return z.NEVER;
-  }
-});
+/**
+ * The longest duration a setting may have: the longest delay a Node timer holds (2^31 - 1 ms, about
+ * 24.8 days). A longer `setTimeout` fires after 1 ms instead — a handler timeout of `30d` would
+ * time out every handler at once.
+ */
+const MAX_DURATION_MS = 2 ** 31 - 1;
+
+/** A duration: milliseconds as a number, or a spec string such as `500ms`, `5s`, `1m`, `1h`, `1d`; at most {@link MAX_DURATION_MS}. */
+const duration = z
+  .union([z.number().int().nonnegative(), z.string()])
+  .transform((value, ctx) => {
+    if (typeof value === 'number') return value;
+    try {
+      return parseDurationMs(value.trim());
+    } catch {
+      ctx.addIssue({ code: 'custom', message: `expected a duration such as 500ms, 5s, 1m, 1h or 1d, got "${value}"` });
+      return z.NEVER;
+    }
+  })
+  .refine((ms) => ms <= MAX_DURATION_MS, `expected at most ${MAX_DURATION_MS} ms (about 24.8 days, the longest timer Node holds)`);
 
 /** A byte size: a number of bytes, or a string with a binary suffix: `512kb`, `10mb`, `1gb`. */
 const byteSize = z.union([z.number().int().positive(), z.string()]).transform((value, ctx) => {

@@ -65,3 +65,13 @@ test('STEADYBIT_EXTENSION_OOM_SCORE_ADJ: not an integer nor off → ConfigError 
   }
   assert.throws(() => resolveOptions({ actions: [], oomScoreAdj: 1.5 }, {}), (error: unknown) => error instanceof ConfigError && /option "oomScoreAdj"/.test(error.message));
 });
+
+test('durations above the longest Node timer (2^31 - 1 ms) are refused, as option and as variable; up to it they are taken', () => {
+  refused({ ACTIONKIT_HANDLER_TIMEOUT: '30d' }, /ACTIONKIT_HANDLER_TIMEOUT.*at most 2147483647 ms/);
+  assert.throws(
+    () => resolveOptions({ actions: [], stopGraceMs: 2 ** 31 }, {}),
+    (error: unknown) => error instanceof ConfigError && /option "stopGraceMs".*at most 2147483647 ms/.test(error.message),
+  );
+  assert.equal(fromEnv({ ACTIONKIT_HANDLER_TIMEOUT: '24d' }).handlerTimeoutMs, 24 * 86_400_000);
+  assert.equal(resolveOptions({ actions: [], handlerTimeoutMs: 2 ** 31 - 1 }, {}).handlerTimeoutMs, 2 ** 31 - 1);
+});
