@@ -18,6 +18,7 @@ import type { IncomingMessage, ServerResponse } from 'node:http';
 import type { Request } from 'express';
 import type { Logger } from '../logging.js';
 import { UNMATCHED_ROUTE, type ExtensionMetrics } from '../metrics.js';
+import { onExchangeEnd } from './exchange.js';
 
 /** What the access log needs. */
 export interface AccessLogDeps {
@@ -60,16 +61,16 @@ export function setResponseBytes(res: ServerResponse, bytes: number): void {
 
 /**
  * The access log: `observe(req, res, path)` once per request, before anything answers, with the
- * request's path (without its query). It costs one `close` listener per request: a server response
- * always emits `close` — after `finish` when the answer was complete, alone when the client went
- * away first — so the line is written exactly once either way. The answer's size comes from the
+ * request's path (without its query). It waits for the end of the exchange (`./exchange.ts`): the
+ * response's `close` — after `finish` when the answer was complete, alone when the client went away
+ * first — or the connection's, so the line is written exactly once either way. The answer's size comes from the
  * app's writer ({@link setResponseBytes}), not from wrapping `res.write`/`res.end` on every request.
  */
 export function accessLogger(deps: AccessLogDeps): (req: IncomingMessage, res: ServerResponse, path: string) => void {
   const { logger, metrics, pollingRoutes } = deps;
   return (req, res, path) => {
     const startedMs = performance.now();
-    res.once('close', () => {
+    onExchangeEnd(req, res, () => {
       const seconds = (performance.now() - startedMs) / 1000;
       const aborted = !res.writableFinished;
       const status = aborted && !res.headersSent ? CLIENT_CLOSED_STATUS : res.statusCode;

@@ -39,6 +39,7 @@ import type { DecodedBody, DecodeTask } from '../runtime/protocol.js';
 import type { ActionRegistry, RegisteredAction } from '../runtime/registry.js';
 import { answerJson, LARGE_JSON_BYTES, stateFromWire } from '../runtime/sealed.js';
 import { accessLogger, setResponseBytes, setRoute } from './access-log.js';
+import { exchangeAbandoned, onExchangeEnd } from './exchange.js';
 import { receiveMultipart, removeExecutionFolder } from './uploads.js';
 
 /** What the app needs. */
@@ -132,7 +133,13 @@ export function buildApp(deps: AppDeps): ExtensionHandler {
   // per-request work starts there. Everything not the runtime's is passed on to it.
   const expressHandle = (app as unknown as { handle: Handle }).handle.bind(app);
   (app as unknown as { handle: Handle }).handle = (req, res, next) => {
-    const path = parseurl(req)?.pathname ?? undefined;
+    let path: string | undefined;
+    try {
+      path = parseurl(req)?.pathname ?? undefined;
+    } catch {
+      // A target Node's HTTP parser took but `url.parse` refuses (`GET http://[/x`): nobody's path.
+      return answerBadTarget(req, res);
+    }
     const methods = path === undefined ? undefined : routes.get(path);
     if (path === undefined || methods === undefined) return expressHandle(req, res, next);
     res.setHeader('Request-Id', requestIds());
@@ -152,6 +159,12 @@ export function buildApp(deps: AppDeps): ExtensionHandler {
         deps.logger.error({ err: error, path }, 'could not answer a request');
         res.destroy();
       });
+  };
+  const answerBadTarget = (req: IncomingMessage, res: ServerResponse): void => {
+    res.setHeader('Request-Id', requestIds());
+    observe(req, res, '');
+    const shown = (req.url ?? '').slice(0, 100);
+    answerError(new RuntimeError(ErrorCode.InvalidRequest, 400, 'Invalid request target', `not a path nor a URL: ${JSON.stringify(shown)}`), req, res, '');
   };
   return app as unknown as ExtensionHandler;
 }
@@ -294,7 +307,7 @@ async function receiveUpload(req: IncomingMessage, res: ServerResponse, action: 
     maxRequestBytes: deps.maxBodyBytes,
     fileParameters: action.fileParameters,
     // Abandoned once the answer can no longer be written (the request itself ends when it was read).
-    decode: (task) => deps.decode(task, () => res.destroyed && !res.writableFinished),
+    decode: (task) => deps.decode(task, () => exchangeAbandoned(req, res)),
   });
   try {
     const request = received.request instanceof DecodedRequest ? received.request : validateBody(received.request, REQUEST_SCHEMAS.prepare);
@@ -449,15 +462,16 @@ class LargeBodyTurns {
     if (res.writableEnded || res.destroyed) return answered();
     const take = (): void => {
       this.active++;
-      res.once('close', () => {
+      onExchangeEnd(req, res, () => {
         this.leave();
         answered();
       });
       read();
     };
     if (this.active < this.limit) return take();
+    let stopWatching = (): void => undefined;
     const waiter = (): void => {
-      res.off('close', gone);
+      stopWatching();
       take();
     };
     // A client that leaves, or is answered, while waiting gives up its place.
@@ -467,7 +481,7 @@ class LargeBodyTurns {
       answered();
     };
     this.waiting.push(waiter);
-    res.once('close', gone);
+    stopWatching = onExchangeEnd(req, res, gone);
   }
 
   private leave(): void {
@@ -651,7 +665,7 @@ const routerScope: RequestHandler = (req, res, next) => {
   const abort = new AbortController();
   flagsOf(res).abort = abort;
   requestScope(req, res);
-  res.once('close', () => {
+  onExchangeEnd(req, res, () => {
     if (!res.writableFinished) abort.abort(new Error('the client closed the connection before the answer'));
   });
   next();
@@ -709,12 +723,12 @@ function requestScope(req: IncomingMessage, res: ServerResponse): RequestScope {
       discardLaterWrites(res);
       flags.abort?.abort(new Error(`the Request-Timeout of ${seconds} s passed`));
     }, timeoutMs);
-    res.once('close', () => clearTimeout(timer));
+    onExchangeEnd(req, res, () => clearTimeout(timer));
   }
   return {
     deadlineMs,
     // Abandoned: we answered with the timeout, or the client went away before any answer.
-    abandoned: () => flags.timedOut === true || (res.destroyed && !res.writableFinished),
+    abandoned: () => flags.timedOut === true || exchangeAbandoned(req, res),
   };
 }
 

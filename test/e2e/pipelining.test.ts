@@ -1,0 +1,95 @@
+/**
+ * What reaches the server below the level of a well-formed, one-at-a-time request: a request target
+ * Node's HTTP parser takes but `url.parse` refuses, and requests pipelined on one keep-alive
+ * connection behind one not yet answered, whose client then leaves. Node never emits `close` for
+ * such a queued response; everything the app holds per request must end with the connection
+ * instead (`src/http/exchange.ts`): the access line, the large body's read turn.
+ */
+import assert from 'node:assert/strict';
+import { randomUUID } from 'node:crypto';
+import http from 'node:http';
+import net from 'node:net';
+import { after, before, describe, test } from 'node:test';
+import { eventually, fixture, spawnExtension, start, type Child } from '../support/harness.js';
+
+const TEST_TIMEOUT_MS = 60_000;
+
+/** Write `text` on a fresh connection; resolves with what came back once the server closed it, or after `closeAfterMs` when this side closes it. */
+function raw(port: number, text: string, closeAfterMs: number): Promise<string> {
+  return new Promise((resolve) => {
+    const socket = net.connect(port, '127.0.0.1');
+    let received = '';
+    socket.setEncoding('utf8').on('data', (chunk: string) => (received += chunk));
+    socket.on('error', () => resolve(received));
+    socket.on('close', () => resolve(received));
+    socket.write(text);
+    setTimeout(() => socket.destroy(), closeAfterMs);
+  });
+}
+
+/** A raw POST of `body` as JSON. */
+function post(path: string, body: unknown): string {
+  const text = JSON.stringify(body);
+  return `POST ${path} HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: ${Buffer.byteLength(text)}\r\n\r\n${text}`;
+}
+
+describe('a request target that url.parse refuses', () => {
+  test('is a JSON 400 with the envelope, and the extension keeps running', { timeout: TEST_TIMEOUT_MS }, async () => {
+    const child = await spawnExtension([fixture('behave')]);
+    try {
+      for (const target of ['http://[/fixture.behave', 'https://a]b/']) {
+        const answer = await raw(child.port, `GET ${target} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n`, 10_000);
+        assert.match(answer, /^HTTP\/1\.1 400 /, target);
+        assert.match(answer, /\r\nrequest-id: /i, target);
+        assert.match(answer, /"title":"Invalid request target"/, target);
+      }
+      assert.equal((await child.agent.request('GET', '/')).status, 200, 'still serving');
+    } finally {
+      child.process.kill('SIGKILL');
+    }
+  });
+
+  test('served by http.createServer(extension.app): no uncaught exception', { timeout: TEST_TIMEOUT_MS }, async () => {
+    const running = await start({ actions: [fixture('passthrough')] });
+    const server = http.createServer(running.extension.app);
+    const uncaught: unknown[] = [];
+    const collect = (error: unknown): void => void uncaught.push(error);
+    process.prependListener('uncaughtException', collect);
+    try {
+      await new Promise<void>((resolve) => server.listen(0, '127.0.0.1', resolve));
+      const answer = await raw((server.address() as net.AddressInfo).port, 'GET https://a]b/ HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n', 10_000);
+      assert.match(answer, /^HTTP\/1\.1 400 /);
+      assert.deepEqual(uncaught, []);
+    } finally {
+      process.off('uncaughtException', collect);
+      await new Promise((resolve) => server.close(resolve));
+      await running.close();
+    }
+  });
+});
+
+describe('requests pipelined behind an unanswered one, their client gone', () => {
+  let child: Child;
+  before(async () => (child = await spawnExtension([fixture('behave')])));
+  after(() => child.process.kill('SIGKILL'));
+
+  test('each still gets its access line, and their large bodies give back their read turns', { timeout: TEST_TIMEOUT_MS }, async () => {
+    // More connections than large bodies are read at once (8): each holds a slow prepare and, queued
+    // behind it, a status with a body above 16 KiB; the client leaves before either is answered.
+    const connections = 9;
+    const largeStatus = (): string => post('/fixture.behave/status', { executionId: randomUUID(), state: { pad: 'x'.repeat(20_000) } });
+    const slowPrepare = (): string => post('/fixture.behave/prepare', { executionId: randomUUID(), config: { prepare: 'slow', slowMs: 1_000 }, properties: {} });
+    const linesBefore = child.logs.length;
+    await Promise.all(Array.from({ length: connections }, () => raw(child.port, slowPrepare() + largeStatus(), 300)));
+    // Every prepare and every queued status is logged (at info: abandoned by the client).
+    await eventually(
+      `${2 * connections} access lines`,
+      () => (child.logs.slice(linesBefore).filter((line) => /"msg":"request abandoned by the client"|"message":"request abandoned by the client"/.test(line)).length >= 2 * connections ? true : undefined),
+      30_000,
+    );
+    // And a large body from anyone is read and answered again (an execution this process does not
+    // hold: the anonymous turns, the ones the queued statuses took).
+    const fresh = await child.agent.request('POST', '/fixture.behave/status', { executionId: randomUUID(), state: { pad: 'x'.repeat(20_000) } });
+    assert.equal(fresh.status, 200);
+  });
+});
