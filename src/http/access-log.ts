@@ -73,7 +73,9 @@ export function accessLogger(deps: AccessLogDeps): (req: IncomingMessage, res: S
     onExchangeEnd(req, res, () => {
       const seconds = (performance.now() - startedMs) / 1000;
       const aborted = !res.writableFinished;
-      const status = aborted && !res.headersSent ? CLIENT_CLOSED_STATUS : res.statusCode;
+      // An answer queued behind an earlier one on its connection never had a socket: nothing of it was sent.
+      const sent = res.headersSent && res.socket !== null;
+      const status = aborted && !sent ? CLIENT_CLOSED_STATUS : res.statusCode;
       const notes = (res as Noted)[NOTES] ?? {};
       const route = notes.route ?? routerRoute(req as Partial<Request>);
       const method = req.method ?? '';

@@ -158,7 +158,8 @@ export function buildApp(deps: AppDeps): ExtensionHandler {
         // Not even the error answer could be written: log it, and end the exchange.
         deps.logger.error({ err: error, path }, 'could not answer a request');
         res.destroy();
-      });
+      })
+      .finally(() => returnReadTurn(req));
   };
   const answerBadTarget = (req: IncomingMessage, res: ServerResponse): void => {
     res.setHeader('Request-Id', requestIds());
@@ -446,14 +447,16 @@ export const MAX_LARGE_BODIES_READ = 8;
 /** Turns to read a large body ({@link MAX_LARGE_BODIES_READ}), first come first served. */
 class LargeBodyTurns {
   private active = 0;
-  private readonly waiting: (() => void)[] = [];
+  private readonly waiting: (() => boolean)[] = [];
 
   constructor(private readonly limit: number) {}
 
   /**
    * Call `read` once this request may read the rest of its large body; its turn ends when its
-   * response closes (answered, or the client left). A request answered before its body was read
-   * (its `Request-Timeout` passed, or an error) reads no more: it is destroyed, and takes no turn.
+   * answer is made ({@link returnReadTurn}) or its exchange ends (answered, or the client left),
+   * whichever comes first — an answer queued behind a slow one on the same connection holds no
+   * turn. A request answered before its body was read (its `Request-Timeout` passed, or an error)
+   * reads no more: it is destroyed, and takes no turn.
    */
   wait(req: IncomingMessage, res: ServerResponse, read: () => void): void {
     const answered = (): void => {
@@ -462,17 +465,27 @@ class LargeBodyTurns {
     if (res.writableEnded || res.destroyed) return answered();
     const take = (): void => {
       this.active++;
-      onExchangeEnd(req, res, () => {
+      let held = true;
+      const giveBack = (): void => {
+        if (!held) return;
+        held = false;
         this.leave();
+      };
+      (req as TurnHolder)[RETURN_TURN] = giveBack;
+      onExchangeEnd(req, res, () => {
+        giveBack();
         answered();
       });
       read();
     };
     if (this.active < this.limit) return take();
     let stopWatching = (): void => undefined;
-    const waiter = (): void => {
+    /** Its turn came: false if it was answered meanwhile (the answer queued on its connection; `gone` ends it), so the turn goes on. */
+    const waiter = (): boolean => {
+      if (res.writableEnded || res.destroyed) return false;
       stopWatching();
       take();
+      return true;
     };
     // A client that leaves, or is answered, while waiting gives up its place.
     const gone = (): void => {
@@ -486,8 +499,17 @@ class LargeBodyTurns {
 
   private leave(): void {
     this.active--;
-    this.waiting.shift()?.();
+    for (let next = this.waiting.shift(); next !== undefined; next = this.waiting.shift()) if (next()) return;
   }
+}
+
+/** Set on a request that holds a large-body read turn: gives the turn back (at most once). */
+const RETURN_TURN = Symbol('returnReadTurn');
+type TurnHolder = IncomingMessage & { [RETURN_TURN]?: () => void };
+
+/** The request's answer is made: its large body, if it had one, no longer needs its read turn. */
+function returnReadTurn(req: IncomingMessage): void {
+  (req as TurnHolder)[RETURN_TURN]?.();
 }
 
 const CHARSET = /;\s*charset\s*=\s*("?)([^";\s]+)\1/i;

@@ -10,7 +10,9 @@ import { randomUUID } from 'node:crypto';
 import http from 'node:http';
 import net from 'node:net';
 import { after, before, describe, test } from 'node:test';
-import { eventually, fixture, spawnExtension, start, type Child } from '../support/harness.js';
+import { writeFileSync } from 'node:fs';
+import { join } from 'node:path';
+import { eventually, fixture, spawnExtension, start, tempDir, type Child } from '../support/harness.js';
 
 const TEST_TIMEOUT_MS = 60_000;
 
@@ -81,15 +83,56 @@ describe('requests pipelined behind an unanswered one, their client gone', () =>
     const slowPrepare = (): string => post('/fixture.behave/prepare', { executionId: randomUUID(), config: { prepare: 'slow', slowMs: 1_000 }, properties: {} });
     const linesBefore = child.logs.length;
     await Promise.all(Array.from({ length: connections }, () => raw(child.port, slowPrepare() + largeStatus(), 300)));
-    // Every prepare and every queued status is logged (at info: abandoned by the client).
-    await eventually(
+    // Every prepare and every queued status is logged, as abandoned: 499, nothing of any answer
+    // reached the client (a status answered while queued behind its prepare was never sent either).
+    const abandoned = await eventually(
       `${2 * connections} access lines`,
-      () => (child.logs.slice(linesBefore).filter((line) => /"msg":"request abandoned by the client"|"message":"request abandoned by the client"/.test(line)).length >= 2 * connections ? true : undefined),
+      () => {
+        const lines = child.logs.slice(linesBefore).filter((line) => line.includes('request abandoned by the client'));
+        return lines.length >= 2 * connections ? lines.map((line) => JSON.parse(line) as { status: number; path: string }) : undefined;
+      },
       30_000,
     );
+    assert.equal(abandoned.length, 2 * connections);
+    assert.deepEqual(new Set(abandoned.map((line) => line.status)), new Set([499]));
+    assert.equal(abandoned.filter((line) => line.path === '/fixture.behave/status').length, connections);
     // And a large body from anyone is read and answered again (an execution this process does not
     // hold: the anonymous turns, the ones the queued statuses took).
     const fresh = await child.agent.request('POST', '/fixture.behave/status', { executionId: randomUUID(), state: { pad: 'x'.repeat(20_000) } });
     assert.equal(fresh.status, 200);
+  });
+});
+
+describe('requests pipelined behind an unanswered one, their client still there', () => {
+  test('a large body answered while its answer waits behind a held request gives back its read turn at once', { timeout: TEST_TIMEOUT_MS }, async () => {
+    const files = tempDir('actionkit-pipelining-');
+    const trigger = join(files.path, 'go');
+    const running = await start({ actions: [fixture('behave')] });
+    const sockets: net.Socket[] = [];
+    try {
+      // As many connections as large bodies are read at once (8): each holds a prepare that waits
+      // for the trigger and, pipelined behind it, a status with a body above 16 KiB (an execution
+      // this process does not hold: an anonymous read turn). The statuses are answered; their
+      // answers wait behind the held prepares.
+      for (let i = 0; i < 8; i++) {
+        const socket = net.connect(Number(new URL(running.base).port), '127.0.0.1');
+        socket.on('error', () => undefined);
+        socket.write(
+          post('/fixture.behave/prepare', { executionId: randomUUID(), config: { prepare: 'wait-trigger', trigger }, properties: {} }) +
+            post('/fixture.behave/status', { executionId: randomUUID(), state: { pad: 'x'.repeat(20_000) } }),
+        );
+        sockets.push(socket);
+      }
+      await eventually('the 8 large statuses to be answered', () => (running.extension.stats().pools.largeRequestTasks >= 8 && running.extension.stats().pools.largeRequestQueue === 0 ? true : undefined), 30_000);
+      // Another client's large body is read and answered while those prepares are still held.
+      const fresh = running.agent.request('POST', '/fixture.behave/status', { executionId: randomUUID(), state: { pad: 'y'.repeat(20_000) } });
+      const answered = await Promise.race([fresh.then((answer) => answer.status), new Promise((resolve) => setTimeout(resolve, 20_000, 'no answer within 20 s'))]);
+      assert.equal(answered, 200);
+    } finally {
+      writeFileSync(trigger, '');
+      for (const socket of sockets) socket.destroy();
+      await running.close();
+      files.remove();
+    }
   });
 });
