@@ -1,6 +1,7 @@
 /**
- * The express application of an extension, separate from listening (tests and embedders mount it
- * anywhere). It is thin: an exact-path route table built from the registered descriptions, body
+ * The request handler of an extension, separate from listening (tests and embedders mount it
+ * anywhere). The action routes are served from `node:http` in front of an express application
+ * (see {@link buildApp}). It is thin: an exact-path route table built from the registered descriptions, body
  * parsing, zod validation of every request body, and the exthttp envelope of the reference
  * (§2.1.1): `Request-Id` header, gzip above 1 KiB (done in {@link send}: every answer is JSON we
  * serialise ourselves, so a streaming compression middleware on every request would only cost),
@@ -94,7 +95,8 @@ export type ExtensionHandler = (req: IncomingMessage, res: ServerResponse, next?
  * The action routes (and the index and descriptions) are served straight from `node:http`'s
  * request and response, in front of express: an exact-path lookup, no router, no middleware
  * chain. That is the path the agent polls; express's per-request setup would cost the main thread
- * more than everything else it does for a status call (issue 12, `bench/RESULTS.md#http-overhead`).
+ * more than everything else it does for a status call (`bench/RESULTS.md`, *The HTTP path at
+ * bare-express speed*).
  * Every other path goes to an express application holding the author's `routers`, the final 404
  * and the error handler, inside the same envelope.
  */
@@ -128,6 +130,13 @@ export function buildApp(deps: AppDeps): ExtensionHandler {
   });
   app.use((error: unknown, req: Request, res: Response, _next: express.NextFunction) => answerError(error, req, res, req.path));
 
+  const answerBadTarget = (req: IncomingMessage, res: ServerResponse): void => {
+    res.setHeader('Request-Id', requestIds());
+    observe(req, res, '');
+    const shown = (req.url ?? '').slice(0, 100);
+    answerError(new RuntimeError(ErrorCode.InvalidRequest, 400, 'Invalid request target', `not a path nor a URL: ${JSON.stringify(shown)}`), req, res, '');
+  };
+
   // In front of express's own handling, not as its first middleware: calling the app (as a server's
   // listener, or as a sub-app mounted by another express app) goes through `handle`, and express's
   // per-request work starts there. Everything not the runtime's is passed on to it.
@@ -160,12 +169,6 @@ export function buildApp(deps: AppDeps): ExtensionHandler {
         res.destroy();
       })
       .finally(() => returnReadTurn(req));
-  };
-  const answerBadTarget = (req: IncomingMessage, res: ServerResponse): void => {
-    res.setHeader('Request-Id', requestIds());
-    observe(req, res, '');
-    const shown = (req.url ?? '').slice(0, 100);
-    answerError(new RuntimeError(ErrorCode.InvalidRequest, 400, 'Invalid request target', `not a path nor a URL: ${JSON.stringify(shown)}`), req, res, '');
   };
   return app as unknown as ExtensionHandler;
 }
