@@ -214,15 +214,14 @@ export class WorkerPools {
     // A kill switch and a plain timer, not `AbortSignal.timeout()` (~20 µs per call: weak
     // references, finalization) nor an AbortController (an EventTarget per task): this runs on
     // every status request.
-    // After close() no handler may start: piscina would start a new thread for it that nobody ends.
-    if (this.closing) throw new RuntimeError(ErrorCode.ShuttingDown, 503, 'Extension is shutting down', `the ${task.phase} handler was not run`);
+    this.assertOpen(`the ${task.phase} handler was not run`);
     const { state, request, ...fields } = task;
     const wire: WireHandlerTask = { ...fields, ...wireState(state), ...(request instanceof SealedJson ? { sealedRequest: request.bytes } : request === undefined ? {} : { request }) };
     // Anything sealed is large: its handler runs on the large-request lane, in its turn.
     if (wire.sealedState === undefined && wire.sealedRequest === undefined) return this.runOn(this.handlers, wire, task, timeoutMs);
     await this.laneQueue.turn('execution');
     try {
-      if (this.closing) throw new RuntimeError(ErrorCode.ShuttingDown, 503, 'Extension is shutting down', `the ${task.phase} handler was not run`);
+      this.assertOpen(`the ${task.phase} handler was not run`);
       // Its time counts from now, not from when it joined the queue (`ctx.signal` as the kill timer).
       const deadlineMs = Math.min(task.requestDeadlineMs ?? Number.POSITIVE_INFINITY, Date.now() + timeoutMs);
       return await this.runOn(this.large, { ...wire, deadlineMs }, task, timeoutMs);
@@ -321,13 +320,13 @@ export class WorkerPools {
    * WORKER_LOST error naming `what`.
    */
   private async onLane<T>(kind: 'execution' | 'decode', what: string, abandoned: (() => boolean) | undefined, job: (signal: KillSwitch) => Promise<T>): Promise<T> {
-    if (this.closing) throw new RuntimeError(ErrorCode.ShuttingDown, 503, 'Extension is shutting down', `${what} did not run`);
+    this.assertOpen(`${what} did not run`);
     await this.laneQueue.turn(kind, abandoned);
     const signal = new KillSwitch();
     const timeoutMs = this.settings.laneTaskTimeoutMs;
     const timer = setTimeout(() => signal.pull(), timeoutMs);
     try {
-      if (this.closing) throw new RuntimeError(ErrorCode.ShuttingDown, 503, 'Extension is shutting down', `${what} did not run`);
+      this.assertOpen(`${what} did not run`);
       return await job(signal);
     } catch (error) {
       if (error instanceof RuntimeError) throw error;
@@ -337,6 +336,11 @@ export class WorkerPools {
       clearTimeout(timer);
       this.laneQueue.done();
     }
+  }
+
+  /** After close() nothing may start on a lane (piscina would start a thread for it that nobody ends): `notRun` says what. */
+  private assertOpen(notRun: string): void {
+    if (this.closing) throw new RuntimeError(ErrorCode.ShuttingDown, 503, 'Extension is shutting down', notRun);
   }
 
   /** Lane statistics. */

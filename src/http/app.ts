@@ -245,7 +245,7 @@ function buildRoutes(deps: AppDeps): Map<string, Map<string, Route>> {
     add(d.prepare.path, d.prepare.method, async (req, res, scope, path) => {
       if (mediaTypeOf(req) === 'multipart/form-data') {
         refuseDeclaredLength(req, multipartLimitBytes, 'ACTIONKIT_UPLOAD_MAX_BYTES per file parameter + ACTIONKIT_MAX_BODY_BYTES + 1 MiB of multipart framing');
-        const { request, upload } = await receiveUpload(req, res, action, deps);
+        const { request, upload } = await receiveUpload(req, action, deps, scope);
         return lifecycle.prepare(action, request, upload, scope);
       }
       const accepted = action.fileParameters.size > 0 ? `${JSON_TYPES}, or multipart/form-data with the files of ${fileParameters.join(', ')}` : JSON_TYPES;
@@ -304,14 +304,14 @@ async function decodedRequest(deps: Pick<AppDeps, 'decode'>, task: DecodeTask, s
 }
 
 /** Parse a multipart prepare, validate its `request` field (unless decoded already), and hand back the saved files. */
-async function receiveUpload(req: IncomingMessage, res: ServerResponse, action: RegisteredAction, deps: AppDeps): Promise<{ request: z.output<typeof PrepareActionRequestBodySchema> | DecodedRequest; upload: UploadedFiles }> {
+async function receiveUpload(req: IncomingMessage, action: RegisteredAction, deps: AppDeps, scope: RequestScope): Promise<{ request: z.output<typeof PrepareActionRequestBodySchema> | DecodedRequest; upload: UploadedFiles }> {
   const received = await receiveMultipart(req, {
     uploadDir: deps.uploadDir,
     maxFileBytes: deps.uploadMaxBytes,
     maxRequestBytes: deps.maxBodyBytes,
     fileParameters: action.fileParameters,
-    // Abandoned once the answer can no longer be written (the request itself ends when it was read).
-    decode: (task) => deps.decode(task, () => exchangeAbandoned(req, res)),
+    // Like every decode: dropped when its answer can no longer matter (timed out, or the client left).
+    decode: (task) => decodeLarge(deps, task, scope),
   });
   try {
     const request = received.request instanceof DecodedRequest ? received.request : validateBody(received.request, REQUEST_SCHEMAS.prepare);
