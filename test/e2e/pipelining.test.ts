@@ -14,7 +14,7 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { eventually, fixture, spawnExtension, start, tempDir, type Child } from '../support/harness.js';
 
-const TEST_TIMEOUT_MS = 60_000;
+const TEST_TIMEOUT_MS = 120_000;
 
 /** Write `text` on a fresh connection; resolves with what came back once the server closed it, or after `closeAfterMs` when this side closes it. */
 function raw(port: number, text: string, closeAfterMs: number): Promise<string> {
@@ -76,32 +76,56 @@ describe('requests pipelined behind an unanswered one, their client gone', () =>
   after(() => child.process.kill('SIGKILL'));
 
   test('each still gets its access line, and their large bodies give back their read turns', { timeout: TEST_TIMEOUT_MS }, async () => {
-    // More connections than large bodies are read at once (8): each holds a slow prepare and, queued
-    // behind it, a status with a body above 16 KiB; the client leaves before either is answered.
+    // More connections than large bodies are read at once (8): each holds a prepare that waits for
+    // a trigger and, queued behind it, a status with a body above 16 KiB; the client leaves once
+    // the server has both, before either is answered.
     const connections = 9;
-    const largeStatus = (): string => post('/fixture.behave/status', { executionId: randomUUID(), state: { pad: 'x'.repeat(20_000) } });
-    const slowPrepare = (): string => post('/fixture.behave/prepare', { executionId: randomUUID(), config: { prepare: 'slow', slowMs: 1_000 }, properties: {} });
+    const files = tempDir('actionkit-pipelining-');
+    const trigger = join(files.path, 'go');
     const linesBefore = child.logs.length;
-    await Promise.all(Array.from({ length: connections }, () => raw(child.port, slowPrepare() + largeStatus(), 300)));
-    // Every prepare and every queued status is logged, as abandoned: 499, nothing of any answer
-    // reached the client (a status answered while queued behind its prepare was never sent either).
-    const abandoned = await eventually(
-      `${2 * connections} access lines`,
-      () => {
-        const lines = child.logs.slice(linesBefore).filter((line) => line.includes('request abandoned by the client'));
-        return lines.length >= 2 * connections ? lines.map((line) => JSON.parse(line) as { status: number; path: string }) : undefined;
-      },
-      30_000,
-    );
-    assert.equal(abandoned.length, 2 * connections);
-    assert.deepEqual(new Set(abandoned.map((line) => line.status)), new Set([499]));
-    assert.equal(abandoned.filter((line) => line.path === '/fixture.behave/status').length, connections);
+    const sockets = Array.from({ length: connections }, () => {
+      const socket = net.connect(child.port, '127.0.0.1');
+      socket.on('error', () => undefined);
+      socket.write(
+        post('/fixture.behave/prepare', { executionId: randomUUID(), config: { prepare: 'wait-trigger', trigger }, properties: {} }) +
+          post('/fixture.behave/status', { executionId: randomUUID(), state: { pad: 'x'.repeat(20_000) } }),
+      );
+      return socket;
+    });
+    try {
+      // Every status was decoded, so every connection's two requests reached the server.
+      await eventually('the large statuses to be decoded', async () => ((await largeRequestTasks(child)) >= connections ? true : undefined), 30_000);
+      for (const socket of sockets) socket.destroy();
+      // Every prepare and every queued status is logged, as abandoned: 499, nothing of any answer
+      // reached the client (a status answered while queued behind its prepare was never sent either).
+      const abandoned = await eventually(
+        `${2 * connections} access lines`,
+        () => {
+          const lines = child.logs.slice(linesBefore).filter((line) => line.includes('request abandoned by the client'));
+          return lines.length >= 2 * connections ? lines.map((line) => JSON.parse(line) as { status: number; path: string }) : undefined;
+        },
+        30_000,
+      );
+      assert.equal(abandoned.length, 2 * connections);
+      assert.deepEqual(new Set(abandoned.map((line) => line.status)), new Set([499]));
+      assert.equal(abandoned.filter((line) => line.path === '/fixture.behave/status').length, connections);
+    } finally {
+      writeFileSync(trigger, '');
+    }
     // And a large body from anyone is read and answered again (an execution this process does not
     // hold: the anonymous turns, the ones the queued statuses took).
     const fresh = await child.agent.request('POST', '/fixture.behave/status', { executionId: randomUUID(), state: { pad: 'x'.repeat(20_000) } });
     assert.equal(fresh.status, 200);
+    files.remove();
   });
 });
+
+/** Tasks the child's large-request lane completed, from its metrics. */
+async function largeRequestTasks(child: Child): Promise<number> {
+  const text = await (await fetch(`http://127.0.0.1:${child.healthPort}/metrics`)).text();
+  const line = text.split('\n').find((candidate) => candidate.startsWith('actionkit_large_request_tasks_total '));
+  return line === undefined ? 0 : Number(line.split(' ')[1]);
+}
 
 describe('requests pipelined behind an unanswered one, their client still there', () => {
   test('a large body answered while its answer waits behind a held request gives back its read turn at once', { timeout: TEST_TIMEOUT_MS }, async () => {
@@ -126,7 +150,7 @@ describe('requests pipelined behind an unanswered one, their client still there'
       await eventually('the 8 large statuses to be answered', () => (running.extension.stats().pools.largeRequestTasks >= 8 && running.extension.stats().pools.largeRequestQueue === 0 ? true : undefined), 30_000);
       // Another client's large body is read and answered while those prepares are still held.
       const fresh = running.agent.request('POST', '/fixture.behave/status', { executionId: randomUUID(), state: { pad: 'y'.repeat(20_000) } });
-      const answered = await Promise.race([fresh.then((answer) => answer.status), new Promise((resolve) => setTimeout(resolve, 20_000, 'no answer within 20 s'))]);
+      const answered = await Promise.race([fresh.then((answer) => answer.status), new Promise((resolve) => setTimeout(resolve, 45_000, 'no answer within 45 s'))]);
       assert.equal(answered, 200);
     } finally {
       writeFileSync(trigger, '');
