@@ -137,7 +137,7 @@ class LaneQueue {
     const kept = this.decodes.filter((decode) => !decode.abandoned());
     if (kept.length === this.decodes.length) return;
     for (const decode of this.decodes) {
-      if (!kept.includes(decode)) decode.drop(new RuntimeError(ErrorCode.Timeout, 503, 'Request abandoned', 'the client went away before its body was decoded'));
+      if (!kept.includes(decode)) decode.drop(abandonedDecode());
     }
     this.decodes.splice(0, this.decodes.length, ...kept);
   }
@@ -327,6 +327,8 @@ export class WorkerPools {
     const timer = setTimeout(() => signal.pull(), timeoutMs);
     try {
       this.assertOpen(`${what} did not run`);
+      // Its turn came at once, or as it was given up: a decode nobody waits for any more never runs.
+      if (kind === 'decode' && abandoned?.() === true) throw abandonedDecode();
       return await job(signal);
     } catch (error) {
       if (error instanceof RuntimeError) throw error;
@@ -365,6 +367,11 @@ export class WorkerPools {
     const abandoned = [...this.terminating].map((thread) => new Promise<void>((resolve) => thread.once('exit', () => resolve())));
     await Promise.allSettled([this.handlers.destroy(), this.large.destroy(), ...abandoned]);
   }
+}
+
+/** A decode dropped because its answer can no longer matter. */
+function abandonedDecode(): RuntimeError {
+  return new RuntimeError(ErrorCode.Timeout, 503, 'Request abandoned', 'the request was answered (its Request-Timeout passed) or its client went away before its body was decoded');
 }
 
 /**

@@ -22,7 +22,8 @@ import { gzipSync } from 'node:zlib';
 import { after, afterEach, test } from 'node:test';
 import { MAX_JSON_DEPTH } from '../../src/api/json-depth.js';
 import { MAX_LARGE_BODIES_READ } from '../../src/http/app.js';
-import { MAX_QUEUED_DECODES } from '../../src/pool.js';
+import type { RuntimeError } from '../../src/errors.js';
+import { MAX_QUEUED_DECODES, type WorkerPools } from '../../src/pool.js';
 import { LARGE_JSON_BYTES } from '../../src/runtime/sealed.js';
 import { GatePoint } from '../../src/shm/test-gates.js';
 import { eventually, fixture, sleep, start, tempDir, type Answer, type Running } from '../support/harness.js';
@@ -318,14 +319,27 @@ test('a large body whose client went away before its turn is never decoded', asy
     setTimeout(() => reject(new Error('could not send the body')), 10_000).unref();
   });
   await eventually('the body to be queued', () => (running!.extension.stats().pools.largeRequestQueue === 1 ? true : undefined));
-  // Let the server see the connection close before the lane is free.
-  await sleep(200);
+  // The server saw the client leave (its access metric: 499) before the lane is free.
+  const abandonedStop = `actionkit_http_requests_total{route="/${STATE}/stop",method="POST",status="499"} 1`;
+  await eventually('the server to see the client leave', async () => ((await (await fetch(`http://127.0.0.1:${running!.healthPort}/metrics`)).text()).includes(abandonedStop) ? true : undefined));
   holds.gates.open(GatePoint.LargeRequestDecode);
   assert.equal((await held).status, 200);
   const after = await junkStop(agent);
   assert.equal(after.status, 200);
   // The held stop (decode + handler) and the one after (decode + handler): the abandoned body ran nothing.
   assert.equal(running.extension.stats().pools.largeRequestTasks - tasksBefore, 4);
+});
+
+test('a decode whose request is abandoned by the time the idle lane takes it never runs', async () => {
+  running = await start({ actions: [fixture('http-state')] });
+  const { pools } = running.extension as unknown as { pools: WorkerPools };
+  const tasksBefore = running.extension.stats().pools.largeRequestTasks;
+  const bytes = new TextEncoder().encode(JSON.stringify({ executionId: randomUUID(), state: { padding: 'h'.repeat(2 * LARGE_JSON_BYTES) } }));
+  await assert.rejects(pools.decode({ kind: 'stop', bytes }, () => true), (error: RuntimeError) => error.httpStatus === 503 && error.message === 'Request abandoned');
+  assert.equal(running.extension.stats().pools.largeRequestTasks, tasksBefore);
+  // The lane's turn was given back: the next decode runs.
+  const decoded = await pools.decode({ kind: 'stop', bytes: new TextEncoder().encode(JSON.stringify({ executionId: randomUUID(), state: {} })) }, () => false);
+  assert.equal(typeof decoded.executionId, 'string');
 });
 
 test('work for executions goes before queued decodes: an extension-initiated stop of a sealed state waits for one decode at most', async () => {
