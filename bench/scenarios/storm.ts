@@ -33,6 +33,12 @@ export interface StormResult {
    */
   mainCpuUsPerExecution: number;
   processCpuUsPerExecution: number;
+  /**
+   * CPU time of the load generator (the agent's side of every request, on the same 2 cores) per
+   * execution, while it sent the storm's stops and polls: the share of the machine the server did
+   * not get.
+   */
+  loadCpuUsPerExecution: number;
   stopP99Ms: number;
   statusP99Ms: number;
   /** Extra detail. */
@@ -139,6 +145,7 @@ async function runStorm(size: BenchSize, options: StormOptions): Promise<StormRe
       answers: Record<string, number>;
       usr1SentAtMs: number;
       stopsAnsweredMs: number;
+      cpuUs: number;
     }>('storm', {
       base: server.base,
       executions,
@@ -202,6 +209,7 @@ async function runStorm(size: BenchSize, options: StormOptions): Promise<StormRe
       stopsPerSec: round((executions.length * 1000) / drainMs),
       mainCpuUsPerExecution: round(mainCpuUs / executions.length),
       processCpuUsPerExecution: round(processCpuUs / executions.length),
+      loadCpuUsPerExecution: round(result.cpuUs / executions.length),
       stopP99Ms: round(quantile(result.stopLatenciesMs, 0.99), 2),
       statusP99Ms: round(quantile(result.statusLatenciesMs, 0.99), 2),
       statusRequests: result.statusRequests,

@@ -13,6 +13,7 @@ import {
   QueryMetricsRequestBodySchema,
   StartActionRequestBodySchema,
   StopActionRequestBodySchema,
+  type StartActionRequestBody,
 } from './schemas.js';
 
 /** The request body schema of each lifecycle endpoint. */
@@ -50,6 +51,10 @@ export function badJson(message: string): RuntimeError {
  */
 export function validateBody<S extends z.ZodType>(body: unknown, schema: S, depthChecked = false): z.output<S> {
   if (!depthChecked && exceedsDepth(body, MAX_JSON_DEPTH)) throw tooDeep();
+  if (STATE_REQUEST_SCHEMAS.has(schema)) {
+    const accepted = acceptedStateRequest(body);
+    if (accepted !== undefined) return accepted as z.output<S>;
+  }
   let parsed: z.ZodSafeParseResult<z.output<S>>;
   try {
     parsed = schema.safeParse(body);
@@ -60,6 +65,33 @@ export function validateBody<S extends z.ZodType>(body: unknown, schema: S, dept
   }
   if (!parsed.success) throw invalidBody(parsed.error);
   return parsed.data;
+}
+
+/** The schemas of start, status and stop: `{ executionId, state }` ({@link acceptedStateRequest}). */
+const STATE_REQUEST_SCHEMAS: ReadonlySet<z.ZodType> = new Set([StartActionRequestBodySchema, ActionStatusRequestBodySchema, StopActionRequestBodySchema]);
+
+/** `ExecutionIdSchema`'s pattern (zod's `guid`). */
+const UUID = /^[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{12}$/;
+
+/**
+ * The body of nearly every start, status and stop — an object whose `executionId` is a UUID and
+ * whose `state` is an object — accepted without zod: what the schema makes of it (a copy with
+ * every key), at a fraction of the cost on the main thread, which parses every such body. Anything
+ * else (a missing or `null` state, a wrong type, an own `__proto__` key) is undefined: the schema
+ * decides, and says why.
+ * A test holds the two to the same answers.
+ */
+function acceptedStateRequest(body: unknown): StartActionRequestBody | undefined {
+  if (!isObject(body)) return undefined;
+  const { executionId, state } = body;
+  if (typeof executionId !== 'string' || !UUID.test(executionId) || !isObject(state)) return undefined;
+  // zod leaves out an own `__proto__` key (JSON can make one): so does the schema's path.
+  if (Object.hasOwn(body, '__proto__')) return undefined;
+  return { ...body, executionId, state };
+}
+
+function isObject(value: unknown): value is Record<string, unknown> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
 }
 
 /** 400 for a body nested deeper than {@link MAX_JSON_DEPTH}. */

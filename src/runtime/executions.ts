@@ -112,14 +112,27 @@ class OutcomeMemory {
     return this.records.get(id)?.actionId;
   }
 
+  /**
+   * The outcome with its answer parsed only when read: most late requests need only the reason
+   * (a status, a stop after one the extension made), and a storm of them must not parse every
+   * kept answer.
+   */
   get(id: string): RecentStop | undefined {
     const kept = this.records.get(id);
     if (kept === undefined) return undefined;
-    const body: JsonObject =
-      kept.bodyJson !== undefined
-        ? (JSON.parse(kept.bodyJson) as JsonObject)
-        : { messages: [{ level: 'info', message: 'This stop already ran (see its first answer); its answer is no longer kept, so it is not repeated here' }] };
-    return { actionId: kept.actionId, outcome: { ...kept.outcome, body }, recordedAt: kept.recordedAt };
+    const { bodyJson } = kept;
+    let body: JsonObject | undefined;
+    const outcome = {
+      ...kept.outcome,
+      get body(): JsonObject {
+        body ??=
+          bodyJson !== undefined
+            ? (JSON.parse(bodyJson) as JsonObject)
+            : { messages: [{ level: 'info', message: 'This stop already ran (see its first answer); its answer is no longer kept, so it is not repeated here' }] };
+        return body;
+      },
+    };
+    return { actionId: kept.actionId, outcome, recordedAt: kept.recordedAt };
   }
 
   set(id: string, actionId: string, outcome: StopOutcome): void {

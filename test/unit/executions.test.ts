@@ -44,6 +44,17 @@ test('remembered stop answers are bounded by bytes; their records stay, so a rep
   assert.equal(small.recentStopBytes, before);
 });
 
+test('a remembered answer is parsed when it is read, once per request; each request gets its own copy', () => {
+  const store = new ExecutionStore(ControlTable.create(1), 3_600_000);
+  store.remember('id', 'action', { ...outcome(0), body: { messages: [{ message: 'kept' }] } });
+  const first = store.recentStop('id');
+  assert.ok(first !== undefined);
+  assert.equal(first.outcome.reason, Reason.Agent);
+  assert.deepEqual(first.outcome.body, { messages: [{ message: 'kept' }] });
+  assert.equal(first.outcome.body, first.outcome.body, 'parsed once');
+  assert.notEqual(store.recentStop('id')?.outcome.body, first.outcome.body, 'a fresh copy for the next request');
+});
+
 test('stateless outcomes are bounded by their own count: a flood of them evicts nothing that ran here', () => {
   const store = new ExecutionStore(ControlTable.create(1), 3_600_000);
   store.remember('ran', 'action', outcome(10));
