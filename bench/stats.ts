@@ -8,6 +8,14 @@ export function quantile(values: readonly number[], q: number): number {
   return sorted[rank]!;
 }
 
+/** The median of `values` (the mean of the middle two when their number is even); NaN when empty. */
+export function median(values: readonly number[]): number {
+  if (values.length === 0) return Number.NaN;
+  const sorted = [...values].sort((a, b) => a - b);
+  const middle = sorted.length >> 1;
+  return sorted.length % 2 === 1 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
+}
+
 /** mulberry32: a tiny seeded PRNG (uniform in [0, 1)); the same seed gives the same schedule. */
 export function mulberry32(seed: number): () => number {
   let a = seed >>> 0;

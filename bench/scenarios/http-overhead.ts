@@ -13,7 +13,7 @@
  * that serves HTTP — per request (`bench/thread-cpu.ts`): issue 12's bar is that the runtime's
  * main thread does no more per request than express's.
  */
-import { round } from '../stats.js';
+import { median, round } from '../stats.js';
 import { setupExecutions, startBaseline, startLoad, startServer, type BaselineProcess, type BenchSize, type LoadProcess } from './common.js';
 
 export interface HttpOverheadResult {
@@ -117,12 +117,6 @@ async function run(load: LoadProcess, server: BaselineProcess, url: string, bodi
   }
   const cpuUs = after.user - before.user + (after.system - before.system);
   return { ...result, cpuUsPerRequest: cpuUs / result.total, mainCpuUsPerRequest: (mainAfter - mainBefore) / result.total };
-}
-
-function median(values: number[]): number {
-  const sorted = [...values].sort((a, b) => a - b);
-  const middle = sorted.length >> 1;
-  return sorted.length % 2 === 1 ? sorted[middle]! : (sorted[middle - 1]! + sorted[middle]!) / 2;
 }
 
 function mean(values: number[]): number {

@@ -140,8 +140,9 @@ export function buildApp(deps: AppDeps): ExtensionHandler {
   // In front of express's own handling, not as its first middleware: calling the app (as a server's
   // listener, or as a sub-app mounted by another express app) goes through `handle`, and express's
   // per-request work starts there. Everything not the runtime's is passed on to it.
-  const expressHandle = (app as unknown as { handle: Handle }).handle.bind(app);
-  (app as unknown as { handle: Handle }).handle = (req, res, next) => {
+  const hooked = app as unknown as { handle: Handle };
+  const expressHandle = hooked.handle.bind(app);
+  hooked.handle = (req, res, next) => {
     let path: string | undefined;
     try {
       path = parseurl(req)?.pathname ?? undefined;
