@@ -56,7 +56,7 @@ const RESULT_SCHEMAS: Record<Phase, z.ZodType> = {
   query: QueryMetricsResultSchema,
 };
 
-/** One handler invocation (piscina calls it through `./handlers-entry.cts`). Never throws; failures are replies. */
+/** piscina entry point: one handler invocation. Never throws; failures are replies. */
 export default async function runHandler(task: WireHandlerTask): Promise<WireHandlerReply> {
   const action = actions.get(task.actionId);
   if (action === undefined) {
