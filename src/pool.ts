@@ -72,8 +72,7 @@ export interface PoolStats {
   largeRequestTasks: number;
 }
 
-/** piscina's task module: a CommonJS entry in front of the ES module of handlers (see why in it). */
-const handlersFile = fileURLToPath(new URL('../workers/handlers-entry.cjs', import.meta.url));
+const handlersFile = fileURLToPath(new URL('../workers/handlers.js', import.meta.url));
 
 /** Threads of the large-request lane: one, so that large requests use at most one core between them. */
 const LARGE_REQUEST_THREADS = 1;
