@@ -12,7 +12,7 @@ import net from 'node:net';
 import { after, before, describe, test } from 'node:test';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { eventually, fixture, spawnExtension, start, tempDir, type Child } from '../support/harness.js';
+import { eventually, fixture, spawnExtension, start, tempDir, type Child, type Running } from '../support/harness.js';
 
 const TEST_TIMEOUT_MS = 120_000;
 
@@ -127,6 +127,12 @@ async function largeRequestTasks(child: Child): Promise<number> {
   return line === undefined ? 0 : Number(line.split(' ')[1]);
 }
 
+/** Another client's large status (an anonymous read turn): its status code, or a note that none came within `withinMs`. */
+function freshLargeStatus(running: Running, withinMs: number): Promise<number | string> {
+  const fresh = running.agent.request('POST', '/fixture.behave/status', { executionId: randomUUID(), state: { pad: 'y'.repeat(20_000) } });
+  return Promise.race([fresh.then((answer) => answer.status), new Promise<string>((resolve) => setTimeout(resolve, withinMs, `no answer within ${withinMs / 1000} s`))]);
+}
+
 describe('requests pipelined behind an unanswered one, their client still there', () => {
   test('a large body answered while its answer waits behind a held request gives back its read turn at once', { timeout: TEST_TIMEOUT_MS }, async () => {
     const files = tempDir('actionkit-pipelining-');
@@ -149,9 +155,51 @@ describe('requests pipelined behind an unanswered one, their client still there'
       }
       await eventually('the 8 large statuses to be answered', () => (running.extension.stats().pools.largeRequestTasks >= 8 && running.extension.stats().pools.largeRequestQueue === 0 ? true : undefined), 30_000);
       // Another client's large body is read and answered while those prepares are still held.
-      const fresh = running.agent.request('POST', '/fixture.behave/status', { executionId: randomUUID(), state: { pad: 'y'.repeat(20_000) } });
-      const answered = await Promise.race([fresh.then((answer) => answer.status), new Promise((resolve) => setTimeout(resolve, 45_000, 'no answer within 45 s'))]);
-      assert.equal(answered, 200);
+      assert.equal(await freshLargeStatus(running, 45_000), 200);
+    } finally {
+      writeFileSync(trigger, '');
+      for (const socket of sockets) socket.destroy();
+      await running.close();
+      files.remove();
+    }
+  });
+
+  test('a large body answered while it waited for a read turn, its answer queued behind a held request, takes no turn when one frees', { timeout: TEST_TIMEOUT_MS }, async () => {
+    const files = tempDir('actionkit-pipelining-');
+    const trigger = join(files.path, 'go');
+    const running = await start({ actions: [fixture('behave')] });
+    const port = Number(new URL(running.base).port);
+    const sockets: net.Socket[] = [];
+    const connect = (): net.Socket => {
+      const socket = net.connect(port, '127.0.0.1');
+      socket.on('error', () => undefined);
+      sockets.push(socket);
+      return socket;
+    };
+    /** The head and first bytes of a status whose body is declared large (an anonymous read turn) and never finishes. */
+    const stalledStatus = (requestTimeoutS?: number): string =>
+      `POST /fixture.behave/status HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\nContent-Length: 40000\r\n` +
+      `${requestTimeoutS === undefined ? '' : `Request-Timeout: ${requestTimeoutS}\r\n`}\r\n{"executionId":"${randomUUID()}","state":{"pad":"`;
+    /** A whole large status on its own connection with a Request-Timeout: its status code. */
+    const probe = async (requestTimeoutS: number): Promise<number> => {
+      const answer = await running.agent.request('POST', '/fixture.behave/status', { executionId: randomUUID(), state: { pad: 'p'.repeat(20_000) } }, { 'Request-Timeout': String(requestTimeoutS) });
+      return answer.status;
+    };
+    try {
+      // Every anonymous read turn (8) taken by a body that stalls; a probe that times out waiting proves it.
+      const holders = Array.from({ length: 8 }, () => connect());
+      for (const holder of holders) holder.write(stalledStatus());
+      assert.equal(await probe(0.3), 503, 'a large body should wait while every turn is held');
+      // Connection X: a prepare held until the trigger, and pipelined behind it a stalled large
+      // status whose Request-Timeout passes while it waits for a turn. It is answered 503, and
+      // that answer waits behind the prepare: its exchange does not end.
+      connect().write(post('/fixture.behave/prepare', { executionId: randomUUID(), config: { prepare: 'wait-trigger', trigger }, properties: {} }) + stalledStatus(0.2));
+      // A later, longer timeout: when it has passed, X's has too.
+      assert.equal(await probe(2), 503);
+      // One holder finishes its body: its turn frees. X, answered, must not take it (it would hold
+      // it for as long as its connection lives), so another client's large body is read.
+      holders[0]!.end('x'.repeat(40_000 - Buffer.byteLength(stalledStatus().split('\r\n\r\n')[1]!) - 3) + '"}}');
+      assert.equal(await freshLargeStatus(running, 20_000), 200);
     } finally {
       writeFileSync(trigger, '');
       for (const socket of sockets) socket.destroy();
