@@ -72,7 +72,8 @@ export interface PoolStats {
   largeRequestTasks: number;
 }
 
-const handlersFile = fileURLToPath(new URL('../workers/handlers.js', import.meta.url));
+/** The task module of both lanes: the handlers' CommonJS entry (see there why not `handlers.js` itself). */
+export const HANDLERS_TASK_MODULE = fileURLToPath(new URL('../workers/handlers-entry.cjs', import.meta.url));
 
 /** Threads of the large-request lane: one, so that large requests use at most one core between them. */
 const LARGE_REQUEST_THREADS = 1;
@@ -148,6 +149,48 @@ class LaneQueue {
   }
 }
 
+type LoadBalancer = NonNullable<NonNullable<ConstructorParameters<typeof Piscina>[0]>['loadBalancer']>;
+
+/**
+ * piscina's task placement, restricted to threads that have reported ready (loaded the handlers).
+ *
+ * Why: when a thread frees and tasks wait, piscina offers them to every thread, the ones still
+ * booting first, and its default balancer takes the first idle one. A replacement thread that is
+ * still loading would get the task and run it only once loaded, while the task's kill timer
+ * (`runOn`) runs from its submission: the load counted against a handler timeout, the kill switch
+ * terminated the loading thread, its replacement got the next task — one overrun became a cascade
+ * of failed calls, with a ready thread free all along. A task offered only to booting threads
+ * waits in piscina's queue; piscina offers the queue again when a thread becomes ready.
+ *
+ * Ready threads are the ones piscina announced with `workerCreate`: for a replacement, piscina
+ * 5.3 emits it on the thread's ready message, just before it offers the queue to the thread (a
+ * timing its docs do not promise: `test/e2e/handler-lane.test.ts` holds a replacement while it
+ * loads and would see a change); the first threads are announced at once (start-up's warm-up waits
+ * for them to load). One task per thread (`concurrentTasksPerWorker: 1`): an idle thread is one with
+ * no task.
+ */
+class ReadyThreads {
+  private readonly ids = new Set<number>();
+
+  /** Follow `pool`'s announcements: call right after constructing it (its first threads are announced a microtask later). */
+  watch(pool: Piscina): void {
+    pool.on('workerCreate', (worker: { id: number }) => this.ids.add(worker.id));
+  }
+
+  /** The balancer to construct the pool with: the first ready thread without a task, or none (the task waits). */
+  readonly balancer: LoadBalancer = (_task, workers) => {
+    // Ids of threads gone stay behind (a destroyed thread's id may already read -1): drop them now and then.
+    if (this.ids.size > 2 * workers.length + 8) {
+      const live = new Set(workers.map((worker) => worker.id));
+      for (const id of this.ids) if (!live.has(id)) this.ids.delete(id);
+    }
+    for (const worker of workers) {
+      if (worker.currentUsage === 0 && this.ids.has(worker.id)) return worker;
+    }
+    return null;
+  };
+}
+
 /** The handler lane's worker threads. */
 export class WorkerPools {
   private readonly handlers: Piscina;
@@ -171,17 +214,20 @@ export class WorkerPools {
   private lane(name: string, threads: number, nice: number): Piscina {
     const { settings } = this;
     const boot: HandlerThreadBootData = { ...settings.boot, nice };
+    const ready = new ReadyThreads();
     const pool = new Piscina({
-      filename: handlersFile,
+      filename: HANDLERS_TASK_MODULE,
       name: 'default',
       workerData: boot,
       minThreads: threads,
       maxThreads: threads,
       idleTimeout: Number.POSITIVE_INFINITY,
       concurrentTasksPerWorker: 1,
+      loadBalancer: ready.balancer,
       atomics: 'async',
       ...(settings.maxOldGenerationMb === undefined ? {} : { resourceLimits: { maxOldGenerationSizeMb: settings.maxOldGenerationMb } }),
     });
+    ready.watch(pool);
     // piscina emits 'error' for a worker failure with no task attached; unhandled it would kill the process.
     pool.on('error', (error: unknown) => settings.logger.error({ lane: name, err: error }, 'worker thread failed outside a task'));
     pool.on('workerDestroy', () => {

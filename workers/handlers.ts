@@ -45,6 +45,7 @@ if (boot.nice !== undefined && boot.nice > 0) {
   }
 }
 const gates = boot.gates === undefined ? undefined : TestGates.attach(boot.gates);
+gates?.pass(GatePoint.HandlerThreadLoad);
 const actions = new Map((await importActions(boot.actionModules)).map((action) => [action.description.id, action]));
 const rootLogger = createLogger(boot.log, { thread: 'handler' });
 
@@ -56,7 +57,7 @@ const RESULT_SCHEMAS: Record<Phase, z.ZodType> = {
   query: QueryMetricsResultSchema,
 };
 
-/** piscina entry point: one handler invocation. Never throws; failures are replies. */
+/** One handler invocation (piscina calls it through `./handlers-entry.cts`). Never throws; failures are replies. */
 export default async function runHandler(task: WireHandlerTask): Promise<WireHandlerReply> {
   const action = actions.get(task.actionId);
   if (action === undefined) {

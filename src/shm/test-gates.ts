@@ -29,10 +29,12 @@ export const GatePoint = {
   BodyBeforeEnded: 1,
   /** The large-request lane received a body to decode and has not begun (`src/runtime/sealed.ts`). */
   LargeRequestDecode: 2,
+  /** A handler thread is booting and has not loaded the action modules (`workers/handlers.ts`). */
+  HandlerThreadLoad: 3,
 } as const;
 export type GatePoint = (typeof GatePoint)[keyof typeof GatePoint];
 
-const POINTS = 3;
+const POINTS = 4;
 const WORDS_PER_POINT = 4;
 const ARMED = 0;
 const ARRIVED = 1;

@@ -2,7 +2,8 @@
  * The handler lane (`src/pool.ts`, a piscina pool) over real HTTP with real threads: more calls
  * than threads wait in its queue and all complete; a handler that overruns its timeout, one that
  * calls `process.exit()` and a thread that dies while idle each cost only their own call, and the
- * calls after them run on the replacement thread.
+ * calls after them run on the replacement thread — or on a ready thread while the replacement is
+ * still loading.
  *
  * The queue is filled deterministically: handlers that wait for a trigger file (or block) hold
  * every thread, the test watches the lane's counters until the others are queued, then lets go.
@@ -13,6 +14,8 @@ import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { after, afterEach, describe, test } from 'node:test';
 import { eventually, fixture, start, tempDir, type Answer, type Running } from '../support/harness.js';
+import { Holds } from '../support/holds.js';
+import { GatePoint } from '../../src/shm/test-gates.js';
 
 const ACTION = 'fixture.behave';
 const files = tempDir('actionkit-handler-lane-');
@@ -121,6 +124,51 @@ describe('a lost handler thread costs only its own call', () => {
     for (const { answer } of rest) assertPrepared(answer, ['prepare:ok']);
     assert.equal(running.extension.stats().pools.workersReplaced, 1);
     await stopAll([held, ...rest]);
+  });
+
+  test('a replacement thread still loading gets no call while a ready thread is free: a call queued behind a busy thread runs there once it frees', async () => {
+    const holds = new Holds();
+    try {
+      running = await start({ actions: [fixture('behave')], handlerThreads: 2 });
+      const { agent } = running;
+      // One thread exits; its replacement is held while it loads the action modules.
+      holds.gates.arm(GatePoint.HandlerThreadLoad);
+      assertFailed(await agent.prepare(ACTION, randomUUID(), { prepare: 'exit' }), /exited with code 3/);
+      await holds.gates.arrived(GatePoint.HandlerThreadLoad);
+      // The ready thread holds a prepare; a second one waits for a thread.
+      const gate = trigger();
+      const holderId = randomUUID();
+      const holder = agent.prepare(ACTION, holderId, { prepare: 'wait-trigger', trigger: gate.path });
+      await lane('the held prepare to be submitted', (pools) => pools.handlerBusy === 1);
+      const waitingId = randomUUID();
+      const waiting = agent.prepare(ACTION, waitingId, {});
+      await lane('the second prepare to be submitted', (pools) => pools.handlerBusy + pools.handlerQueue === 2);
+      // The ready thread frees: the waiting prepare runs on it, not on the thread still loading.
+      gate.pull();
+      assertPrepared(await holder, ['prepare:wait-trigger']);
+      const answered = await Promise.race([waiting, new Promise<string>((resolve) => setTimeout(resolve, 20_000, 'no answer within 20 s while the replacement loads'))]);
+      assert.notEqual(typeof answered, 'string', String(answered));
+      assertPrepared(answered as Answer, ['prepare:ok']);
+      // Let the replacement load: with a prepare held on one thread, another runs on the other.
+      holds.gates.open(GatePoint.HandlerThreadLoad);
+      const gate2 = trigger();
+      const secondHolderId = randomUUID();
+      const secondHolder = agent.prepare(ACTION, secondHolderId, { prepare: 'wait-trigger', trigger: gate2.path });
+      const alongsideId = randomUUID();
+      const alongside = await agent.prepare(ACTION, alongsideId, {});
+      assertPrepared(alongside, ['prepare:ok']);
+      gate2.pull();
+      assertPrepared(await secondHolder, ['prepare:wait-trigger']);
+      assert.equal(running.extension.stats().pools.workersReplaced, 1, 'only the thread that exited was replaced');
+      await stopAll([
+        { id: holderId, answer: await holder },
+        { id: waitingId, answer: answered as Answer },
+        { id: secondHolderId, answer: await secondHolder },
+        { id: alongsideId, answer: alongside },
+      ]);
+    } finally {
+      holds.dispose();
+    }
   });
 
   test('a thread that ends while idle (a timer the last handler left calls process.exit()) is replaced; the next call runs', async () => {

@@ -7,6 +7,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { RegistrationError } from '../../src/api/description.js';
+import { HANDLERS_TASK_MODULE } from '../../src/pool.js';
 import { fixture, SERVE_ENTRY, spawnNode, start } from '../support/harness.js';
 
 describe('start-up checks of action definitions', () => {
@@ -38,6 +39,25 @@ describe('start-up checks of action definitions', () => {
 
   test('an action module that throws when a handler thread loads it fails createExtension with its error', async () => {
     await assert.rejects(start({ actions: [fixture('worker-load-fails')], handlerThreads: 2 }), /fixture\.worker-load-fails refuses to load on a worker thread/);
+  });
+
+  test('the task module piscina require()s on handler threads is CommonJS whose exports are promises of the handlers', async () => {
+    // piscina require()s its task module before it tries import(). For an ES module, Node 20.19+
+    // runs its require(esm) loader there, and a thread terminated inside that loader's synchronous
+    // instantiation (the pool destroyed by a failed start-up while piscina boots a replacement
+    // thread) aborts the whole process (V8: "IsGraphAsync must be used on an instantiated
+    // module"). No hook can hold a thread inside V8's instantiation, so this checks what rules the
+    // path out: with require(esm) turned off, require() still loads the entry, and what piscina
+    // awaits before a thread reports ready is the handlers' loading (here, off a handler thread,
+    // it fails: the handlers need a handler thread's boot data).
+    const noRequireEsm = process.allowedNodeEnvironmentFlags.has('--experimental-require-module') ? ['--no-experimental-require-module'] : [];
+    const script = `
+      const entry = require(${JSON.stringify(HANDLERS_TASK_MODULE)});
+      const exported = ['decode', 'uploadViolation', 'ping'].map((name) => entry[name]);
+      Promise.allSettled([entry, ...exported]).then((settled) => console.error(JSON.stringify(settled.map((s) => s.status))));`;
+    const child = spawnNode([...noRequireEsm, '-e', script]);
+    assert.equal(await child.exited, 0, child.logs.join('\n'));
+    assert.deepEqual(JSON.parse(child.logs.at(-1) ?? 'null'), ['rejected', 'rejected', 'rejected', 'rejected'], child.logs.join('\n'));
   });
 
   test('a child process serving the mismatched action exits at start-up with the message, before listening', async () => {
