@@ -10,11 +10,15 @@
  * - `inline` (BENCH_BASELINE=inline): the spin action's endpoints with its body run on the main
  *   thread, burning the same loop in the same 100 ms windows and yielding to the event loop
  *   between windows.
+ * - `storm-node-http` and `storm-express`: the storm's actions written inline
+ *   (`inline-storm.ts`), served by bare `node:http` (the machine's limit for the storm) and by
+ *   express (what an author writing with express alone gets).
  */
 import { once } from 'node:events';
-import { createServer, type Server } from 'node:http';
+import { createServer, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import express from 'express';
+import { InlineStorm, type InlineAnswer } from './inline-storm.js';
 import { serveParent } from './ipc.js';
 import { mainThreadCpuUs } from './thread-cpu.js';
 import { burnWindow, WINDOW_MS } from './workload.js';
@@ -24,7 +28,31 @@ const app = express();
 app.use(express.json());
 
 let bare: Server | undefined;
-if (mode === 'node-http') {
+let storm: InlineStorm | undefined;
+if (mode === 'storm-node-http' || mode === 'storm-express') {
+  const inline = new InlineStorm(process.env['BENCH_STOP_LOG']);
+  storm = inline;
+  const send = (res: ServerResponse, answer: InlineAnswer): void => {
+    const text = JSON.stringify(answer.body);
+    res.writeHead(answer.status, { 'Content-Type': 'application/json; charset=utf-8', 'Content-Length': Buffer.byteLength(text) });
+    res.end(text);
+  };
+  const answer = (path: string, body: unknown, res: ServerResponse): void => {
+    const handled = inline.handle(path, (body ?? {}) as Record<string, unknown>);
+    if (handled instanceof Promise) void handled.then((settled) => send(res, settled));
+    else send(res, handled);
+  };
+  if (mode === 'storm-node-http') {
+    bare = createServer((req, res) => {
+      const chunks: Buffer[] = [];
+      req.on('data', (chunk: Buffer) => chunks.push(chunk));
+      req.on('end', () => answer(req.url ?? '/', JSON.parse(Buffer.concat(chunks).toString('utf8')), res));
+    });
+    bare.listen(0, '127.0.0.1');
+  } else {
+    app.post('/:action/:endpoint', (req, res) => answer(req.path, req.body, res));
+  }
+} else if (mode === 'node-http') {
   const body = JSON.parse(process.env['BENCH_ECHO_BODY'] ?? 'null') as unknown;
   bare = createServer((req, res) => {
     const chunks: Buffer[] = [];
@@ -36,7 +64,6 @@ if (mode === 'node-http') {
       res.end(text);
     });
   });
-  bare.keepAliveTimeout = 120_000;
   bare.listen(0, '127.0.0.1');
 } else if (mode === 'echo') {
   const body = JSON.parse(process.env['BENCH_ECHO_BODY'] ?? 'null') as unknown;
@@ -61,10 +88,15 @@ if (mode === 'node-http') {
     res.json({});
   });
 } else {
-  throw new Error(`BENCH_BASELINE must be echo, node-http or inline, got ${String(mode)}`);
+  throw new Error(`BENCH_BASELINE must be echo, node-http, inline, storm-node-http or storm-express, got ${String(mode)}`);
 }
 
 const server = bare ?? app.listen(0, '127.0.0.1');
+// Idle keep-alive connections stay open between a scenario's phases, as the runtime's do.
+server.keepAliveTimeout = 120_000;
 await once(server, 'listening');
-serveParent({ port: (server.address() as AddressInfo).port, pid: process.pid }, { cpuUsage: () => process.cpuUsage(), mainThreadCpuUs });
+serveParent(
+  { port: (server.address() as AddressInfo).port, pid: process.pid },
+  { cpuUsage: () => process.cpuUsage(), mainThreadCpuUs, ...(storm === undefined ? {} : { stats: () => storm.stats() }) },
+);
 process.once('SIGTERM', () => process.exit(0));

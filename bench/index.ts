@@ -232,6 +232,15 @@ function tableRows(r: Results, bars: Bar[]): Row[] {
     if (name === 'cpuStorm') section(name, { ...s, bodiesKilled: s.bodies.killed }, ['cpuBodiesAtStorm', 'setupMs', 'rssMiB', 'bodiesKilled']);
     for (const [answer, count] of Object.entries(s.answers)) rows.push([name, `answer: ${answer}`, formatValue(count), '']);
     for (const problem of s.problems) rows.push([name, 'PROBLEM', problem, '']);
+    const b = s.baselines;
+    if (b === undefined) return;
+    for (const [label, figures] of [['inline node:http', b.nodeHttp], ['inline express', b.express]] as const) {
+      for (const key of ['stopsPerSec', 'mainCpuUsPerExecution', 'processCpuUsPerExecution', 'loadCpuUsPerExecution', 'duplicateStops', 'lostStops', 'http5xx'] as const) {
+        rows.push([name, `${label}: ${key}`, formatValue(figures[key]), '']);
+      }
+      for (const problem of figures.problems) rows.push([name, 'PROBLEM', problem, '']);
+    }
+    section(name, b, ['stopsPerSecOverNodeHttp', 'stopsPerSecOverExpress']);
   };
   if (r.storm) stormRows('storm', r.storm);
   if (r.cpuStorm) stormRows('cpuStorm', r.cpuStorm);
@@ -332,6 +341,13 @@ function markdownTable(rows: Row[]): string {
   ].join('\n');
 }
 
+/** The storm's same-run baselines for the headline table. */
+function stormBaselineCell(s: StormResult): string {
+  const b = s.baselines;
+  if (b === undefined) return '—';
+  return `the same storm against its actions written inline on one thread: bare \`node:http\` ${formatValue(b.nodeHttp.stopsPerSec)}/s (runtime ÷ it: ${formatValue(b.stopsPerSecOverNodeHttp)}), express ${formatValue(b.express.stopsPerSec)}/s (${formatValue(b.stopsPerSecOverExpress)})`;
+}
+
 /** The README's headline table: each figure beside its same-run baseline and its bar. */
 function headlineTable(r: Results, bars: Bar[]): string {
   const verdict = (scenario: ScenarioName, figures?: string[]): string =>
@@ -343,7 +359,7 @@ function headlineTable(r: Results, bars: Bar[]): string {
   if (r.storm) {
     const s = r.storm;
     rows.push(
-      `| stop storm: ${formatValue(s.executions)} executions (io bodies awaiting their stop) × 3 concurrent agent stops + status polling + SIGUSR1 + heartbeat expiry | author stop ran ${formatValue(s.stopHandlerCalls)}× for ${formatValue(s.executions)} executions; drained in ${formatValue(s.drainMs / 1000)} s (${formatValue(s.stopsPerSec)} executions stopped/s), stop p99 ${formatValue(s.stopP99Ms)} ms | — | ${verdict('storm')} |`,
+      `| stop storm: ${formatValue(s.executions)} executions (io bodies awaiting their stop) × 3 concurrent agent stops + status polling + SIGUSR1 + heartbeat expiry | author stop ran ${formatValue(s.stopHandlerCalls)}× for ${formatValue(s.executions)} executions; drained in ${formatValue(s.drainMs / 1000)} s (${formatValue(s.stopsPerSec)} executions stopped/s), stop p99 ${formatValue(s.stopP99Ms)} ms | ${stormBaselineCell(s)} | ${verdict('storm')} |`,
     );
   }
   if (r.cpuStorm) {

@@ -67,19 +67,21 @@ export async function startServer(env: Record<string, string> = {}): Promise<Ser
   };
 }
 
-/** Start a baseline server (`echo`, `node-http` or `inline`, see baseline-server.ts). */
-export async function startBaseline(mode: 'echo' | 'node-http' | 'inline', env: Record<string, string> = {}): Promise<BaselineProcess> {
-  const { child, ready } = await BenchChild.start<{ port: number }>('./baseline-server.js', { BENCH_BASELINE: mode, ...env });
+/** Start a baseline server (`echo`, `node-http`, `inline` or a storm baseline, see baseline-server.ts). */
+export async function startBaseline(mode: 'echo' | 'node-http' | 'inline' | 'storm-node-http' | 'storm-express', env: Record<string, string> = {}): Promise<BaselineProcess> {
+  const { child, ready } = await BenchChild.start<{ port: number; pid: number }>('./baseline-server.js', { BENCH_BASELINE: mode, ...env });
   return {
     base: `http://127.0.0.1:${ready.port}`,
+    pid: ready.pid,
     cpuUsage: () => child.request<NodeJS.CpuUsage>('cpuUsage'),
     mainThreadCpuUs: () => child.request<number>('mainThreadCpuUs'),
+    request: (op) => child.request(op),
     stop: () => child.stop(),
   };
 }
 
-/** A baseline server in its own process. */
-export type BaselineProcess = Pick<ServerProcess, 'base' | 'cpuUsage' | 'mainThreadCpuUs' | 'stop'>;
+/** A baseline server in its own process; `request` asks it over IPC (the storm baselines answer `stats`). */
+export type BaselineProcess = Pick<ServerProcess, 'base' | 'pid' | 'cpuUsage' | 'mainThreadCpuUs' | 'stop'> & { request<T>(op: string): Promise<T> };
 
 /** The load generator, a client process of its own. */
 export interface LoadProcess {

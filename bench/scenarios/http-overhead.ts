@@ -106,7 +106,7 @@ export async function httpOverhead(size: BenchSize): Promise<HttpOverheadResult>
   }
 }
 
-async function run(load: LoadProcess, server: BaselineProcess, url: string, bodies: unknown[], durationS: number): Promise<Measured> {
+async function run(load: LoadProcess, server: Pick<BaselineProcess, 'cpuUsage' | 'mainThreadCpuUs'>, url: string, bodies: unknown[], durationS: number): Promise<Measured> {
   const before = await server.cpuUsage();
   const mainBefore = await server.mainThreadCpuUs();
   const result = await load.call<Throughput>('throughput', { url, bodies, durationS, connections: CONNECTIONS });

@@ -15,9 +15,11 @@ import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { quantile, round } from '../stats.js';
-import { setupExecutions, startLoad, startServer, waitFor, type BenchSize } from './common.js';
+import type { ServerStats } from '../server.js';
+import { setupExecutions, startBaseline, startLoad, startServer, waitFor, type BenchSize } from './common.js';
 
-export interface StormResult {
+/** What one storm measured, against the runtime or against a baseline server. */
+export interface StormFigures {
   executions: number;
   stopRequests: number;
   stopHandlerCalls: number;
@@ -46,14 +48,32 @@ export interface StormResult {
   heartbeatTimeouts: number;
   usr1SentAtMs: number;
   answers: Record<string, number>;
-  bodies: { cooperative: number; killed: number };
   setupMs: number;
+  /** Executions that were not stopped exactly once, first few, for the report. */
+  problems: string[];
+}
+
+/**
+ * The io storm's baselines, the same storm (same seed) in the same run against the storm's actions
+ * written inline on one thread (`bench/inline-storm.ts`): on bare `node:http`, what this machine's
+ * one thread can do at all, and on express, what an author writing with express alone gets.
+ */
+export interface StormBaselines {
+  nodeHttp: StormFigures;
+  express: StormFigures;
+  /** The runtime's executions stopped per second over each baseline's. */
+  stopsPerSecOverNodeHttp: number;
+  stopsPerSecOverExpress: number;
+}
+
+export interface StormResult extends StormFigures {
+  bodies: { cooperative: number; killed: number };
   /** cpu body threads running bodies when the stops began (cpuStorm: one per burning body). */
   cpuBodiesAtStorm: number;
   /** Server RSS when the stops began. */
   rssMiB: number;
-  /** Executions that were not stopped exactly once, first few, for the report. */
-  problems: string[];
+  /** `storm` only. */
+  baselines?: StormBaselines;
 }
 
 const STOPS_PER_EXECUTION = 3;
@@ -63,7 +83,7 @@ const STATS_POLL_MS = 25;
 
 /** The io storm: volume. */
 export function storm(size: BenchSize): Promise<StormResult> {
-  return runStorm(size, { executionCount: size.quick ? 1_000 : 10_000, action: 'bench.wait', expiringAction: 'bench.wait-expiring' });
+  return runStorm(size, { executionCount: size.quick ? 1_000 : 10_000, action: 'bench.wait', expiringAction: 'bench.wait-expiring', baselines: true });
 }
 
 /**
@@ -103,19 +123,83 @@ interface StormOptions {
   /** Executions whose stops are in flight at once (default 64). */
   concurrency?: number;
   env?: Record<string, string>;
+  /** Run the same storm against the inline baselines too ({@link StormBaselines}). */
+  baselines?: boolean;
+}
+
+/** What the storm reads from a server, the runtime's `stats()` or a baseline's. */
+interface StormCounters {
+  activeExecutions: number;
+  watchdog: { heartbeatTimeouts: number };
+}
+
+interface StormServer<C extends StormCounters> {
+  base: string;
+  pid: number;
+  stats(): Promise<C>;
+  mainThreadCpuUs(): Promise<number>;
+  cpuUsage(): Promise<NodeJS.CpuUsage>;
 }
 
 async function runStorm(size: BenchSize, options: StormOptions): Promise<StormResult> {
   const { executionCount } = options;
-  const expiring = Math.round(executionCount * EXPIRING_SHARE);
   const logDir = mkdtempSync(join(tmpdir(), 'actionkit-bench-storm-'));
   const stopLog = join(logDir, 'stops.log');
-  const server = await startServer({
-    ACTIONKIT_MAX_EXECUTIONS: String(executionCount * 2),
-    ACTIONKIT_HEARTBEAT_MIN_INTERVAL: options.heartbeatMinInterval ?? '250ms',
-    BENCH_STOP_LOG: stopLog,
-    ...options.env,
-  });
+  try {
+    const server = await startServer({
+      ACTIONKIT_MAX_EXECUTIONS: String(executionCount * 2),
+      ACTIONKIT_HEARTBEAT_MIN_INTERVAL: options.heartbeatMinInterval ?? '250ms',
+      BENCH_STOP_LOG: stopLog,
+      ...options.env,
+    });
+    let runtime: Awaited<ReturnType<typeof drive<ServerStats>>>;
+    try {
+      runtime = await drive(size, options, server, stopLog);
+    } finally {
+      await server.stop();
+    }
+    const { figures, atStorm, atEnd } = runtime;
+    return {
+      ...figures,
+      bodies: { cooperative: atEnd.stops.bodiesCooperative, killed: atEnd.stops.bodiesKilled },
+      cpuBodiesAtStorm: atStorm.bodies.cpuBusy,
+      rssMiB: round(atStorm.rssBytes / 1_048_576),
+      ...(options.baselines === true ? { baselines: await stormBaselines(size, options, logDir, figures) } : {}),
+    };
+  } finally {
+    rmSync(logDir, { recursive: true, force: true });
+  }
+}
+
+/** The same storm against the inline baselines, one after the other, each with a stop log of its own. */
+async function stormBaselines(size: BenchSize, options: StormOptions, logDir: string, runtime: StormFigures): Promise<StormBaselines> {
+  const against = async (mode: 'storm-node-http' | 'storm-express'): Promise<StormFigures> => {
+    const stopLog = join(logDir, `stops-${mode}.log`);
+    const server = await startBaseline(mode, { BENCH_STOP_LOG: stopLog });
+    try {
+      const { figures } = await drive(size, options, { ...server, stats: () => server.request<StormCounters>('stats') }, stopLog);
+      return { ...figures, problems: figures.problems.map((problem) => `baseline ${mode}: ${problem}`) };
+    } finally {
+      await server.stop();
+    }
+  };
+  const nodeHttp = await against('storm-node-http');
+  const express = await against('storm-express');
+  return {
+    nodeHttp,
+    express,
+    stopsPerSecOverNodeHttp: round(runtime.stopsPerSec / nodeHttp.stopsPerSec, 2),
+    stopsPerSecOverExpress: round(runtime.stopsPerSec / express.stopsPerSec, 2),
+  };
+}
+
+/**
+ * One storm against `server`: set up the executions, wait for the first heartbeat expiry, storm,
+ * drain, then count the author's stops from `stopLog` and ask every execution's final status.
+ */
+async function drive<C extends StormCounters>(size: BenchSize, options: StormOptions, server: StormServer<C>, stopLog: string) {
+  const { executionCount } = options;
+  const expiring = Math.round(executionCount * EXPIRING_SHARE);
   const load = await startLoad();
   try {
     const bulk = { action: options.action, burn: true, count: executionCount - expiring };
@@ -196,7 +280,7 @@ async function runStorm(size: BenchSize, options: StormOptions): Promise<StormRe
     if (!drained) problems.push(`${stats.activeExecutions} executions still active ${Math.round(drainMs)} ms after the storm began`);
     for (const id of lost) if ((calls.get(id) ?? 0) === 0) problems.push(`${id}: author stop never ran`);
     const stopHandlerCalls = [...calls.values()].reduce((a, b) => a + b, 0);
-    return {
+    const figures: StormFigures = {
       executions: executions.length,
       stopRequests: result.stopRequests,
       stopHandlerCalls,
@@ -216,15 +300,11 @@ async function runStorm(size: BenchSize, options: StormOptions): Promise<StormRe
       heartbeatTimeouts: stats.watchdog.heartbeatTimeouts,
       usr1SentAtMs: round(result.usr1SentAtMs),
       answers: result.answers,
-      bodies: { cooperative: stats.stops.bodiesCooperative, killed: stats.stops.bodiesKilled },
       setupMs: round(setupMs),
-      cpuBodiesAtStorm: atStorm.bodies.cpuBusy,
-      rssMiB: round(atStorm.rssBytes / 1_048_576),
       problems: problems.slice(0, 10),
     };
+    return { figures, atStorm, atEnd: stats };
   } finally {
     await load.stop();
-    await server.stop();
-    rmSync(logDir, { recursive: true, force: true });
   }
 }

@@ -1,7 +1,8 @@
 /**
  * The bench runs end to end (its own processes, real HTTP, real threads) and reports in the shape
  * the README promises: a table, then one JSON object as the last line. Three scenarios at quick
- * size: the storm (1,000 executions with io bodies), the CPU storm (64 CPU-spinning bodies, a
+ * size: the storm (1,000 executions with io bodies, and the same storm against its inline
+ * baselines), the CPU storm (64 CPU-spinning bodies, a
  * thread each, far more than the cores) — the correctness figures of both must be 0 on any
  * machine — and the stop latency. Speed bars are not asserted here — CI machines are noisy; `npm run bench` judges them
  * and exits 2 when one is missed, which this test accepts.
@@ -52,6 +53,20 @@ test('bench --quick --only storm,cpuStorm,stopLatency --json: table, JSON summar
   assert.equal(summary.storm['http5xx'], 0);
   assert.ok(summary.storm['heartbeatTimeouts']! > 0, 'part of the storm is heartbeat expiry');
   for (const field of ['drainMs', 'stopsPerSec', 'stopP99Ms', 'statusP99Ms']) assert.ok(summary.storm[field]! > 0, field);
+  // The same storm against the inline baselines: they must stop every execution exactly once too, or their rates mean nothing.
+  const { baselines } = summary.storm as unknown as { baselines: Record<'nodeHttp' | 'express', Record<string, number>> & Record<'stopsPerSecOverNodeHttp' | 'stopsPerSecOverExpress', number> };
+  for (const name of ['nodeHttp', 'express'] as const) {
+    const b = baselines[name];
+    assert.equal(b['executions'], 1000, name);
+    assert.equal(b['stopRequests'], 3000, name);
+    assert.equal(b['stopHandlerCalls'], 1000, name);
+    assert.equal(b['duplicateStops'], 0, name);
+    assert.equal(b['lostStops'], 0, name);
+    assert.equal(b['http5xx'], 0, name);
+    assert.ok(b['heartbeatTimeouts']! > 0, `${name}: part of the storm is heartbeat expiry`);
+    assert.ok(b['stopsPerSec']! > 0 && b['mainCpuUsPerExecution']! > 0, name);
+  }
+  assert.ok(baselines.stopsPerSecOverNodeHttp > 0 && baselines.stopsPerSecOverExpress > 0);
   // 64 CPU-spinning bodies, each on a body thread of its own (32 per core on 2 cores).
   assert.equal(summary.cpuStorm['executions'], 64);
   assert.equal(summary.cpuStorm['stopRequests'], 192);
