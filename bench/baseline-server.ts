@@ -46,7 +46,15 @@ if (mode === 'storm-node-http' || mode === 'storm-express') {
     bare = createServer((req, res) => {
       const chunks: Buffer[] = [];
       req.on('data', (chunk: Buffer) => chunks.push(chunk));
-      req.on('end', () => answer(req.url ?? '/', JSON.parse(Buffer.concat(chunks).toString('utf8')), res));
+      req.on('end', () => {
+        let body: unknown;
+        try {
+          body = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+        } catch {
+          return send(res, { status: 400, body: { title: 'the request body is not JSON' } });
+        }
+        answer(req.url ?? '/', body, res);
+      });
     });
     bare.listen(0, '127.0.0.1');
   } else {

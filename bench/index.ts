@@ -227,7 +227,7 @@ function tableRows(r: Results, bars: Bar[]): Row[] {
   };
   const stormRows = (name: 'storm' | 'cpuStorm', s: StormResult): void => {
     section(name, s, [
-      'executions', 'stopRequests', 'stopHandlerCalls', 'duplicateStops', 'lostStops', 'http5xx', 'drainMs', 'stopsPerSec', 'mainCpuUsPerExecution', 'processCpuUsPerExecution', 'stopP99Ms', 'statusP99Ms', 'statusRequests', 'heartbeatTimeouts',
+      'executions', 'stopRequests', 'stopHandlerCalls', 'duplicateStops', 'lostStops', 'http5xx', 'drainMs', 'stopsPerSec', 'mainCpuUsPerExecution', 'processCpuUsPerExecution', 'loadCpuUsPerExecution', 'mainCpuUsPerRequest', 'processCpuUsPerRequest', 'stopP99Ms', 'statusP99Ms', 'statusRequests', 'heartbeatTimeouts',
     ]);
     if (name === 'cpuStorm') section(name, { ...s, bodiesKilled: s.bodies.killed }, ['cpuBodiesAtStorm', 'setupMs', 'rssMiB', 'bodiesKilled']);
     for (const [answer, count] of Object.entries(s.answers)) rows.push([name, `answer: ${answer}`, formatValue(count), '']);
@@ -235,7 +235,9 @@ function tableRows(r: Results, bars: Bar[]): Row[] {
     const b = s.baselines;
     if (b === undefined) return;
     for (const [label, figures] of [['inline node:http', b.nodeHttp], ['inline express', b.express]] as const) {
-      for (const key of ['stopsPerSec', 'mainCpuUsPerExecution', 'processCpuUsPerExecution', 'loadCpuUsPerExecution', 'duplicateStops', 'lostStops', 'http5xx'] as const) {
+      for (const key of [
+        'drainMs', 'stopsPerSec', 'mainCpuUsPerExecution', 'processCpuUsPerExecution', 'loadCpuUsPerExecution', 'mainCpuUsPerRequest', 'processCpuUsPerRequest', 'statusRequests', 'heartbeatTimeouts', 'duplicateStops', 'lostStops', 'http5xx',
+      ] as const) {
         rows.push([name, `${label}: ${key}`, formatValue(figures[key]), '']);
       }
       for (const problem of figures.problems) rows.push([name, 'PROBLEM', problem, '']);
@@ -345,7 +347,8 @@ function markdownTable(rows: Row[]): string {
 function stormBaselineCell(s: StormResult): string {
   const b = s.baselines;
   if (b === undefined) return '—';
-  return `the same storm against its actions written inline on one thread: bare \`node:http\` ${formatValue(b.nodeHttp.stopsPerSec)}/s (runtime ÷ it: ${formatValue(b.stopsPerSecOverNodeHttp)}), express ${formatValue(b.express.stopsPerSec)}/s (${formatValue(b.stopsPerSecOverExpress)})`;
+  const ratio = (value: number | null): string => (value === null ? 'no ratio: it did not stop every execution exactly once' : `runtime ÷ it: ${formatValue(value)}`);
+  return `the same storm against its actions written inline on one thread: bare \`node:http\` ${formatValue(b.nodeHttp.stopsPerSec)}/s (${ratio(b.stopsPerSecOverNodeHttp)}; main-thread CPU per request ${formatValue(b.nodeHttp.mainCpuUsPerRequest)} µs against the runtime's ${formatValue(s.mainCpuUsPerRequest)}), express ${formatValue(b.express.stopsPerSec)}/s (${ratio(b.stopsPerSecOverExpress)}; ${formatValue(b.express.mainCpuUsPerRequest)} µs)`;
 }
 
 /** The README's headline table: each figure beside its same-run baseline and its bar. */

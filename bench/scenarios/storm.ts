@@ -41,6 +41,13 @@ export interface StormFigures {
    * not get.
    */
   loadCpuUsPerExecution: number;
+  /**
+   * The same main-thread and process CPU per request answered in that time (stops and statuses).
+   * The eight status pollers ask again as soon as they are answered, so a server that answers
+   * status faster gets more of them per execution: per request, servers compare on equal terms.
+   */
+  mainCpuUsPerRequest: number;
+  processCpuUsPerRequest: number;
   stopP99Ms: number;
   statusP99Ms: number;
   /** Extra detail. */
@@ -61,9 +68,9 @@ export interface StormFigures {
 export interface StormBaselines {
   nodeHttp: StormFigures;
   express: StormFigures;
-  /** The runtime's executions stopped per second over each baseline's. */
-  stopsPerSecOverNodeHttp: number;
-  stopsPerSecOverExpress: number;
+  /** The runtime's executions stopped per second over each baseline's; null when that baseline did not stop every execution exactly once. */
+  stopsPerSecOverNodeHttp: number | null;
+  stopsPerSecOverExpress: number | null;
 }
 
 export interface StormResult extends StormFigures {
@@ -188,9 +195,15 @@ async function stormBaselines(size: BenchSize, options: StormOptions, logDir: st
   return {
     nodeHttp,
     express,
-    stopsPerSecOverNodeHttp: round(runtime.stopsPerSec / nodeHttp.stopsPerSec, 2),
-    stopsPerSecOverExpress: round(runtime.stopsPerSec / express.stopsPerSec, 2),
+    stopsPerSecOverNodeHttp: ratioOver(runtime, nodeHttp),
+    stopsPerSecOverExpress: ratioOver(runtime, express),
   };
+}
+
+/** A baseline's rate means something only if it did the storm's work: every execution stopped exactly once, no 5xx. */
+function ratioOver(runtime: StormFigures, baseline: StormFigures): number | null {
+  const clean = baseline.duplicateStops === 0 && baseline.lostStops === 0 && baseline.http5xx === 0 && baseline.problems.length === 0;
+  return clean ? round(runtime.stopsPerSec / baseline.stopsPerSec, 2) : null;
 }
 
 /**
@@ -294,6 +307,8 @@ async function drive<C extends StormCounters>(size: BenchSize, options: StormOpt
       mainCpuUsPerExecution: round(mainCpuUs / executions.length),
       processCpuUsPerExecution: round(processCpuUs / executions.length),
       loadCpuUsPerExecution: round(result.cpuUs / executions.length),
+      mainCpuUsPerRequest: round(mainCpuUs / (result.stopRequests + result.statusRequests)),
+      processCpuUsPerRequest: round(processCpuUs / (result.stopRequests + result.statusRequests)),
       stopP99Ms: round(quantile(result.stopLatenciesMs, 0.99), 2),
       statusP99Ms: round(quantile(result.statusLatenciesMs, 0.99), 2),
       statusRequests: result.statusRequests,

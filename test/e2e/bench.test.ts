@@ -52,7 +52,7 @@ test('bench --quick --only storm,cpuStorm,stopLatency --json: table, JSON summar
   assert.equal(summary.storm['lostStops'], 0);
   assert.equal(summary.storm['http5xx'], 0);
   assert.ok(summary.storm['heartbeatTimeouts']! > 0, 'part of the storm is heartbeat expiry');
-  for (const field of ['drainMs', 'stopsPerSec', 'stopP99Ms', 'statusP99Ms']) assert.ok(summary.storm[field]! > 0, field);
+  for (const field of ['drainMs', 'stopsPerSec', 'stopP99Ms', 'statusP99Ms', 'mainCpuUsPerRequest']) assert.ok(summary.storm[field]! > 0, field);
   // The same storm against the inline baselines: they must stop every execution exactly once too, or their rates mean nothing.
   const { baselines } = summary.storm as unknown as { baselines: Record<'nodeHttp' | 'express', Record<string, number>> & Record<'stopsPerSecOverNodeHttp' | 'stopsPerSecOverExpress', number> };
   for (const name of ['nodeHttp', 'express'] as const) {
@@ -64,7 +64,7 @@ test('bench --quick --only storm,cpuStorm,stopLatency --json: table, JSON summar
     assert.equal(b['lostStops'], 0, name);
     assert.equal(b['http5xx'], 0, name);
     assert.ok(b['heartbeatTimeouts']! > 0, `${name}: part of the storm is heartbeat expiry`);
-    assert.ok(b['stopsPerSec']! > 0 && b['mainCpuUsPerExecution']! > 0, name);
+    assert.ok(b['stopsPerSec']! > 0 && b['mainCpuUsPerExecution']! > 0 && b['mainCpuUsPerRequest']! > 0, name);
   }
   assert.ok(baselines.stopsPerSecOverNodeHttp > 0 && baselines.stopsPerSecOverExpress > 0);
   // 64 CPU-spinning bodies, each on a body thread of its own (32 per core on 2 cores).
