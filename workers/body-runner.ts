@@ -46,8 +46,13 @@ function post(event: BodyThreadEvent): void {
 port.on('message', (command: BodyThreadCommand) => {
   if (command.type === 'run') void run(command.runId, command.task);
 });
-/** What keeps this thread's event loop alive when it runs nothing (its port): a body that leaves more behind leaves it unclean. */
-const idleResources = activeResources();
+/**
+ * What keeps this thread's event loop alive when it runs nothing (its port): a body that leaves more
+ * behind leaves it unclean. Judged on cpu threads only (one body at a time): an io thread's loop is
+ * shared by all its bodies, so its resources say nothing about the one that ended, and listing them
+ * at each of thousands of body ends was most of an io thread's work in a stop storm.
+ */
+const idleResources = boot.kind === 'cpu' ? activeResources() : undefined;
 post({ type: 'ready' });
 
 /** The thread's active handles and requests, but those being closed (`CloseReq`: on their way out). */
@@ -85,7 +90,7 @@ async function run(runId: number, task: WireBodyTask): Promise<void> {
   // that got here, idle, with nothing left behind takes another body.
   await new Promise((resolve) => setImmediate(resolve));
   gates?.pass(GatePoint.BodyBeforeEnded);
-  const clean = activeResources() === idleResources;
+  const clean = idleResources === undefined || activeResources() === idleResources;
   post({ type: 'ended', runId, phase: reply.phase, ...(reply.error === undefined ? {} : { error: reply.error }), endedAtUs, clean });
 }
 

@@ -163,7 +163,8 @@ export type BodyThreadEvent =
   | { type: 'result'; runId: number; json: string }
   /**
    * The body ended; its context is closed and it will send nothing more. `clean`: it left nothing
-   * running on the thread (no timer, socket or other handle), so the thread may take another body.
+   * running on the thread (no timer, socket or other handle), so the thread may take another body
+   * (judged on cpu threads; an io thread, shared by many bodies at once, always says true).
    */
   | { type: 'ended'; runId: number; phase: BodyReply['phase']; error?: ErrorData; endedAtUs: number; clean: boolean };
 
