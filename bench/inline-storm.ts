@@ -44,9 +44,10 @@ export class InlineStorm {
   private readonly executions = new Map<string, Execution>();
   private active = 0;
   private heartbeatTimeouts = 0;
-  private readonly watchdog = setInterval(() => this.expireHeartbeats(), WATCHDOG_TICK_MS);
 
+  /** Serves until the process ends (the bench stops it with SIGTERM). */
   constructor(private readonly stopLog: string | undefined) {
+    setInterval(() => this.expireHeartbeats(), WATCHDOG_TICK_MS);
     process.on('SIGUSR1', () => {
       for (const execution of this.executions.values()) this.beginStop(execution, 'received signal SIGUSR1');
     });
@@ -55,10 +56,6 @@ export class InlineStorm {
   /** Counters in the shape the storm reads from the runtime's `stats()`. */
   stats() {
     return { activeExecutions: this.active, watchdog: { heartbeatTimeouts: this.heartbeatTimeouts } };
-  }
-
-  close(): void {
-    clearInterval(this.watchdog);
   }
 
   /** One request: `/<action>/<endpoint>` with its parsed JSON body. */
