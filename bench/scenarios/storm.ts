@@ -6,7 +6,8 @@
  *
  * Two storms share this machinery:
  * - `storm`: 10,000 executions (quick 1,000) whose io bodies await their stop on the shared io
- *   threads — the stop path under volume.
+ *   threads — the stop path under volume; then, in the same run, the same storm against its
+ *   inline baselines ({@link StormBaselines}).
  * - `cpuStorm`: 200 executions (quick 64) whose cpu bodies burn CPU until stopped, each on a body
  *   thread of its own, far more than there are cores — the stop path while the HTTP thread, the
  *   handlers and the bodies that must see their stop all compete for oversubscribed cores.
