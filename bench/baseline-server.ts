@@ -15,10 +15,10 @@
  *   express (what an author writing with express alone gets).
  */
 import { once } from 'node:events';
-import { createServer, type Server, type ServerResponse } from 'node:http';
+import { createServer, type IncomingMessage, type Server, type ServerResponse } from 'node:http';
 import type { AddressInfo } from 'node:net';
 import express from 'express';
-import { InlineStorm, type InlineAnswer } from './inline-storm.js';
+import { InlineStorm } from './inline-storm.js';
 import { serveParent } from './ipc.js';
 import { mainThreadCpuUs } from './thread-cpu.js';
 import { burnWindow, WINDOW_MS } from './workload.js';
@@ -27,52 +27,47 @@ const mode = process.env['BENCH_BASELINE'];
 const app = express();
 app.use(express.json());
 
+/** A JSON answer with its length, as both bare `node:http` baselines write it. */
+function sendJson(res: ServerResponse, status: number, body: unknown): void {
+  const text = JSON.stringify(body);
+  res.writeHead(status, { 'Content-Type': 'application/json; charset=utf-8', 'Content-Length': Buffer.byteLength(text) });
+  res.end(text);
+}
+
+/** A bare `node:http` server that reads each request's body whole and parses it (400 when it is not JSON). */
+function bareJsonServer(handle: (req: IncomingMessage, body: unknown, res: ServerResponse) => void): Server {
+  const created = createServer((req, res) => {
+    const chunks: Buffer[] = [];
+    req.on('data', (chunk: Buffer) => chunks.push(chunk));
+    req.on('end', () => {
+      let body: unknown;
+      try {
+        body = JSON.parse(Buffer.concat(chunks).toString('utf8'));
+      } catch {
+        return sendJson(res, 400, { title: 'the request body is not JSON' });
+      }
+      handle(req, body, res);
+    });
+  });
+  created.listen(0, '127.0.0.1');
+  return created;
+}
+
 let bare: Server | undefined;
 let storm: InlineStorm | undefined;
 if (mode === 'storm-node-http' || mode === 'storm-express') {
   const inline = new InlineStorm(process.env['BENCH_STOP_LOG']);
   storm = inline;
-  const send = (res: ServerResponse, answer: InlineAnswer): void => {
-    const text = JSON.stringify(answer.body);
-    res.writeHead(answer.status, { 'Content-Type': 'application/json; charset=utf-8', 'Content-Length': Buffer.byteLength(text) });
-    res.end(text);
-  };
   const answer = (path: string, body: unknown, res: ServerResponse): void => {
     const handled = inline.handle(path, (body ?? {}) as Record<string, unknown>);
-    if (handled instanceof Promise) void handled.then((settled) => send(res, settled));
-    else send(res, handled);
+    if (handled instanceof Promise) void handled.then((settled) => sendJson(res, settled.status, settled.body));
+    else sendJson(res, handled.status, handled.body);
   };
-  if (mode === 'storm-node-http') {
-    bare = createServer((req, res) => {
-      const chunks: Buffer[] = [];
-      req.on('data', (chunk: Buffer) => chunks.push(chunk));
-      req.on('end', () => {
-        let body: unknown;
-        try {
-          body = JSON.parse(Buffer.concat(chunks).toString('utf8'));
-        } catch {
-          return send(res, { status: 400, body: { title: 'the request body is not JSON' } });
-        }
-        answer(req.url ?? '/', body, res);
-      });
-    });
-    bare.listen(0, '127.0.0.1');
-  } else {
-    app.post('/:action/:endpoint', (req, res) => answer(req.path, req.body, res));
-  }
+  if (mode === 'storm-node-http') bare = bareJsonServer((req, body, res) => answer(req.url ?? '/', body, res));
+  else app.post('/:action/:endpoint', (req, res) => answer(req.path, req.body, res));
 } else if (mode === 'node-http') {
   const body = JSON.parse(process.env['BENCH_ECHO_BODY'] ?? 'null') as unknown;
-  bare = createServer((req, res) => {
-    const chunks: Buffer[] = [];
-    req.on('data', (chunk: Buffer) => chunks.push(chunk));
-    req.on('end', () => {
-      JSON.parse(Buffer.concat(chunks).toString('utf8'));
-      const text = JSON.stringify(body);
-      res.writeHead(200, { 'Content-Type': 'application/json; charset=utf-8', 'Content-Length': Buffer.byteLength(text) });
-      res.end(text);
-    });
-  });
-  bare.listen(0, '127.0.0.1');
+  bare = bareJsonServer((_req, _body, res) => sendJson(res, 200, body));
 } else if (mode === 'echo') {
   const body = JSON.parse(process.env['BENCH_ECHO_BODY'] ?? 'null') as unknown;
   app.post('/bench.spin/status', (_req, res) => void res.json(body));
