@@ -68,6 +68,8 @@ export interface PoolStats {
   workersReplaced: number;
   /** Tasks waiting for the large-request lane (decodes, checks, handlers of sealed values). */
   largeRequestQueue: number;
+  /** Of those, the work for executions (handlers and upload checks of sealed values, the agent's decodes): it goes before the other decodes. */
+  largeRequestQueueForExecutions: number;
   /** Tasks the large-request lane completed since start. */
   largeRequestTasks: number;
 }
@@ -92,8 +94,11 @@ export const MAX_QUEUED_DECODES = 16;
  * The large-request lane's own queue in front of its one thread (piscina's would be unbounded,
  * first come first served, and blind to clients that left). One task on the thread at a time, so
  * a task's handler timeout counts from when it runs, not from when it was queued. Work for
- * executions — handlers and upload checks of sealed values — goes before decodes: a flood of
- * bodies from anyone cannot delay a stop the agent is waiting for by more than one decode. At most
+ * executions — handlers and upload checks of sealed values, decodes of the agent's bodies — goes
+ * before the other decodes: a flood of bodies from anyone delays each such task by one decode at
+ * most (the one on the thread when it joined). An agent's large stop is up to three such tasks
+ * (decode, upload check, handler), each joining when the lifecycle gets to it, so it may wait
+ * for one decode before each — never for the flood. At most
  * {@link MAX_QUEUED_DECODES} decodes wait (a refused one is a 503, not memory held), and a decode
  * whose client went away before its turn is dropped.
  */
@@ -146,6 +151,11 @@ class LaneQueue {
   /** Tasks waiting now (decodes and work for executions). */
   get waiting(): number {
     return this.executionWork.length + this.decodes.length;
+  }
+
+  /** Work for executions waiting now. */
+  get waitingForExecutions(): number {
+    return this.executionWork.length;
   }
 }
 
@@ -400,6 +410,7 @@ export class WorkerPools {
       handlerUtilization: this.handlers.utilization,
       workersReplaced: this.replaced,
       largeRequestQueue: this.laneQueue.waiting,
+      largeRequestQueueForExecutions: this.laneQueue.waitingForExecutions,
       largeRequestTasks: this.large.completed,
     };
   }

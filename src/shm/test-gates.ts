@@ -69,6 +69,11 @@ export class TestGates {
     Atomics.store(this.words, point * WORDS_PER_POINT + ARMED, 1);
   }
 
+  /** Threads that reached `point` since it was last armed (test). */
+  arrivals(point: GatePoint): number {
+    return Atomics.load(this.words, point * WORDS_PER_POINT + ARRIVED);
+  }
+
   /** Resolve once `count` threads are held at `point`; reject after `timeoutMs` naming the point (test). */
   async arrived(point: GatePoint, count = 1, timeoutMs = 20_000): Promise<void> {
     const at = point * WORDS_PER_POINT + ARRIVED;

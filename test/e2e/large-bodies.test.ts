@@ -23,7 +23,7 @@ import { after, afterEach, test } from 'node:test';
 import { MAX_JSON_DEPTH } from '../../src/api/json-depth.js';
 import { MAX_LARGE_BODIES_READ } from '../../src/http/app.js';
 import type { RuntimeError } from '../../src/errors.js';
-import { MAX_QUEUED_DECODES, type WorkerPools } from '../../src/pool.js';
+import { MAX_QUEUED_DECODES, type PoolStats, type WorkerPools } from '../../src/pool.js';
 import { LARGE_JSON_BYTES } from '../../src/runtime/sealed.js';
 import { GatePoint } from '../../src/shm/test-gates.js';
 import { eventually, fixture, sleep, start, tempDir, type Answer, type Running } from '../support/harness.js';
@@ -240,6 +240,12 @@ function junkStop(agent: Running['agent']): Promise<Answer> {
   return agent.stop(STATE, randomUUID(), { padding: 'j'.repeat(2 * LARGE_JSON_BYTES) });
 }
 
+/** A large stop of an unknown execution whose state is small (the body is padded after it): decoded on the lane, its handler runs on the handler lane. */
+function paddedStop(agent: Running['agent']): Promise<Answer> {
+  const body = `${JSON.stringify({ executionId: randomUUID(), state: {} })}${' '.repeat(2 * LARGE_JSON_BYTES)}`;
+  return agent.request('POST', `/${STATE}/stop`, body, { 'Content-Type': 'application/json' });
+}
+
 /** Prepare an execution of the state fixture whose prepare hands out a state above the threshold (sealed); its stop logs to `stopLog`. */
 async function prepareSealed(agent: Running['agent'], initial: Json = {}): Promise<{ id: string; stopLog: string; prepared: Answer }> {
   const id = randomUUID();
@@ -249,10 +255,10 @@ async function prepareSealed(agent: Running['agent'], initial: Json = {}): Promi
   return { id, stopLog, prepared };
 }
 
-/** Hold the large-request lane: a junk stop held in its decode (the gate stays armed); `held` is its answer once the gate opens. */
-async function holdLane(holds: Holds, agent: Running['agent']): Promise<{ held: Promise<Answer> }> {
+/** Hold the large-request lane: a junk stop (or `send`'s) held in its decode (the gate stays armed); `held` is its answer once the gate opens. */
+async function holdLane(holds: Holds, agent: Running['agent'], send = junkStop): Promise<{ held: Promise<Answer> }> {
   holds.gates.arm(GatePoint.LargeRequestDecode);
-  const held = junkStop(agent);
+  const held = send(agent);
   await holds.gates.arrived(GatePoint.LargeRequestDecode);
   return { held };
 }
@@ -430,33 +436,50 @@ test('a handler that waited for the large-request lane gets its whole handler ti
   assert.equal(running.extension.stats().stops.succeeded, 1);
 });
 
-test('the agent\'s large request for an execution this process holds has read turns of its own and goes before anonymous large bodies', async () => {
+test('the agent\'s large request for an execution this process holds has read turns of its own and goes before anonymous large bodies: each of its lane tasks waits for one decode at most', async () => {
   holds = new Holds();
   running = await start({ actions: [fixture('http-state')] });
   const { agent } = running;
+  const { gates } = holds;
+  const lane = (): PoolStats => running!.extension.stats().pools;
   const { id, stopLog, prepared } = await prepareSealed(agent);
   const started = await agent.start(STATE, id, prepared.body['state']);
   assert.equal(started.status, 200);
-  const { held } = await holdLane(holds, agent);
-  // Every turn taken, more anonymous bodies waiting for one.
-  const junk = Array.from({ length: MAX_LARGE_BODIES_READ + 4 }, () => junkStop(agent));
-  await eventually('the turns to fill', () => (running!.extension.stats().pools.largeRequestQueue === MAX_LARGE_BODIES_READ - 1 ? true : undefined));
-  const stopping = agent.stop(STATE, id, started.body['state']);
-  await eventually('the agent stop to wait for the lane', () => (running!.extension.stats().pools.largeRequestQueue === MAX_LARGE_BODIES_READ ? true : undefined));
-  // The held decode goes, and the next decode is held again: the agent's (it went first). Then
-  // that goes too, and the next one is held: an anonymous one — the agent's stop is not behind it.
-  holds.gates.open(GatePoint.LargeRequestDecode);
-  holds.gates.arm(GatePoint.LargeRequestDecode);
-  await holds.gates.arrived(GatePoint.LargeRequestDecode);
-  holds.gates.open(GatePoint.LargeRequestDecode);
-  holds.gates.arm(GatePoint.LargeRequestDecode);
-  const stopped = await Promise.race([stopping, sleep(20_000).then(() => undefined)]);
-  assert.ok(stopped !== undefined, 'the agent stop was answered while the next anonymous decode was held');
-  assert.equal(stopped.status, 200, JSON.stringify(stopped.body));
+  // Anonymous bodies whose handlers run on the handler lane: the agent's stop is the only work
+  // for executions the large-request lane sees.
+  const { held } = await holdLane(holds, agent, paddedStop);
+  const anonymous = Array.from({ length: MAX_LARGE_BODIES_READ + 4 }, () => paddedStop(agent));
+  await eventually('every anonymous turn to be taken', () => (lane().largeRequestQueue === MAX_LARGE_BODIES_READ - 1 ? true : undefined));
+  let stopped: Answer | undefined;
+  const stopping = agent.stop(STATE, id, started.body['state']).then((answer) => (stopped = answer));
+  await eventually('the agent\'s body to be read on a turn of its own and wait as work for an execution', () => (lane().largeRequestQueueForExecutions === 1 ? true : undefined));
+
+  // The held decode goes; the lane takes the agent's decode before the anonymous ones queued earlier.
+  gates.open(GatePoint.LargeRequestDecode);
+  gates.arm(GatePoint.LargeRequestDecode);
+  await gates.arrived(GatePoint.LargeRequestDecode);
+  assert.equal(lane().largeRequestQueueForExecutions, 0, 'the decode on the lane is the agent\'s');
+  assert.ok(lane().largeRequestQueue >= MAX_LARGE_BODIES_READ - 1, 'the anonymous decodes still wait');
+
+  // The agent's decode goes. Its handler joins the queue when the lifecycle gets to it: before the
+  // lane takes the next anonymous decode, or while that one is held — then it goes right after it.
+  gates.open(GatePoint.LargeRequestDecode);
+  gates.arm(GatePoint.LargeRequestDecode);
+  await eventually('the agent\'s stop to be answered, or its handler to wait behind one held decode', () =>
+    stopped !== undefined || (gates.arrivals(GatePoint.LargeRequestDecode) === 1 && lane().largeRequestQueueForExecutions === 1) ? true : undefined,
+  );
+  if (stopped === undefined) {
+    gates.open(GatePoint.LargeRequestDecode);
+    gates.arm(GatePoint.LargeRequestDecode);
+  }
+  // Nothing opens the gate again until the stop is answered: it waited for no second anonymous decode.
+  await eventually('the agent\'s stop to be answered while the next anonymous decode is held', () => stopped, 20_000);
+  assert.equal(stopped!.status, 200, JSON.stringify(stopped!.body));
   assert.equal(readFileSync(stopLog, 'utf8').trim().split('\n').length, 1);
-  await holds.gates.arrived(GatePoint.LargeRequestDecode);
-  holds.gates.open(GatePoint.LargeRequestDecode);
-  for (const answer of await Promise.all([held, ...junk])) assert.equal(answer.status, 200);
+  await stopping;
+  await gates.arrived(GatePoint.LargeRequestDecode);
+  gates.open(GatePoint.LargeRequestDecode);
+  for (const answer of await Promise.all([held, ...anonymous])) assert.equal(answer.status, 200, JSON.stringify(answer.body));
 });
 
 test('a large body answered before it was read (its Request-Timeout passed) takes no read turn: more of them than there are turns leave the next large body read', { timeout: 60_000 }, async () => {
