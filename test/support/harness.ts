@@ -47,20 +47,30 @@ function baseUrl(port: number | undefined): string {
 /** Start an extension in this process with test-friendly defaults (port 0, no signals, quiet logs). */
 export async function start(options: Partial<ExtensionOptions> & { actions: ExtensionOptions['actions'] }): Promise<Running> {
   const uploads = tempDir('actionkit-uploads-');
-  const extension = await createExtension({
-    port: 0,
-    host: '127.0.0.1',
-    healthPort: 0,
-    handleSignals: false,
-    logLevel: 'fatal',
-    heartbeatMinIntervalMs: 200,
-    stopGraceMs: 1000,
-    uploadDir: uploads.path,
-    // The test runner's own process: its OOM-killer standing is not the extension's to change.
-    oomScoreAdj: null,
-    ...options,
-  });
-  const { port, healthPort } = await extension.listen();
+  let extension: Extension | undefined;
+  let listening: Awaited<ReturnType<Extension['listen']>>;
+  try {
+    extension = await createExtension({
+      port: 0,
+      host: '127.0.0.1',
+      healthPort: 0,
+      handleSignals: false,
+      logLevel: 'fatal',
+      heartbeatMinIntervalMs: 200,
+      stopGraceMs: 1000,
+      uploadDir: uploads.path,
+      // The test runner's own process: its OOM-killer standing is not the extension's to change.
+      oomScoreAdj: null,
+      ...options,
+    });
+    listening = await extension.listen();
+  } catch (error) {
+    // A start-up a test expects to fail leaves nothing behind.
+    await extension?.close();
+    uploads.remove();
+    throw error;
+  }
+  const { port, healthPort } = listening;
   const base = baseUrl(port);
   return {
     extension,
