@@ -221,10 +221,11 @@ describe('actionkit check against the example extension', { timeout: TEST_TIMEOU
 
 describe('actionkit check --heartbeat', { timeout: TEST_TIMEOUT_MS }, () => {
   test('passes when the extension stops a silent execution on its own', async () => {
-    // behave's status interval is 100 ms; with a 200 ms minimum the runtime gives up after ~0.85 s.
+    // behave's status interval is 100 ms; with a 200 ms minimum the runtime gives up after ~0.85 s
+    // of silence the agent caused; 6 s leaves room for a busy machine.
     const child = await spawnListening([CLI, 'serve', fixture('behave')], { ACTIONKIT_HEARTBEAT_MIN_INTERVAL: '200ms' });
     try {
-      const { code, report } = await check([child.base, '--heartbeat', '--heartbeat-timeout', '2s', '--duration', '500ms']);
+      const { code, report } = await check([child.base, '--heartbeat', '--heartbeat-timeout', '6s', '--duration', '500ms']);
       assert.equal(code, 0, JSON.stringify(report.rows.filter((r) => r.status === 'fail')));
       const heartbeat = row(report, 'heartbeat fixture.behave');
       assert.equal(heartbeat.status, 'pass');

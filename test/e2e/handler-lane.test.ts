@@ -88,13 +88,14 @@ describe('more handler calls than threads', () => {
 
 describe('a lost handler thread costs only its own call', () => {
   test('a handler that overruns its timeout fails alone; the prepares after it run on the replacement thread', async () => {
-    running = await start({ actions: [fixture('behave')], handlerThreads: 1, handlerTimeoutMs: 2_000 });
+    running = await start({ actions: [fixture('behave')], handlerThreads: 1, handlerTimeoutMs: 10_000 });
     const { agent } = running;
     const hung = agent.prepare(ACTION, randomUUID(), { prepare: 'block' });
     await lane('the blocking prepare to run', (pools) => pools.handlerBusy === 1);
-    assertFailed(await hung, /did not finish within 2000 ms; its worker thread was terminated and replaced/);
+    assertFailed(await hung, /did not finish within 10000 ms; its worker thread was terminated and replaced/);
     // (A call queued behind a hung one has its own timeout counted from when it was submitted: it
-    // is answered within it, run or not — the agent never waits longer than the handler timeout.)
+    // is answered within it, run or not — the agent never waits longer than the handler timeout.
+    // These wait for the replacement thread to load: 10 s leaves that to a busy machine.)
     const rest = await Promise.all(
       Array.from({ length: 4 }, () => randomUUID()).map(async (id) => ({ id, answer: await agent.prepare(ACTION, id, {}) })),
     );

@@ -423,13 +423,14 @@ test('a multipart request field above the threshold is refused exactly as a smal
 
 test('a handler that waited for the large-request lane gets its whole handler timeout from when it runs: its ctx.signal has not fired', async () => {
   holds = new Holds();
-  running = await start({ actions: [fixture('http-state')], handlerTimeoutMs: 1_000 });
+  // 3 s for the lane's thread (nice 10) to take the task and reach the check 100 ms in, on a busy machine.
+  running = await start({ actions: [fixture('http-state')], handlerTimeoutMs: 3_000 });
   const { agent } = running;
   const { stopLog } = await prepareSealed(agent, { signalCheckAfterMs: 100 });
   const { held } = await holdLane(holds, agent);
   const stoppingAll = running.extension.stopAll();
   // The stop of the sealed state waits for the lane longer than the handler timeout.
-  await sleep(1_500);
+  await sleep(3_500);
   holds.gates.open(GatePoint.LargeRequestDecode);
   await Promise.all([held, stoppingAll]);
   assert.match(readFileSync(stopLog, 'utf8'), / signal-ok\n$/);

@@ -117,8 +117,9 @@ const stops = (s: Scrape, reason: string, result = 'succeeded'): number | undefi
 describe('GET /metrics', () => {
   let running: Running;
   before(async () => {
-    // Failed stops are not retried during these tests (their counts are asserted).
-    running = await start({ actions: [fixture('behave'), fixture('behave-io')], handlerThreads: 2, stopGraceMs: 300, heartbeatMinIntervalMs: 200, stopRetryBaseMs: 3_600_000 });
+    // Failed stops are not retried during these tests (their counts are asserted). A grace of 2 s:
+    // a cooperative body must see its stop and end within it on a busy machine too.
+    running = await start({ actions: [fixture('behave'), fixture('behave-io')], handlerThreads: 2, stopGraceMs: 2_000, heartbeatMinIntervalMs: 200, stopRetryBaseMs: 3_600_000 });
   });
   after(() => running.close());
 
@@ -183,7 +184,7 @@ describe('GET /metrics', () => {
     assert.equal(stops(s, 'agent', 'failed'), 0);
     assert.equal(bodyStops(s, 'cooperative'), 1);
     assert.equal(value(s, 'actionkit_body_stop_duration_seconds_count', { outcome: 'cooperative' }), 1);
-    assert.ok((value(s, 'actionkit_body_stop_duration_seconds_sum', { outcome: 'cooperative' }) ?? Infinity) < 0.3, 'a cooperative stop ends within the grace period');
+    assert.ok((value(s, 'actionkit_body_stop_duration_seconds_sum', { outcome: 'cooperative' }) ?? Infinity) < 2, 'a cooperative stop ends within the grace period');
     assert.equal(value(s, 'actionkit_stop_events_total'), 1);
     assert.equal(value(s, 'actionkit_stop_queue_depth'), 0);
     assert.equal(value(s, 'actionkit_bodies_running', { kind: 'cpu' }), 0);
@@ -235,7 +236,7 @@ describe('GET /metrics', () => {
     assert.equal(bodyStops(s, 'killed'), 1);
     assert.equal(value(s, 'actionkit_body_stop_duration_seconds_count', { outcome: 'killed' }), 1);
     const killedAfter = value(s, 'actionkit_body_stop_duration_seconds_sum', { outcome: 'killed' }) ?? 0;
-    assert.ok(killedAfter >= 0.29 && killedAfter < 5, `killed ${killedAfter} s after the stop request (grace 0.3 s)`);
+    assert.ok(killedAfter >= 1.99 && killedAfter < 10, `killed ${killedAfter} s after the stop request (grace 2 s)`);
     assert.equal(stops(s, 'agent'), 2);
     await scrapeUntil(running, 'the spares to be back to full strength', (current) => (value(current, 'actionkit_body_spare_threads') ?? 0) >= 2);
   });

@@ -88,7 +88,8 @@ test('a stop waits for a body its thread received but has not begun; the block i
 
 test('the leftovers of a returned io body (a timer writing progress and reports) never reach the execution that reuses its block on the same thread', async () => {
     const action = IO;
-    const { running } = await setUp({ maxExecutions: 1, ioBodyThreads: 1 });
+    // No heartbeat expiry: the second execution is not polled while the test waits for the leftover timer.
+    const { running } = await setUp({ maxExecutions: 1, ioBodyThreads: 1, heartbeatMinIntervalMs: 3_600_000 });
     const callLog = newLog();
     const leftoverTrigger = newLog();
     const first = randomUUID();

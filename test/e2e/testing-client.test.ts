@@ -148,7 +148,8 @@ describe('agent client against an in-process extension', { timeout: TEST_TIMEOUT
     assert.deepEqual(run.errors, []);
     assert.equal(run.ended, 'duration');
     assert.ok(run.durationMs >= 350 && run.durationMs < 5_000, `ran ${run.durationMs} ms`);
-    assert.ok(run.status.length >= 2 && run.status.length <= 4, `${run.status.length} polls of 100 ms in 350 ms`);
+    // At most one poll per 100 ms (timers never fire early); how many fit depends on how busy the machine is.
+    assert.ok(run.status.length <= 4, `${run.status.length} polls of 100 ms in 350 ms`);
     assert.ok(run.stop !== undefined);
   });
 
@@ -239,8 +240,10 @@ describe('agent client against a hand-written server', { timeout: TEST_TIMEOUT_M
     assert.equal(stopAt, paths.length - 1, 'stop is the last call');
     const statuses = paths.filter((p) => p === '/raw/status').length;
     const queries = paths.filter((p) => p === '/raw/query').length;
-    assert.ok(statuses >= 4 && statuses <= 8, `${statuses} status calls of 50 ms in 400 ms`);
-    assert.ok(queries > statuses, `${queries} queries (30 ms) vs ${statuses} status calls (50 ms)`);
+    // Both loops ran, each at most once per interval (timers never fire early); how many calls fit
+    // in 400 ms depends on how busy the machine is.
+    assert.ok(statuses >= 1 && statuses <= 8, `${statuses} status calls of 50 ms in 400 ms`);
+    assert.ok(queries >= 1 && queries <= 14, `${queries} queries of 30 ms in 400 ms`);
     const query = jsonOf(server.requests.find((r) => r.path === '/raw/query')!);
     assert.equal(query['executionId'], run.executionId);
     assert.deepEqual(query['config'], { duration: 400 });

@@ -282,12 +282,17 @@ test(`lifecycle model: ${SCHEDULES} seeded schedules of prepares, starts, polls,
         );
       }
     }
-    // CPU idle at the end: no body thread still burns (all ended or killed).
-    const before = process.cpuUsage();
-    await sleep(400);
-    const used = process.cpuUsage(before);
-    const busyMs = (used.user + used.system) / 1000;
-    assert.ok(busyMs < 200, `the process burned ${busyMs.toFixed(0)} ms of CPU in 400 ms with nothing running`);
+    // CPU idle at the end: no body thread still burns (all ended or killed). A thread the last
+    // schedule had replaced may still be booting: a quiet 400 ms must come within 30 s — a body
+    // that still spins never gives one.
+    let busyMs = Number.POSITIVE_INFINITY;
+    for (const quietBy = Date.now() + 30_000; busyMs >= 200 && Date.now() < quietBy; ) {
+      const before = process.cpuUsage();
+      await sleep(400);
+      const used = process.cpuUsage(before);
+      busyMs = (used.user + used.system) / 1000;
+    }
+    assert.ok(busyMs < 200, `the process burned ${busyMs.toFixed(0)} ms of CPU in every 400 ms for 30 s with nothing running`);
     const { stops, bodies } = extension.stats();
     t.diagnostic(`seed ${SEED}: ${totals.schedules} schedules; author stops ${stops.stopHandlerCalls} (${stops.succeeded} ok, ${stops.failed} failed, ${stops.givenUp} given up); bodies cooperative ${stops.bodiesCooperative}, killed ${stops.bodiesKilled}; body threads lost ${bodies.threadsLost}`);
   } finally {
