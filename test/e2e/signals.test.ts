@@ -389,7 +389,13 @@ test('stop storm: 200 executions — cpu bodies that stop cooperatively or must 
     t.diagnostic(`exit ${tookMs} ms after SIGTERM`);
     assert.ok(tookMs < 10_000 + 5_000, `exit ${tookMs} ms after SIGTERM (bound: ACTIONKIT_STOP_ALL_TIMEOUT 10 s + 5 s)`);
     const finalStops = linesById(stopLog);
-    for (const e of last) assert.deepEqual(finalStops.get(e.id), ['received signal SIGTERM stopped']);
+    // Each stopped once, for the signal: cooperatively, or killed after the 1 s grace when the
+    // machine was too busy to schedule its spinning body (three of the five cpu ones run at nice 10).
+    for (const e of last) {
+      const calls = finalStops.get(e.id) ?? [];
+      assert.equal(calls.length, 1, `${e.id}: ${calls.join(', ')}`);
+      assert.match(calls[0]!, /^received signal SIGTERM (stopped|killed)$/);
+    }
   } finally {
     child.process.kill('SIGKILL');
   }
