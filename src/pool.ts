@@ -95,27 +95,33 @@ export const MAX_QUEUED_DECODES = 16;
  * first come first served, and blind to clients that left). One task on the thread at a time, so
  * a task's handler timeout counts from when it runs, not from when it was queued. Work for
  * executions — handlers and upload checks of sealed values, decodes of the agent's bodies — goes
- * before the other decodes: a flood of bodies from anyone delays each such task by one decode at
- * most (the one on the thread when it joined). An agent's large stop is up to three such tasks
- * (decode, upload check, handler), each joining when the lifecycle gets to it, so it may wait
- * for one decode before each — never for the flood. At most
- * {@link MAX_QUEUED_DECODES} decodes wait (a refused one is a 503, not memory held), and a decode
- * whose client went away before its turn is dropped.
+ * before the other decodes, first come first served among itself: a flood of bodies from anyone
+ * delays each such task by one anonymous decode at most (the one on the thread when it joined).
+ * An agent's large stop is up to four such tasks (decode, an upload check before and one under
+ * its execution's lock for a file action, handler), each joining when the lifecycle gets to it,
+ * so it may wait for one anonymous decode before each — never for the flood. At most
+ * {@link MAX_QUEUED_DECODES} anonymous decodes wait (a refused one is a 503, not memory held);
+ * the agent's decodes are bounded by their read turns (`MAX_LARGE_BODIES_READ`). A decode of
+ * either kind whose client went away before its turn is dropped: it never runs, and its bytes
+ * are not held.
  */
 class LaneQueue {
   private busy = false;
-  private readonly executionWork: (() => void)[] = [];
-  private readonly decodes: { go: () => void; drop: (error: RuntimeError) => void; abandoned: () => boolean }[] = [];
+  private readonly executionWork: Waiting[] = [];
+  private readonly decodes: Waiting[] = [];
 
-  /** Wait for the lane's thread; call {@link done} when the task on it settled. */
+  /**
+   * Wait for the lane's thread; call {@link done} when the task on it settled. `abandoned`: the
+   * request of a decode whose client may leave (the task is then dropped, never run).
+   */
   turn(kind: 'execution' | 'decode', abandoned: () => boolean = () => false): Promise<void> {
     if (!this.busy) {
       this.busy = true;
       return Promise.resolve();
     }
-    if (kind === 'execution') return new Promise((resolve) => this.executionWork.push(resolve));
-    if (this.decodes.length >= MAX_QUEUED_DECODES) this.dropAbandoned();
-    if (this.decodes.length >= MAX_QUEUED_DECODES) {
+    // Before anything joins: what nobody waits for any more holds no place (and no bytes).
+    this.dropAbandoned();
+    if (kind === 'decode' && this.decodes.length >= MAX_QUEUED_DECODES) {
       return Promise.reject(
         new RuntimeError(
           ErrorCode.CapacityExhausted,
@@ -125,27 +131,27 @@ class LaneQueue {
         ),
       );
     }
-    return new Promise((go, drop) => this.decodes.push({ go, drop, abandoned }));
+    return new Promise((go, drop) => (kind === 'execution' ? this.executionWork : this.decodes).push({ go, drop, abandoned }));
   }
 
   /** The task on the thread settled: the next one goes. */
   done(): void {
-    const next = this.executionWork.shift();
-    if (next !== undefined) return next();
     this.dropAbandoned();
-    const decode = this.decodes.shift();
-    if (decode !== undefined) return decode.go();
+    const next = this.executionWork.shift() ?? this.decodes.shift();
+    if (next !== undefined) return next.go();
     this.busy = false;
   }
 
-  /** Drop the decodes whose client went away: they never run, and hold no place. */
+  /** Drop the tasks whose client went away: they never run, and hold no place. */
   private dropAbandoned(): void {
-    const kept = this.decodes.filter((decode) => !decode.abandoned());
-    if (kept.length === this.decodes.length) return;
-    for (const decode of this.decodes) {
-      if (!kept.includes(decode)) decode.drop(abandonedDecode());
+    for (const queue of [this.executionWork, this.decodes]) {
+      const kept = queue.filter((waiting) => !waiting.abandoned());
+      if (kept.length === queue.length) continue;
+      for (const waiting of queue) {
+        if (!kept.includes(waiting)) waiting.drop(abandonedDecode());
+      }
+      queue.splice(0, queue.length, ...kept);
     }
-    this.decodes.splice(0, this.decodes.length, ...kept);
   }
 
   /** Tasks waiting now (decodes and work for executions). */
@@ -157,6 +163,13 @@ class LaneQueue {
   get waitingForExecutions(): number {
     return this.executionWork.length;
   }
+}
+
+/** A task waiting for the lane: `go` gives it the thread, `drop` refuses it once `abandoned()`. */
+interface Waiting {
+  go: () => void;
+  drop: (error: RuntimeError) => void;
+  abandoned: () => boolean;
 }
 
 type LoadBalancer = NonNullable<NonNullable<ConstructorParameters<typeof Piscina>[0]>['loadBalancer']>;
@@ -384,7 +397,7 @@ export class WorkerPools {
     try {
       this.assertOpen(`${what} did not run`);
       // Its turn came at once, or as it was given up: a decode nobody waits for any more never runs.
-      if (kind === 'decode' && abandoned?.() === true) throw abandonedDecode();
+      if (abandoned?.() === true) throw abandonedDecode();
       return await job(signal);
     } catch (error) {
       if (error instanceof RuntimeError) throw error;

@@ -246,6 +246,20 @@ function paddedStop(agent: Running['agent']): Promise<Answer> {
   return agent.request('POST', `/${STATE}/stop`, body, { 'Content-Type': 'application/json' });
 }
 
+/** POST `body` to `path` whole, then leave without waiting for the answer. */
+function sendAndLeave(port: number, path: string, body: string): Promise<void> {
+  return new Promise<void>((resolve, reject) => {
+    const req = httpRequest({ host: '127.0.0.1', port, method: 'POST', path, headers: { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body) } });
+    req.on('error', () => undefined);
+    req.end(body, () => {
+      req.destroy();
+      resolve();
+    });
+    req.on('close', resolve);
+    setTimeout(() => reject(new Error('could not send the body')), 10_000).unref();
+  });
+}
+
 /** Prepare an execution of the state fixture whose prepare hands out a state above the threshold (sealed); its stop logs to `stopLog`. */
 async function prepareSealed(agent: Running['agent'], initial: Json = {}): Promise<{ id: string; stopLog: string; prepared: Answer }> {
   const id = randomUUID();
@@ -313,17 +327,7 @@ test('a large body whose client went away before its turn is never decoded', asy
   const { held } = await holdLane(holds, agent);
   const tasksBefore = running.extension.stats().pools.largeRequestTasks;
   // A whole large body, then the client leaves without waiting for the answer.
-  const body = JSON.stringify({ executionId: randomUUID(), state: { padding: 'g'.repeat(2 * LARGE_JSON_BYTES) } });
-  await new Promise<void>((resolve, reject) => {
-    const req = httpRequest({ host: '127.0.0.1', port, method: 'POST', path: `/${STATE}/stop`, headers: { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(body) } });
-    req.on('error', () => undefined);
-    req.end(body, () => {
-      req.destroy();
-      resolve();
-    });
-    req.on('close', resolve);
-    setTimeout(() => reject(new Error('could not send the body')), 10_000).unref();
-  });
+  await sendAndLeave(port, `/${STATE}/stop`, JSON.stringify({ executionId: randomUUID(), state: { padding: 'g'.repeat(2 * LARGE_JSON_BYTES) } }));
   await eventually('the body to be queued', () => (running!.extension.stats().pools.largeRequestQueue === 1 ? true : undefined));
   // The server saw the client leave (its access metric: 499) before the lane is free.
   const abandonedStop = `actionkit_http_requests_total{route="/${STATE}/stop",method="POST",status="499"} 1`;
@@ -334,6 +338,36 @@ test('a large body whose client went away before its turn is never decoded', asy
   assert.equal(after.status, 200);
   // The held stop (decode + handler) and the one after (decode + handler): the abandoned body ran nothing.
   assert.equal(running.extension.stats().pools.largeRequestTasks - tasksBefore, 4);
+});
+
+test('the agent\'s large bodies whose client went away are dropped too: they hold no place and are never decoded', async () => {
+  holds = new Holds();
+  running = await start({ actions: [fixture('http-state')], heartbeatMinIntervalMs: 3_600_000 });
+  const { agent } = running;
+  const port = Number(new URL(running.base).port);
+  const { id, prepared } = await prepareSealed(agent);
+  const started = await agent.start(STATE, id, prepared.body['state']);
+  assert.equal(started.status, 200);
+  const { held } = await holdLane(holds, agent);
+  const tasksBefore = running.extension.stats().pools.largeRequestTasks;
+  // More large statuses of the live execution than it has read turns, each client leaving once its body is sent.
+  const body = JSON.stringify({ executionId: id, state: started.body['state'] });
+  const leaving = MAX_LARGE_BODIES_READ + 4;
+  for (let i = 0; i < leaving; i++) await sendAndLeave(port, `/${STATE}/status`, body);
+  const abandonedStatuses = `actionkit_http_requests_total{route="/${STATE}/status",method="POST",status="499"} ${leaving}`;
+  await eventually('the server to see every client leave', async () => ((await (await fetch(`http://127.0.0.1:${running!.healthPort}/metrics`)).text()).includes(abandonedStatuses) ? true : undefined));
+  // The agent's next status joins the queue: it finds none of them there.
+  const status = agent.status(STATE, id, started.body['state']);
+  await eventually('the live status to wait for the lane alone', () => (running!.extension.stats().pools.largeRequestQueueForExecutions === 1 ? true : undefined));
+  assert.equal(running.extension.stats().pools.largeRequestQueue, 1);
+  holds.gates.open(GatePoint.LargeRequestDecode);
+  assert.equal((await held).status, 200);
+  const answered = await status;
+  assert.equal(answered.status, 200, JSON.stringify(answered.body).slice(0, 300));
+  assert.equal(answered.body['completed'], false);
+  // The held stop (decode + handler) and the live status (decode + handler): nothing of the abandoned ones ran.
+  assert.equal(running.extension.stats().pools.largeRequestTasks - tasksBefore, 4);
+  assert.equal((await agent.stop(STATE, id, answered.body['state'])).status, 200);
 });
 
 test('a decode whose request is abandoned by the time the idle lane takes it never runs', async () => {
