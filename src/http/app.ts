@@ -223,11 +223,17 @@ function buildRoutes(deps: AppDeps): Map<string, Map<string, Route>> {
     // A large body of an execution this process holds is the agent's: it goes first.
     const ofExecution = (head: Uint8Array): boolean => {
       const id = executionIdAtStart(head);
-      return id !== undefined && lifecycle.largeRequestArrived(action, id, kind);
+      const held = id !== undefined && lifecycle.largeRequestArrived(action, id, kind);
+      // Its stop runs even if its client leaves or its Request-Timeout answers first (a stop the
+      // agent sent is never lost, as a small one is not): it keeps its read turn until it ran,
+      // which bounds how many such bodies wait.
+      if (held && kind === 'stop') keepReadTurnUntilAnswered(req);
+      return held;
     };
     const body = await parse(req, res, path, json, REQUEST_SCHEMAS[kind], JSON_TYPES, ofExecution);
     if (!(body instanceof LargeBody)) return body;
-    const decoded = await decodeLarge(deps, { kind, bytes: body.bytes }, scope, body.ofExecution);
+    const abandoned = kind === 'stop' && body.ofExecution ? () => false : () => scope.abandoned();
+    const decoded = await deps.decode({ kind, bytes: body.bytes }, abandoned, body.ofExecution);
     return { executionId: decoded.executionId, state: stateFromWire(decoded.state ?? {}) ?? {} };
   };
 
@@ -295,8 +301,8 @@ class LargeBody {
 }
 
 /** Decode a large body on the large-request lane; its failures are the 400s the main thread would have answered. */
-function decodeLarge(deps: Pick<AppDeps, 'decode'>, task: DecodeTask, scope: RequestScope, ofExecution = false): Promise<DecodedBody> {
-  return deps.decode(task, () => scope.abandoned(), ofExecution);
+function decodeLarge(deps: Pick<AppDeps, 'decode'>, task: DecodeTask, scope: RequestScope): Promise<DecodedBody> {
+  return deps.decode(task, () => scope.abandoned());
 }
 
 /** A large prepare or query body, decoded on the large-request lane. */
@@ -459,7 +465,7 @@ class LargeBodyTurns {
    * Call `read` once this request may read the rest of its large body; its turn ends when its
    * answer is made ({@link returnReadTurn}) or its exchange ends (answered, or the client left),
    * whichever comes first — an answer queued behind a slow one on the same connection holds no
-   * turn. A request answered before its body was read (its `Request-Timeout` passed, or an error)
+   * turn — except for the agent's stops, which keep it until answered ({@link keepReadTurnUntilAnswered}). A request answered before its body was read (its `Request-Timeout` passed, or an error)
    * reads no more: it is destroyed, and takes no turn.
    */
   wait(req: IncomingMessage, res: ServerResponse, read: () => void): void {
@@ -477,7 +483,7 @@ class LargeBodyTurns {
       };
       (req as TurnHolder)[RETURN_TURN] = giveBack;
       onExchangeEnd(req, res, () => {
-        giveBack();
+        if ((req as TurnHolder)[KEEP_TURN] !== true) giveBack();
         answered();
       });
       read();
@@ -509,7 +515,14 @@ class LargeBodyTurns {
 
 /** Set on a request that holds a large-body read turn: gives the turn back (at most once). */
 const RETURN_TURN = Symbol('returnReadTurn');
-type TurnHolder = IncomingMessage & { [RETURN_TURN]?: () => void };
+/** Set on a request whose read turn ends only with its answer made, not when its exchange ends. */
+const KEEP_TURN = Symbol('keepReadTurn');
+type TurnHolder = IncomingMessage & { [RETURN_TURN]?: () => void; [KEEP_TURN]?: true };
+
+/** `req` keeps its read turn until its answer is made ({@link returnReadTurn}), even if its client left first. */
+function keepReadTurnUntilAnswered(req: IncomingMessage): void {
+  (req as TurnHolder)[KEEP_TURN] = true;
+}
 
 /** The request's answer is made: its large body, if it had one, no longer needs its read turn. */
 function returnReadTurn(req: IncomingMessage): void {

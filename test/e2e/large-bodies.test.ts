@@ -14,7 +14,7 @@
  */
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import { request as httpRequest } from 'node:http';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -356,18 +356,50 @@ test('the agent\'s large bodies whose client went away are dropped too: they hol
   for (let i = 0; i < leaving; i++) await sendAndLeave(port, `/${STATE}/status`, body);
   const abandonedStatuses = `actionkit_http_requests_total{route="/${STATE}/status",method="POST",status="499"} ${leaving}`;
   await eventually('the server to see every client leave', async () => ((await (await fetch(`http://127.0.0.1:${running!.healthPort}/metrics`)).text()).includes(abandonedStatuses) ? true : undefined));
-  // The agent's next status joins the queue: it finds none of them there.
+  // An anonymous body joins the queue: the abandoned ones are gone before it is in.
+  const anonymous = paddedStop(agent);
+  await eventually('the anonymous body to wait for the lane', () => (running!.extension.stats().pools.largeRequestQueue === 1 ? true : undefined));
+  assert.equal(running.extension.stats().pools.largeRequestQueueForExecutions, 0, 'no abandoned status of the execution holds a place');
+  // The agent's next status waits as the only work for an execution.
   const status = agent.status(STATE, id, started.body['state']);
-  await eventually('the live status to wait for the lane alone', () => (running!.extension.stats().pools.largeRequestQueueForExecutions === 1 ? true : undefined));
-  assert.equal(running.extension.stats().pools.largeRequestQueue, 1);
+  await eventually('the live status to wait for the lane', () => (running!.extension.stats().pools.largeRequestQueueForExecutions === 1 ? true : undefined));
   holds.gates.open(GatePoint.LargeRequestDecode);
   assert.equal((await held).status, 200);
+  assert.equal((await anonymous).status, 200);
   const answered = await status;
   assert.equal(answered.status, 200, JSON.stringify(answered.body).slice(0, 300));
   assert.equal(answered.body['completed'], false);
-  // The held stop (decode + handler) and the live status (decode + handler): nothing of the abandoned ones ran.
-  assert.equal(running.extension.stats().pools.largeRequestTasks - tasksBefore, 4);
+  // The held stop (decode + handler), the anonymous body (decode; its handler is not on the lane)
+  // and the live status (decode + handler): nothing of the abandoned ones ran.
+  assert.equal(running.extension.stats().pools.largeRequestTasks - tasksBefore, 5);
   assert.equal((await agent.stop(STATE, id, answered.body['state'])).status, 200);
+});
+
+test('the agent\'s large stop whose client went away still runs, once: it is never dropped, and keeps its read turn until it ran', async () => {
+  holds = new Holds();
+  running = await start({ actions: [fixture('http-state')], heartbeatMinIntervalMs: 3_600_000 });
+  const { agent } = running;
+  const port = Number(new URL(running.base).port);
+  const { id, stopLog, prepared } = await prepareSealed(agent);
+  const started = await agent.start(STATE, id, prepared.body['state']);
+  assert.equal(started.status, 200);
+  const { held } = await holdLane(holds, agent);
+  await sendAndLeave(port, `/${STATE}/stop`, JSON.stringify({ executionId: id, state: started.body['state'] }));
+  const abandonedStop = `actionkit_http_requests_total{route="/${STATE}/stop",method="POST",status="499"} 1`;
+  await eventually('the server to see the client leave', async () => ((await (await fetch(`http://127.0.0.1:${running!.healthPort}/metrics`)).text()).includes(abandonedStop) ? true : undefined));
+  // Another body joins the queue (what sweeps abandoned tasks out): the stop keeps its place.
+  const anonymous = paddedStop(agent);
+  await eventually('the anonymous body to wait for the lane', () => (running!.extension.stats().pools.largeRequestQueue === 2 ? true : undefined));
+  assert.equal(running.extension.stats().pools.largeRequestQueueForExecutions, 1, 'the agent\'s stop still waits');
+  holds.gates.open(GatePoint.LargeRequestDecode);
+  for (const answer of await Promise.all([held, anonymous])) assert.equal(answer.status, 200);
+  await eventually('the author stop to run', () => (existsSync(stopLog) ? true : undefined));
+  // The stop was the agent's, and a later one shares its answer: the author stop ran once.
+  const again = await agent.stop(STATE, id, started.body['state']);
+  assert.equal(again.status, 200, JSON.stringify(again.body).slice(0, 300));
+  assert.equal(again.body['error'], undefined);
+  assert.equal(readFileSync(stopLog, 'utf8').trim().split('\n').length, 1);
+  assert.equal(running.extension.stats().activeExecutions, 0);
 });
 
 test('a decode whose request is abandoned by the time the idle lane takes it never runs', async () => {
