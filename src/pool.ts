@@ -103,7 +103,7 @@ export const MAX_QUEUED_DECODES = 16;
  * {@link MAX_QUEUED_DECODES} anonymous decodes wait (a refused one is a 503, not memory held);
  * the agent's decodes are bounded by their read turns (`MAX_LARGE_BODIES_READ`). A decode of
  * either kind whose client went away before its turn is dropped: it never runs, and its bytes
- * are not held.
+ * are not held (the app gives the agent's stops no such test: a stop the agent sent always runs).
  */
 class LaneQueue {
   private busy = false;
