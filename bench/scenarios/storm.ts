@@ -17,6 +17,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { quantile, round } from '../stats.js';
 import type { ServerStats } from '../server.js';
+import { machineShares, machineTicks, mainThreadSchedUs } from '../thread-cpu.js';
 import { setupExecutions, startBaseline, startLoad, startServer, waitFor, type BenchSize } from './common.js';
 
 /** What one storm measured, against the runtime or against a baseline server. */
@@ -37,6 +38,11 @@ export interface StormFigures {
   mainCpuUsPerExecution: number;
   processCpuUsPerExecution: number;
   /**
+   * Time the main thread was ready to run but waited for a CPU, per execution: what the machine's
+   * other threads (the server's own, the load generator's, other guests') took from it.
+   */
+  mainRunQueueUsPerExecution: number;
+  /**
    * CPU time of the load generator (the agent's side of every request, on the same 2 cores) per
    * execution, while it sent the storm's stops and polls: the share of the machine the server did
    * not get.
@@ -51,6 +57,13 @@ export interface StormFigures {
   processCpuUsPerRequest: number;
   stopP99Ms: number;
   statusP99Ms: number;
+  /**
+   * Shares of the whole machine's CPU time during the storm (`/proc/stat`, every process): taken by
+   * the hypervisor for other guests (steal), and left idle. A storm with much steal ran on a busy
+   * host; its rate says more about the neighbours than about the server.
+   */
+  stealShare: number;
+  idleShare: number;
   /** Extra detail. */
   statusRequests: number;
   heartbeatTimeouts: number;
@@ -233,6 +246,8 @@ async function drive<C extends StormCounters>(size: BenchSize, options: StormOpt
 
     const mainCpuBefore = await server.mainThreadCpuUs();
     const cpuBefore = await server.cpuUsage();
+    const machineBefore = machineTicks();
+    const mainRunQueueBefore = mainThreadSchedUs(server.pid).runQueueUs;
     const started = performance.now();
     const storming = load.call<{
       stopLatenciesMs: number[];
@@ -268,6 +283,8 @@ async function drive<C extends StormCounters>(size: BenchSize, options: StormOpt
     const drainMs = performance.now() - started;
     const mainCpuUs = (await server.mainThreadCpuUs()) - mainCpuBefore;
     const cpuAfter = await server.cpuUsage();
+    const machine = machineShares(machineBefore, machineTicks());
+    const mainRunQueueUs = mainThreadSchedUs(server.pid).runQueueUs - mainRunQueueBefore;
     const processCpuUs = cpuAfter.user - cpuBefore.user + (cpuAfter.system - cpuBefore.system);
     const result = await storming;
     const stats = await server.stats();
@@ -307,11 +324,14 @@ async function drive<C extends StormCounters>(size: BenchSize, options: StormOpt
       stopsPerSec: round((executions.length * 1000) / drainMs),
       mainCpuUsPerExecution: round(mainCpuUs / executions.length),
       processCpuUsPerExecution: round(processCpuUs / executions.length),
+      mainRunQueueUsPerExecution: round(mainRunQueueUs / executions.length),
       loadCpuUsPerExecution: round(result.cpuUs / executions.length),
       mainCpuUsPerRequest: round(mainCpuUs / (result.stopRequests + result.statusRequests)),
       processCpuUsPerRequest: round(processCpuUs / (result.stopRequests + result.statusRequests)),
       stopP99Ms: round(quantile(result.stopLatenciesMs, 0.99), 2),
       statusP99Ms: round(quantile(result.statusLatenciesMs, 0.99), 2),
+      stealShare: round(machine.steal, 3),
+      idleShare: round(machine.idle, 3),
       statusRequests: result.statusRequests,
       heartbeatTimeouts: stats.watchdog.heartbeatTimeouts,
       usr1SentAtMs: round(result.usr1SentAtMs),
