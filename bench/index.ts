@@ -227,7 +227,7 @@ function tableRows(r: Results, bars: Bar[]): Row[] {
   };
   const stormRows = (name: 'storm' | 'cpuStorm', s: StormResult): void => {
     section(name, s, [
-      'executions', 'stopRequests', 'stopHandlerCalls', 'duplicateStops', 'lostStops', 'http5xx', 'drainMs', 'stopsPerSec', 'mainCpuUsPerExecution', 'mainRunQueueUsPerExecution', 'processCpuUsPerExecution', 'loadCpuUsPerExecution', 'mainCpuUsPerRequest', 'processCpuUsPerRequest', 'stopP99Ms', 'statusP99Ms', 'statusRequests', 'heartbeatTimeouts', 'stealShare', 'idleShare',
+      'executions', 'stopRequests', 'stopHandlerCalls', 'duplicateStops', 'lostStops', 'http5xx', 'drainMs', 'stopsPerSec', 'mainCpuUsPerExecution', 'mainRunQueueUsPerExecution', 'processCpuUsPerExecution', 'loadCpuUsPerExecution', 'mainCpuUsPerRequest', 'processCpuUsPerRequest', 'stopP99Ms', 'statusP99Ms', 'statusRequests', 'heartbeatTimeouts', 'stealPct', 'idlePct',
     ]);
     if (name === 'cpuStorm') section(name, { ...s, bodiesKilled: s.bodies.killed }, ['cpuBodiesAtStorm', 'setupMs', 'rssMiB', 'bodiesKilled']);
     for (const [answer, count] of Object.entries(s.answers)) rows.push([name, `answer: ${answer}`, formatValue(count), '']);
@@ -236,7 +236,7 @@ function tableRows(r: Results, bars: Bar[]): Row[] {
     if (b === undefined) return;
     for (const [label, figures] of [['inline node:http', b.nodeHttp], ['inline express', b.express]] as const) {
       for (const key of [
-        'drainMs', 'stopsPerSec', 'mainCpuUsPerExecution', 'mainRunQueueUsPerExecution', 'processCpuUsPerExecution', 'loadCpuUsPerExecution', 'mainCpuUsPerRequest', 'processCpuUsPerRequest', 'statusRequests', 'heartbeatTimeouts', 'stealShare', 'duplicateStops', 'lostStops', 'http5xx',
+        'drainMs', 'stopsPerSec', 'mainCpuUsPerExecution', 'mainRunQueueUsPerExecution', 'processCpuUsPerExecution', 'loadCpuUsPerExecution', 'mainCpuUsPerRequest', 'processCpuUsPerRequest', 'statusRequests', 'heartbeatTimeouts', 'stealPct', 'duplicateStops', 'lostStops', 'http5xx',
       ] as const) {
         rows.push([name, `${label}: ${key}`, formatValue(figures[key]), '']);
       }

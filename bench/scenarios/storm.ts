@@ -58,12 +58,12 @@ export interface StormFigures {
   stopP99Ms: number;
   statusP99Ms: number;
   /**
-   * Shares of the whole machine's CPU time during the storm (`/proc/stat`, every process): taken by
-   * the hypervisor for other guests (steal), and left idle. A storm with much steal ran on a busy
-   * host; its rate says more about the neighbours than about the server.
+   * Percent of the whole machine's CPU time during the storm (`/proc/stat`, every process) taken
+   * by the hypervisor for other guests (steal), and left idle. A storm with much steal ran on a
+   * busy host; its rate says more about the neighbours than about the server.
    */
-  stealShare: number;
-  idleShare: number;
+  stealPct: number;
+  idlePct: number;
   /** Extra detail. */
   statusRequests: number;
   heartbeatTimeouts: number;
@@ -330,8 +330,8 @@ async function drive<C extends StormCounters>(size: BenchSize, options: StormOpt
       processCpuUsPerRequest: round(processCpuUs / (result.stopRequests + result.statusRequests)),
       stopP99Ms: round(quantile(result.stopLatenciesMs, 0.99), 2),
       statusP99Ms: round(quantile(result.statusLatenciesMs, 0.99), 2),
-      stealShare: round(machine.steal, 3),
-      idleShare: round(machine.idle, 3),
+      stealPct: round(machine.steal * 100),
+      idlePct: round(machine.idle * 100),
       statusRequests: result.statusRequests,
       heartbeatTimeouts: stats.watchdog.heartbeatTimeouts,
       usr1SentAtMs: round(result.usr1SentAtMs),
