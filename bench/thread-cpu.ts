@@ -1,23 +1,24 @@
 /**
- * CPU time of one thread: the main thread, which serves every HTTP request. The process totals
- * (`process.cpuUsage()`) mix it with the worker threads; issue 12's bar is about the main thread
- * alone, so the bench reads the kernel's per-thread account.
+ * The kernel's accounts the bench reads: the main thread's (which serves every HTTP request) CPU
+ * time and time waiting for a CPU — the process totals (`process.cpuUsage()`) mix it with the worker
+ * threads, and issue 12's bars are about the main thread alone — and the whole machine's CPU
+ * ticks, to tell how busy the host was during a measurement.
  */
 import { readFileSync } from 'node:fs';
 
 /**
- * CPU time of this process's main thread so far, in µs: the first field of
- * `/proc/self/task/<pid>/schedstat` (nanoseconds on the CPU; the main thread's id is the pid).
- * NaN where there is no such file (not Linux, or schedstats compiled out).
+ * CPU time of this process's main thread so far, in µs ({@link mainThreadSchedUs}). NaN where there
+ * is no such account (not Linux, or schedstats compiled out).
  */
 export function mainThreadCpuUs(): number {
   return mainThreadSchedUs(process.pid).cpuUs;
 }
 
 /**
- * The main thread of process `pid` so far, in µs: time on a CPU, and time runnable but waiting for
- * one (the second field of `schedstat`: the machine's other threads, the load generator's and the
- * hypervisor's neighbours held the cores). NaN where there is no such file.
+ * The main thread of process `pid` so far, in µs, from `/proc/<pid>/task/<pid>/schedstat` (the main
+ * thread's id is the pid; nanoseconds): time on a CPU (first field), and time runnable but waiting
+ * for one (second field: the machine's other threads, the load generator's and other guests', held
+ * the cores). NaN where there is no such file.
  */
 export function mainThreadSchedUs(pid: number): { cpuUs: number; runQueueUs: number } {
   try {
