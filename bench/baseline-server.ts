@@ -20,7 +20,6 @@ import type { AddressInfo } from 'node:net';
 import express from 'express';
 import { InlineStorm } from './inline-storm.js';
 import { serveParent } from './ipc.js';
-import { mainThreadCpuUs } from './thread-cpu.js';
 import { burnWindow, WINDOW_MS } from './workload.js';
 
 const mode = process.env['BENCH_BASELINE'];
@@ -100,6 +99,6 @@ server.keepAliveTimeout = 120_000;
 await once(server, 'listening');
 serveParent(
   { port: (server.address() as AddressInfo).port, pid: process.pid },
-  { cpuUsage: () => process.cpuUsage(), mainThreadCpuUs, ...(storm === undefined ? {} : { stats: () => storm.stats() }) },
+  { cpuUsage: () => process.cpuUsage(), ...(storm === undefined ? {} : { stats: () => storm.stats() }) },
 );
 process.once('SIGTERM', () => process.exit(0));

@@ -6,7 +6,6 @@
 import { fileURLToPath } from 'node:url';
 import { createExtension } from '../src/index.js';
 import { serveParent } from './ipc.js';
-import { mainThreadCpuUs } from './thread-cpu.js';
 
 const actions = ['spin', 'spin-expiring', 'wait', 'wait-expiring'].map((name) => fileURLToPath(new URL(`./actions/${name}.js`, import.meta.url)));
 const extension = await createExtension({ actions });
@@ -18,5 +17,4 @@ export type ServerStats = ReturnType<typeof extension.stats> & { rssBytes: numbe
 serveParent({ port, healthPort, pid: process.pid }, {
   stats: (): ServerStats => ({ ...extension.stats(), rssBytes: process.memoryUsage().rss }),
   cpuUsage: () => process.cpuUsage(),
-  mainThreadCpuUs,
 });

@@ -1,24 +1,16 @@
 /**
- * The kernel's accounts the bench reads: the main thread's (which serves every HTTP request) CPU
- * time and time waiting for a CPU — the process totals (`process.cpuUsage()`) mix it with the worker
- * threads, and issue 12's bars are about the main thread alone — and the whole machine's CPU
- * ticks, to tell how busy the host was during a measurement.
+ * The kernel's accounts the bench reads from outside a server's process: its main thread's (which
+ * serves every HTTP request) CPU time and time waiting for a CPU — the process totals
+ * (`process.cpuUsage()`) mix it with the worker threads, and issue 12's bars are about the main
+ * thread alone — and the whole machine's CPU ticks, to tell how busy the host was meanwhile.
  */
 import { readFileSync } from 'node:fs';
-
-/**
- * CPU time of this process's main thread so far, in µs ({@link mainThreadSchedUs}). NaN where there
- * is no such account (not Linux, or schedstats compiled out).
- */
-export function mainThreadCpuUs(): number {
-  return mainThreadSchedUs(process.pid).cpuUs;
-}
 
 /**
  * The main thread of process `pid` so far, in µs, from `/proc/<pid>/task/<pid>/schedstat` (the main
  * thread's id is the pid; nanoseconds): time on a CPU (first field), and time runnable but waiting
  * for one (second field: the machine's other threads, the load generator's and other guests', held
- * the cores). NaN where there is no such file.
+ * the cores). NaN where there is no such file (not Linux, or schedstats compiled out).
  */
 export function mainThreadSchedUs(pid: number): { cpuUs: number; runQueueUs: number } {
   try {
@@ -44,8 +36,8 @@ export function machineTicks(): MachineTicks | undefined {
   try {
     const line = readFileSync('/proc/stat', 'utf8').split('\n', 1)[0]!;
     // cpu user nice system idle iowait irq softirq steal guest guest_nice (guest time is inside user/nice)
-    const [user, nice, system, idle, iowait, irq, softirq, steal] = line.trim().split(/\s+/).slice(1, 9).map(Number) as number[];
-    return { total: user! + nice! + system! + idle! + iowait! + irq! + softirq! + steal!, steal: steal!, idle: idle! + iowait! };
+    const [user = 0, nice = 0, system = 0, idle = 0, iowait = 0, irq = 0, softirq = 0, steal = 0] = line.trim().split(/\s+/).slice(1, 9).map(Number);
+    return { total: user + nice + system + idle + iowait + irq + softirq + steal, steal, idle: idle + iowait };
   } catch {
     return undefined;
   }
@@ -54,6 +46,6 @@ export function machineTicks(): MachineTicks | undefined {
 /** Shares (0–1) of the machine's CPU time between two readings that was stolen and idle; NaN without readings. */
 export function machineShares(before: MachineTicks | undefined, after: MachineTicks | undefined): { steal: number; idle: number } {
   const ticks = before === undefined || after === undefined ? 0 : after.total - before.total;
-  if (ticks <= 0) return { steal: Number.NaN, idle: Number.NaN };
-  return { steal: (after!.steal - before!.steal) / ticks, idle: (after!.idle - before!.idle) / ticks };
+  if (before === undefined || after === undefined || ticks <= 0) return { steal: Number.NaN, idle: Number.NaN };
+  return { steal: (after.steal - before.steal) / ticks, idle: (after.idle - before.idle) / ticks };
 }

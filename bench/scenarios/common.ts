@@ -26,8 +26,6 @@ export interface ServerProcess {
   metrics(): Promise<string>;
   /** CPU time of the whole process, all threads (µs). */
   cpuUsage(): Promise<NodeJS.CpuUsage>;
-  /** CPU time of its main thread alone (µs; NaN where the kernel does not say, `bench/thread-cpu.ts`). */
-  mainThreadCpuUs(): Promise<number>;
   stop(): Promise<void>;
 }
 
@@ -59,7 +57,6 @@ export async function startServer(env: Record<string, string> = {}): Promise<Ser
       return answer.text();
     },
     cpuUsage: () => child.request<NodeJS.CpuUsage>('cpuUsage'),
-    mainThreadCpuUs: () => child.request<number>('mainThreadCpuUs'),
     stop: async () => {
       await child.stop();
       rmSync(uploadDir, { recursive: true, force: true });
@@ -74,14 +71,13 @@ export async function startBaseline(mode: 'echo' | 'node-http' | 'inline' | 'sto
     base: `http://127.0.0.1:${ready.port}`,
     pid: ready.pid,
     cpuUsage: () => child.request<NodeJS.CpuUsage>('cpuUsage'),
-    mainThreadCpuUs: () => child.request<number>('mainThreadCpuUs'),
     request: (op) => child.request(op),
     stop: () => child.stop(),
   };
 }
 
 /** A baseline server in its own process; `request` asks it over IPC (the storm baselines answer `stats`). */
-export type BaselineProcess = Pick<ServerProcess, 'base' | 'pid' | 'cpuUsage' | 'mainThreadCpuUs' | 'stop'> & { request<T>(op: string): Promise<T> };
+export type BaselineProcess = Pick<ServerProcess, 'base' | 'pid' | 'cpuUsage' | 'stop'> & { request<T>(op: string): Promise<T> };
 
 /** The load generator, a client process of its own. */
 export interface LoadProcess {

@@ -14,6 +14,7 @@
  * main thread does no more per request than express's.
  */
 import { median, round } from '../stats.js';
+import { mainThreadSchedUs } from '../thread-cpu.js';
 import { setupExecutions, startBaseline, startLoad, startServer, type BaselineProcess, type BenchSize, type LoadProcess } from './common.js';
 
 export interface HttpOverheadResult {
@@ -106,11 +107,11 @@ export async function httpOverhead(size: BenchSize): Promise<HttpOverheadResult>
   }
 }
 
-async function run(load: LoadProcess, server: Pick<BaselineProcess, 'cpuUsage' | 'mainThreadCpuUs'>, url: string, bodies: unknown[], durationS: number): Promise<Measured> {
+async function run(load: LoadProcess, server: Pick<BaselineProcess, 'cpuUsage' | 'pid'>, url: string, bodies: unknown[], durationS: number): Promise<Measured> {
   const before = await server.cpuUsage();
-  const mainBefore = await server.mainThreadCpuUs();
+  const mainBefore = mainThreadSchedUs(server.pid).cpuUs;
   const result = await load.call<Throughput>('throughput', { url, bodies, durationS, connections: CONNECTIONS });
-  const mainAfter = await server.mainThreadCpuUs();
+  const mainAfter = mainThreadSchedUs(server.pid).cpuUs;
   const after = await server.cpuUsage();
   if (result.non2xx > 0 || result.errors > 0 || result.timeouts > 0) {
     throw new Error(`httpOverhead: ${url} answered ${result.non2xx} non-2xx, ${result.errors} errors, ${result.timeouts} timeouts`);

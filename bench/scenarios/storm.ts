@@ -158,7 +158,6 @@ interface StormServer<C extends StormCounters> {
   base: string;
   pid: number;
   stats(): Promise<C>;
-  mainThreadCpuUs(): Promise<number>;
   cpuUsage(): Promise<NodeJS.CpuUsage>;
 }
 
@@ -244,10 +243,9 @@ async function drive<C extends StormCounters>(size: BenchSize, options: StormOpt
     await waitFor('the first heartbeat timeout', async () => (await server.stats()).watchdog.heartbeatTimeouts > 0, 30_000);
     const atStorm = await server.stats();
 
-    const mainCpuBefore = await server.mainThreadCpuUs();
+    const mainBefore = mainThreadSchedUs(server.pid);
     const cpuBefore = await server.cpuUsage();
     const machineBefore = machineTicks();
-    const mainRunQueueBefore = mainThreadSchedUs(server.pid).runQueueUs;
     const started = performance.now();
     const storming = load.call<{
       stopLatenciesMs: number[];
@@ -281,10 +279,11 @@ async function drive<C extends StormCounters>(size: BenchSize, options: StormOpt
       drained = false;
     }
     const drainMs = performance.now() - started;
-    const mainCpuUs = (await server.mainThreadCpuUs()) - mainCpuBefore;
+    const mainAfter = mainThreadSchedUs(server.pid);
+    const mainCpuUs = mainAfter.cpuUs - mainBefore.cpuUs;
+    const mainRunQueueUs = mainAfter.runQueueUs - mainBefore.runQueueUs;
     const cpuAfter = await server.cpuUsage();
     const machine = machineShares(machineBefore, machineTicks());
-    const mainRunQueueUs = mainThreadSchedUs(server.pid).runQueueUs - mainRunQueueBefore;
     const processCpuUs = cpuAfter.user - cpuBefore.user + (cpuAfter.system - cpuBefore.system);
     const result = await storming;
     const stats = await server.stats();

@@ -465,8 +465,9 @@ class LargeBodyTurns {
    * Call `read` once this request may read the rest of its large body; its turn ends when its
    * answer is made ({@link returnReadTurn}) or its exchange ends (answered, or the client left),
    * whichever comes first — an answer queued behind a slow one on the same connection holds no
-   * turn — except for the agent's stops, which keep it until answered ({@link keepReadTurnUntilAnswered}). A request answered before its body was read (its `Request-Timeout` passed, or an error)
-   * reads no more: it is destroyed, and takes no turn.
+   * turn. The agent's large stops keep theirs until answered ({@link keepReadTurnUntilAnswered}).
+   * A request answered before its body was read (its `Request-Timeout` passed, or an error) reads
+   * no more: it is destroyed, and takes no turn.
    */
   wait(req: IncomingMessage, res: ServerResponse, read: () => void): void {
     const answered = (): void => {
