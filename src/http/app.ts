@@ -225,9 +225,9 @@ function buildRoutes(deps: AppDeps): Map<string, Map<string, Route>> {
       const id = executionIdAtStart(head);
       const held = id !== undefined && lifecycle.largeRequestArrived(action, id, kind);
       // Its stop runs even if its client leaves or its Request-Timeout answers first (a stop the
-      // agent sent is never lost, as a small one is not): it keeps its read turn until it ran,
-      // which bounds how many such bodies wait.
-      if (held && kind === 'stop') keepReadTurnUntilAnswered(req);
+      // agent sent is never lost, as a small one is not): it is read whole and keeps its read turn
+      // until it ran, which bounds how many such bodies wait.
+      if (held && kind === 'stop') readWhateverAnswered(req);
       return held;
     };
     const body = await parse(req, res, path, json, REQUEST_SCHEMAS[kind], JSON_TYPES, ofExecution);
@@ -465,47 +465,55 @@ class LargeBodyTurns {
    * Call `read` once this request may read the rest of its large body; its turn ends when its
    * answer is made ({@link returnReadTurn}) or its exchange ends (answered, or the client left),
    * whichever comes first — an answer queued behind a slow one on the same connection holds no
-   * turn. The agent's large stops keep theirs until answered ({@link keepReadTurnUntilAnswered}).
-   * A request answered before its body was read (its `Request-Timeout` passed, or an error) reads
-   * no more: it is destroyed, and takes no turn.
+   * turn. A request answered before its body was read (its `Request-Timeout` passed, or an error)
+   * reads no more: it is destroyed, and takes no turn.
+   *
+   * The agent's large stops ({@link readWhateverAnswered}) are the exception: like a small stop,
+   * such a request is read to its end and run even after its `Request-Timeout` answered it, so
+   * only its connection closing ends it; its turn ends only when its route made its answer. (The
+   * server's `requestTimeout` still bounds how long a stalled body holds it.)
    */
   wait(req: IncomingMessage, res: ServerResponse, read: () => void): void {
+    const agentStop = (req as TurnHolder)[READ_WHATEVER_ANSWERED] === true;
+    /** Nothing of it is wanted any more: a stop while its connection is open, anything else once answered. */
+    const over = (): boolean => (agentStop ? req.destroyed : res.writableEnded || res.destroyed);
     const answered = (): void => {
       if (!req.complete) req.destroy();
     };
-    if (res.writableEnded || res.destroyed) return answered();
+    if (over()) return answered();
     const take = (): void => {
       this.active++;
       let held = true;
-      const giveBack = (): void => {
+      (req as TurnHolder)[RETURN_TURN] = (): void => {
         if (!held) return;
         held = false;
         this.leave();
       };
-      (req as TurnHolder)[RETURN_TURN] = giveBack;
-      onExchangeEnd(req, res, () => {
-        if ((req as TurnHolder)[KEEP_TURN] !== true) giveBack();
-        answered();
-      });
+      if (!agentStop) {
+        onExchangeEnd(req, res, () => {
+          returnReadTurn(req);
+          answered();
+        });
+      }
       read();
     };
     if (this.active < this.limit) return take();
-    let stopWatching = (): void => undefined;
-    /** Its turn came: false if it was answered meanwhile (the answer queued on its connection; `gone` ends it), so the turn goes on. */
+    /** Its turn came: false if nothing of it is wanted any more (its end removes it), so the turn goes on. */
     const waiter = (): boolean => {
-      if (res.writableEnded || res.destroyed) return false;
+      if (over()) return false;
       stopWatching();
       take();
       return true;
     };
-    // A client that leaves, or is answered, while waiting gives up its place.
+    // A waiting request that is no longer wanted gives up its place: an agent's stop when its
+    // connection closes, anything else when answered or its client left.
     const gone = (): void => {
       const at = this.waiting.indexOf(waiter);
       if (at >= 0) this.waiting.splice(at, 1);
       answered();
     };
     this.waiting.push(waiter);
-    stopWatching = onExchangeEnd(req, res, gone);
+    const stopWatching = agentStop ? watchClose(req, gone) : onExchangeEnd(req, res, gone);
   }
 
   private leave(): void {
@@ -516,13 +524,26 @@ class LargeBodyTurns {
 
 /** Set on a request that holds a large-body read turn: gives the turn back (at most once). */
 const RETURN_TURN = Symbol('returnReadTurn');
-/** Set on a request whose read turn ends only with its answer made, not when its exchange ends. */
-const KEEP_TURN = Symbol('keepReadTurn');
-type TurnHolder = IncomingMessage & { [RETURN_TURN]?: () => void; [KEEP_TURN]?: true };
+/** Set on the agent's large stop: read to its end and run whatever answered it first ({@link LargeBodyTurns.wait}). */
+const READ_WHATEVER_ANSWERED = Symbol('readWhateverAnswered');
+type TurnHolder = IncomingMessage & { [RETURN_TURN]?: () => void; [READ_WHATEVER_ANSWERED]?: true };
 
-/** `req` keeps its read turn until its answer is made ({@link returnReadTurn}), even if its client left first. */
-function keepReadTurnUntilAnswered(req: IncomingMessage): void {
-  (req as TurnHolder)[KEEP_TURN] = true;
+/**
+ * `req` is the agent's stop: its body is read to the end and it runs even if its `Request-Timeout`
+ * answered first or its client left, as a small stop is; it keeps its read turn until its answer is
+ * made ({@link returnReadTurn}). Called before its body waits for a turn.
+ */
+function readWhateverAnswered(req: IncomingMessage): void {
+  (req as TurnHolder)[READ_WHATEVER_ANSWERED] = true;
+}
+
+/** Call `listener` once when `req` closes before its body was read whole; returns what cancels it. */
+function watchClose(req: IncomingMessage, listener: () => void): () => void {
+  const onClose = (): void => {
+    if (!req.complete) listener();
+  };
+  req.once('close', onClose);
+  return () => req.off('close', onClose);
 }
 
 /** The request's answer is made: its large body, if it had one, no longer needs its read turn. */

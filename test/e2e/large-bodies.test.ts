@@ -402,6 +402,87 @@ test('the agent\'s large stop whose client went away still runs, once: it is nev
   assert.equal(running.extension.stats().activeExecutions, 0);
 });
 
+/**
+ * POST the agent's stop `body` with a `Request-Timeout`: its first `firstBytes` at once, the rest
+ * once the timeout's 503 came (a client still sending when its deadline passes). Resolves with the
+ * status of the answer.
+ */
+function stopWithTimeout(port: number, body: string, timeout: string, firstBytes: number): Promise<number> {
+  return new Promise<number>((resolve, reject) => {
+    const bytes = Buffer.from(body);
+    const req = httpRequest({
+      host: '127.0.0.1',
+      port,
+      method: 'POST',
+      path: `/${STATE}/stop`,
+      headers: { 'Content-Type': 'application/json', 'Content-Length': bytes.length, 'Request-Timeout': timeout },
+    });
+    req.on('error', () => undefined);
+    req.on('response', (res) => {
+      res.resume();
+      req.end(bytes.subarray(firstBytes));
+      resolve(res.statusCode ?? 0);
+    });
+    req.write(bytes.subarray(0, firstBytes));
+    setTimeout(() => reject(new Error('no answer')), 10_000).unref();
+  });
+}
+
+test('the agent\'s large stop whose Request-Timeout passes while its body still arrives is read whole and runs, as a small one does', async () => {
+  running = await start({ actions: [fixture('http-state')], heartbeatMinIntervalMs: 3_600_000 });
+  const { agent } = running;
+  const port = Number(new URL(running.base).port);
+  const runStarted = async (initial: Json): Promise<{ id: string; stopLog: string; state: unknown }> => {
+    const id = randomUUID();
+    const stopLog = join(logs.path, `${id}.log`);
+    const prepared = await agent.prepare(STATE, id, { initial: { ...initial, stopLog } });
+    const started = await agent.start(STATE, id, prepared.body['state']);
+    assert.equal(started.status, 200, JSON.stringify(started.body).slice(0, 300));
+    return { id, stopLog, state: started.body['state'] };
+  };
+  const small = await runStarted({});
+  const large = await runStarted({ padTo: { prepare: 3 * LARGE_JSON_BYTES } });
+  const smallBody = JSON.stringify({ executionId: small.id, state: small.state });
+  const largeBody = JSON.stringify({ executionId: large.id, state: large.state });
+  assert.ok(largeBody.length > 2 * LARGE_JSON_BYTES);
+  // Each sends part of its body, gets the timeout's 503, then sends the rest.
+  assert.equal(await stopWithTimeout(port, smallBody, '0.3', Math.floor(smallBody.length / 2)), 503);
+  // Its first bytes name the execution: the agent's, read in a turn of the agent's.
+  assert.equal(await stopWithTimeout(port, largeBody, '0.3', 2 * LARGE_JSON_BYTES), 503);
+  await eventually('the small stop to run', () => (existsSync(small.stopLog) ? true : undefined));
+  await eventually('the large stop to run', () => (existsSync(large.stopLog) ? true : undefined));
+  await eventually('both executions to end', () => (running!.extension.stats().activeExecutions === 0 ? true : undefined));
+  assert.equal(readFileSync(large.stopLog, 'utf8').trim().split('\n').length, 1);
+});
+
+test('the agent\'s large stop whose Request-Timeout passes while it waits for a read turn still runs in its turn', { timeout: 60_000 }, async () => {
+  holds = new Holds();
+  running = await start({ actions: [fixture('http-state')], heartbeatMinIntervalMs: 3_600_000 });
+  const { agent } = running;
+  const port = Number(new URL(running.base).port);
+  const executions: { id: string; stopLog: string; state: unknown }[] = [];
+  for (let i = 0; i <= MAX_LARGE_BODIES_READ; i++) {
+    const { id, stopLog, prepared } = await prepareSealed(agent);
+    const started = await agent.start(STATE, id, prepared.body['state']);
+    assert.equal(started.status, 200);
+    executions.push({ id, stopLog, state: started.body['state'] });
+  }
+  const last = executions.pop()!;
+  // The lane holds an anonymous decode; the agent's stops of the others are read and wait for it, keeping every agent read turn.
+  const { held } = await holdLane(holds, agent);
+  const stops = executions.map((e) => agent.stop(STATE, e.id, e.state));
+  await eventually('the stops to wait for the lane', () => (running!.extension.stats().pools.largeRequestQueueForExecutions === MAX_LARGE_BODIES_READ ? true : undefined));
+  // The last one is sent whole; its Request-Timeout passes while it waits for a read turn.
+  const body = JSON.stringify({ executionId: last.id, state: last.state });
+  assert.equal(await stopWithTimeout(port, body, '0.5', Buffer.byteLength(body)), 503);
+  holds.gates.open(GatePoint.LargeRequestDecode);
+  assert.equal((await held).status, 200);
+  for (const answer of await Promise.all(stops)) assert.equal(answer.status, 200, JSON.stringify(answer.body).slice(0, 300));
+  await eventually('the last stop to run', () => (existsSync(last.stopLog) ? true : undefined));
+  await eventually('every execution to end', () => (running!.extension.stats().activeExecutions === 0 ? true : undefined));
+  for (const e of [...executions, last]) assert.equal(readFileSync(e.stopLog, 'utf8').trim().split('\n').length, 1, e.id);
+});
+
 test('a decode whose request is abandoned by the time the idle lane takes it never runs', async () => {
   running = await start({ actions: [fixture('http-state')] });
   const { pools } = running.extension as unknown as { pools: WorkerPools };
