@@ -484,17 +484,20 @@ class LargeBodyTurns {
     const take = (): void => {
       this.active++;
       let held = true;
+      // An agent's stop: its connection closing ends it (a request whose answer is out is not
+      // destroyed by Node when its connection closes, so its read would never end).
+      const stopWatching = agentStop
+        ? onConnectionClose(req, answered)
+        : onExchangeEnd(req, res, () => {
+            returnReadTurn(req);
+            answered();
+          });
       (req as TurnHolder)[RETURN_TURN] = (): void => {
         if (!held) return;
         held = false;
+        if (agentStop) stopWatching();
         this.leave();
       };
-      if (!agentStop) {
-        onExchangeEnd(req, res, () => {
-          returnReadTurn(req);
-          answered();
-        });
-      }
       read();
     };
     if (this.active < this.limit) return take();
@@ -513,7 +516,7 @@ class LargeBodyTurns {
       answered();
     };
     this.waiting.push(waiter);
-    const stopWatching = agentStop ? watchClose(req, gone) : onExchangeEnd(req, res, gone);
+    const stopWatching = agentStop ? onConnectionClose(req, gone) : onExchangeEnd(req, res, gone);
   }
 
   private leave(): void {
@@ -537,13 +540,15 @@ function readWhateverAnswered(req: IncomingMessage): void {
   (req as TurnHolder)[READ_WHATEVER_ANSWERED] = true;
 }
 
-/** Call `listener` once when `req` closes before its body was read whole; returns what cancels it. */
-function watchClose(req: IncomingMessage, listener: () => void): () => void {
-  const onClose = (): void => {
-    if (!req.complete) listener();
-  };
-  req.once('close', onClose);
-  return () => req.off('close', onClose);
+/** Call `listener` once when `req`'s connection closes (at once if it is closed); returns what cancels it. */
+function onConnectionClose(req: IncomingMessage, listener: () => void): () => void {
+  const socket = req.socket;
+  if (socket === null || socket.closed) {
+    process.nextTick(listener);
+    return () => undefined;
+  }
+  socket.once('close', listener);
+  return () => socket.off('close', listener);
 }
 
 /** The request's answer is made: its large body, if it had one, no longer needs its read turn. */
@@ -600,9 +605,10 @@ function readJson(
     req.pause();
     (largeOfExecution ? turns.ofExecutions : turns.anonymous).wait(req, res, () => req.resume());
   });
-  // Closed before the whole body arrived: the client went away.
+  // Closed before the whole body was read (arrived or not): the client went away, and what is left
+  // will never be read; without this a request destroyed while it waited would never settle.
   req.once('close', () => {
-    if (!req.complete) fail('request.aborted', 'request aborted');
+    if (!req.readableEnded) fail('request.aborted', 'request aborted');
   });
   req.once('error', (error) => fail('request.error', error.message));
   req.once('end', () => {

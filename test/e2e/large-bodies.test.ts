@@ -455,6 +455,38 @@ test('the agent\'s large stop whose Request-Timeout passes while its body still 
   assert.equal(readFileSync(large.stopLog, 'utf8').trim().split('\n').length, 1);
 });
 
+test('the agent\'s large stops answered by their Request-Timeout whose clients then leave mid-body give their read turns back', async () => {
+  running = await start({ actions: [fixture('http-state')], heartbeatMinIntervalMs: 3_600_000 });
+  const { agent } = running;
+  const port = Number(new URL(running.base).port);
+  const { id, stopLog, prepared } = await prepareSealed(agent);
+  const started = await agent.start(STATE, id, prepared.body['state']);
+  assert.equal(started.status, 200);
+  const body = Buffer.from(JSON.stringify({ executionId: id, state: started.body['state'] }));
+  // More than there are turns: each takes one, gets the 503, and its client leaves before the rest.
+  for (let i = 0; i < MAX_LARGE_BODIES_READ + 2; i++) {
+    const status = await new Promise<number>((resolve, reject) => {
+      const req = httpRequest({ host: '127.0.0.1', port, method: 'POST', path: `/${STATE}/stop`, headers: { 'Content-Type': 'application/json', 'Content-Length': body.length, 'Request-Timeout': '0.2' } });
+      req.on('error', () => undefined);
+      req.on('response', (res) => {
+        res.resume();
+        res.on('end', () => {
+          req.destroy();
+          resolve(res.statusCode ?? 0);
+        });
+      });
+      req.write(body.subarray(0, 2 * LARGE_JSON_BYTES));
+      setTimeout(() => reject(new Error('no answer')), 10_000).unref();
+    });
+    assert.equal(status, 503);
+  }
+  // Every turn came back: the agent's next large stop is read, and runs.
+  const stopped = await agent.stop(STATE, id, started.body['state']);
+  assert.equal(stopped.status, 200, JSON.stringify(stopped.body).slice(0, 300));
+  assert.equal(stopped.body['error'], undefined);
+  assert.equal(readFileSync(stopLog, 'utf8').trim().split('\n').length, 1);
+});
+
 test('the agent\'s large stop whose Request-Timeout passes while it waits for a read turn still runs in its turn', { timeout: 60_000 }, async () => {
   holds = new Holds();
   running = await start({ actions: [fixture('http-state')], heartbeatMinIntervalMs: 3_600_000 });
